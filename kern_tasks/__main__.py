@@ -1,0 +1,5 @@
+import sys
+
+from kern_tasks.cli import main
+
+sys.exit(main())

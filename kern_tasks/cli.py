@@ -1,0 +1,64 @@
+"""The `kern-tasks` command (also `python -m kern_tasks`).
+
+    kern-tasks demo          a short tour of the store on the embedded default
+    kern-tasks db upgrade    migrate the database named by KERN_DATABASE_URL
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+
+from kern_tasks.db import Database
+from kern_tasks.settings import Settings
+
+
+def _db_upgrade(settings: Settings) -> int:
+    db = Database(settings=settings)
+    db.upgrade()
+    print(f"{db!r} is up to date")
+    return 0
+
+
+def _demo(settings: Settings) -> int:
+    from kern_tasks.scheduler import ScheduleManager, describe, next_runs
+
+    db = Database(settings=settings)
+    manager = ScheduleManager(db)
+    examples = [
+        ("morning_briefing", "0 8 * * 1-5", "America/New_York", "/agents/briefer/runs"),
+        ("daily_triage", "30 2 * * *", "America/New_York", "/agents/triage/runs"),
+        ("weekly_digest", "0 9 * * mon", "Europe/London", "/workflows/weekly-digest/runs"),
+        ("health_check", "*/15 * * * *", "UTC", "/health"),
+    ]
+    print(f"database: {db!r}\n")
+    for name, cron, zone, endpoint in examples:
+        method = "GET" if endpoint == "/health" else "POST"
+        s = manager.create(
+            name=name, cron=cron, timezone=zone, endpoint=endpoint, method=method,
+            payload={"message": f"run {name}"} if method == "POST" else None, if_exists="update",
+        )
+        upcoming = next_runs(s.cron_expr, s.timezone, datetime.now(UTC), count=3)
+        print(f"{s.name:<18} {s.cron_expr:<14} {s.timezone:<17} {describe(s.cron_expr)}")
+        for when in upcoming:
+            print(f"{'':<18} next: {when.isoformat()}  ({when.astimezone(UTC):%Y-%m-%d %H:%M} UTC)")
+    print(f"\n{manager.list().total_count} schedules stored; run `make test` for the full suite.")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kern-tasks", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("demo", help="a short tour of the store on the embedded default")
+    db_parser = commands.add_parser("db", help="database maintenance")
+    db_parser.add_argument("action", choices=["upgrade"])
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    if args.command == "db":
+        return _db_upgrade(settings)
+    return _demo(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

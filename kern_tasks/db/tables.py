@@ -1,0 +1,169 @@
+"""The agno_* tables kern_tasks reads and writes, as SQLAlchemy Core tables.
+
+Column names and types are agno's (as agno 3.1 creates them on Postgres), so kern_tasks
+can run on the database of an existing agno AgentOS and agno can read what we write.
+Columns of our own come last in each table; they are nullable or defaulted, so agno's
+own inserts keep working.
+
+Tables carry no schema here: `Database` maps them into `KERN_DB_SCHEMA` (agno's "ai")
+with SQLAlchemy's schema_translate_map.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    Table,
+    Text,
+    false,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData()
+
+# JSONB on Postgres (agno's type), JSON text elsewhere.
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+SCHEDULE_STATUSES = (
+    "queued", "running", "success", "failed", "retrying", "timeout", "paused", "cancelled",
+)
+MISFIRE_POLICIES = ("skip", "once", "all")
+OVERLAP_POLICIES = ("forbid", "allow")
+
+schedules = Table(
+    "agno_schedules",
+    metadata,
+    # --- agno's columns ---
+    Column("id", String, primary_key=True),
+    Column("name", String, nullable=False),
+    Column("description", Text),
+    Column("method", String, nullable=False),
+    Column("endpoint", String, nullable=False),
+    Column("payload", JSONType),
+    Column("cron_expr", String, nullable=False),
+    Column("timezone", String, nullable=False),
+    Column("timeout_seconds", BigInteger, nullable=False),
+    Column("max_retries", BigInteger, nullable=False),
+    Column("retry_delay_seconds", BigInteger, nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("next_run_at", BigInteger),
+    Column("locked_by", String),
+    Column("locked_at", BigInteger),
+    Column("user_id", String),
+    Column("managed_by", String),
+    Column("target_type", String),
+    Column("target_id", String),
+    Column("created_by_run_id", String),
+    Column("created_by_session_id", String),
+    Column("updated_by_run_id", String),
+    Column("updated_by_session_id", String),
+    Column("disabled_reason", String),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger),
+    # --- ours ---
+    # What to do with slots missed while no beat ran: skip | once | all (within the window).
+    Column("misfire_policy", String, nullable=False, server_default="once"),
+    Column("catchup_window_seconds", BigInteger, nullable=False, server_default="3600"),
+    # forbid: the lease is held until the slot's last attempt ends; allow: released at enqueue.
+    Column("overlap_policy", String, nullable=False, server_default="forbid"),
+    # Deterministic per-slot delay in [0, jitter_seconds].
+    Column("jitter_seconds", BigInteger, nullable=False, server_default="0"),
+    # Slots passed over by the misfire policy (each one is also logged by beat).
+    Column("skipped_slots", BigInteger, nullable=False, server_default="0"),
+)
+
+# agno's indexes, by agno's names, so a database agno created is recognised as is.
+# Beat's claim reads only due rows: enabled AND next_run_at <= now.
+Index("idx_agno_schedules_enabled_next_run_at", schedules.c.enabled, schedules.c.next_run_at)
+Index("idx_agno_schedules_next_run_at", schedules.c.next_run_at)
+Index("idx_agno_schedules_created_at", schedules.c.created_at)
+Index("idx_agno_schedules_managed_by", schedules.c.managed_by)
+Index("idx_agno_schedules_name", schedules.c.name)
+Index("idx_agno_schedules_target_id", schedules.c.target_id)
+Index("idx_agno_schedules_user_id", schedules.c.user_id)
+Index(
+    "idx_agno_schedules_user_id_enabled_next_run_at",
+    schedules.c.user_id,
+    schedules.c.enabled,
+    schedules.c.next_run_at,
+)
+# A name is unique per owner; rows without user_id form one owner of their own.
+Index(
+    "agno_schedules_uq_user_name",
+    schedules.c.user_id,
+    schedules.c.name,
+    unique=True,
+    postgresql_where=text("user_id IS NOT NULL"),
+    sqlite_where=text("user_id IS NOT NULL"),
+)
+Index(
+    "agno_schedules_uq_unowned_name",
+    schedules.c.name,
+    unique=True,
+    postgresql_where=text("user_id IS NULL"),
+    sqlite_where=text("user_id IS NULL"),
+)
+
+schedule_runs = Table(
+    "agno_schedule_runs",
+    metadata,
+    # --- agno's columns ---
+    Column("id", String, primary_key=True),
+    Column(
+        "schedule_id",
+        String,
+        ForeignKey("agno_schedules.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("attempt", BigInteger, nullable=False),
+    Column("triggered_at", BigInteger),
+    Column("completed_at", BigInteger),
+    Column("status", String, nullable=False),
+    Column("status_code", BigInteger),
+    Column("run_id", String),
+    Column("session_id", String),
+    Column("error", Text),
+    Column("input", JSONType),
+    Column("output", JSONType),
+    Column("requirements", JSONType),
+    Column("user_id", String),
+    Column("created_at", BigInteger, nullable=False),
+    # --- ours ---
+    # The cron slot (epoch seconds) this attempt belongs to; NULL on rows agno wrote.
+    Column("scheduled_for", BigInteger),
+    # True for a run asked for by trigger(), not by the cron.
+    Column("manual", Boolean, nullable=False, server_default=false()),
+    # A queued attempt is not published before this instant (retry backoff lives here,
+    # not in broker ETAs, so long waits never outlive the broker's visibility timeout).
+    Column("not_before", BigInteger),
+)
+
+Index("idx_agno_schedule_runs_created_at", schedule_runs.c.created_at)
+Index("idx_agno_schedule_runs_schedule_id", schedule_runs.c.schedule_id)
+Index("idx_agno_schedule_runs_status", schedule_runs.c.status)
+Index("idx_agno_schedule_runs_user_id", schedule_runs.c.user_id)
+# Ours: a slot is materialised at most once per attempt (manual runs are slots of their own).
+Index(
+    "uq_kern_schedule_runs_slot_attempt",
+    schedule_runs.c.schedule_id,
+    schedule_runs.c.scheduled_for,
+    schedule_runs.c.manual,
+    schedule_runs.c.attempt,
+    unique=True,
+)
+# Ours: the sweep reads open attempts (queued, running) without scanning finished history.
+Index(
+    "ix_kern_schedule_runs_open",
+    schedule_runs.c.status,
+    schedule_runs.c.not_before,
+    postgresql_where=text("status IN ('queued', 'running')"),
+    sqlite_where=text("status IN ('queued', 'running')"),
+)

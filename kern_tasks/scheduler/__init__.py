@@ -1,0 +1,7 @@
+"""Schedules: cron and time zones, the ScheduleManager, and the claims beat makes."""
+
+from kern_tasks.scheduler.cron import describe, next_run, next_runs
+from kern_tasks.scheduler.manager import ScheduleManager
+from kern_tasks.scheduler.models import Page, Schedule, ScheduleRun
+
+__all__ = ["Page", "Schedule", "ScheduleManager", "ScheduleRun", "describe", "next_run", "next_runs"]

@@ -1,0 +1,109 @@
+"""Values the store hands out: a schedule, one attempt of it, a page of either."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Generic, Iterator, Mapping, TypeVar
+
+T = TypeVar("T")
+
+
+def _from_row(cls: type[T], row: Mapping[str, Any]) -> T:
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    return cls(**{key: value for key, value in row.items() if key in names})
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """One row of agno_schedules. Times are epoch seconds."""
+
+    id: str
+    name: str
+    cron_expr: str
+    endpoint: str
+    method: str
+    timezone: str
+    timeout_seconds: int
+    max_retries: int
+    retry_delay_seconds: int
+    enabled: bool
+    created_at: int
+    description: str | None = None
+    payload: dict[str, Any] | None = None
+    next_run_at: int | None = None
+    locked_by: str | None = None
+    locked_at: int | None = None
+    user_id: str | None = None
+    managed_by: str | None = None
+    target_type: str | None = None
+    target_id: str | None = None
+    created_by_run_id: str | None = None
+    created_by_session_id: str | None = None
+    updated_by_run_id: str | None = None
+    updated_by_session_id: str | None = None
+    disabled_reason: str | None = None
+    updated_at: int | None = None
+    misfire_policy: str = "once"
+    catchup_window_seconds: int = 3600
+    overlap_policy: str = "forbid"
+    jitter_seconds: int = 0
+    skipped_slots: int = 0
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> "Schedule":
+        return _from_row(cls, row)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ScheduleRun:
+    """One attempt of one slot (a row of agno_schedule_runs)."""
+
+    id: str
+    schedule_id: str
+    attempt: int
+    status: str
+    created_at: int
+    triggered_at: int | None = None
+    completed_at: int | None = None
+    status_code: int | None = None
+    run_id: str | None = None
+    session_id: str | None = None
+    error: str | None = None
+    input: dict[str, Any] | None = None
+    output: Any = None
+    requirements: Any = None
+    user_id: str | None = None
+    scheduled_for: int | None = None
+    manual: bool = False
+    not_before: int | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> "ScheduleRun":
+        return _from_row(cls, row)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a listing, with the total the listing has."""
+
+    data: list[T]
+    page: int
+    limit: int
+    total_count: int
+
+    @property
+    def total_pages(self) -> int:
+        return math.ceil(self.total_count / self.limit) if self.limit else 0
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)

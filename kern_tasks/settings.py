@@ -1,0 +1,72 @@
+"""The one place that reads the environment.
+
+Every other module takes a `Settings` (or the values it needs) as an argument, so tests
+and embedding applications can configure kern_tasks without touching `os.environ`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+DEFAULT_DATA_DIR = Path(".kern")
+
+
+def _default_database_url(data_dir: Path) -> str:
+    return f"sqlite:///{data_dir / 'kern.db'}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime configuration; `Settings.from_env()` builds it from `KERN_*` variables.
+
+    database_url     KERN_DATABASE_URL   default: a SQLite file in KERN_DATA_DIR (.kern/)
+    db_schema        KERN_DB_SCHEMA      Postgres schema of the agno_* tables (agno uses "ai")
+    broker_url       KERN_BROKER_URL     default: an embedded SQL transport in KERN_DATA_DIR
+    result_backend   KERN_RESULT_BACKEND default: none
+    base_url         KERN_BASE_URL       where schedules fire: base_url + endpoint
+    service_token    KERN_SERVICE_TOKEN  bearer token fires carry
+    security_key     KERN_SECURITY_KEY   when set, every API route needs it
+    app              KERN_APP            "module:attribute" of the AgentOS workers import
+    """
+
+    database_url: str | None = None
+    db_schema: str | None = None
+    broker_url: str | None = None
+    result_backend: str | None = None
+    base_url: str = "http://127.0.0.1:7777"
+    service_token: str | None = None
+    security_key: str | None = None
+    app: str | None = None
+    data_dir: Path = field(default=DEFAULT_DATA_DIR)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            value = env.get(name)
+            return value if value else None
+
+        return cls(
+            database_url=get("KERN_DATABASE_URL"),
+            db_schema=get("KERN_DB_SCHEMA"),
+            broker_url=get("KERN_BROKER_URL"),
+            result_backend=get("KERN_RESULT_BACKEND"),
+            base_url=get("KERN_BASE_URL") or cls.base_url,
+            service_token=get("KERN_SERVICE_TOKEN"),
+            security_key=get("KERN_SECURITY_KEY"),
+            app=get("KERN_APP"),
+            data_dir=Path(get("KERN_DATA_DIR") or DEFAULT_DATA_DIR),
+        )
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or _default_database_url(self.data_dir)
+
+    @property
+    def is_embedded(self) -> bool:
+        """True when the database is the default SQLite file (no services needed)."""
+        return self.database_url is None
