@@ -5,11 +5,16 @@ from __future__ import annotations
 from sqlalchemy import Connection, text
 
 _NOW = {
-    "postgresql": "SELECT CAST(FLOOR(EXTRACT(EPOCH FROM clock_timestamp())) AS BIGINT)",
-    "sqlite": "SELECT unixepoch()",
+    "postgresql": "SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8",
+    "sqlite": "SELECT (julianday('now') - 2440587.5) * 86400.0",
 }
 
 
+def db_time(connection: Connection) -> float:
+    """Epoch seconds on the database server, with a fraction."""
+    return float(connection.execute(text(_NOW[connection.dialect.name])).scalar_one())
+
+
 def db_now(connection: Connection) -> int:
-    """Epoch seconds on the database server."""
-    return int(connection.execute(text(_NOW[connection.dialect.name])).scalar_one())
+    """Whole epoch seconds on the database server (what the tables store)."""
+    return int(db_time(connection))

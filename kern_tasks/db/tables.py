@@ -95,6 +95,20 @@ Index(
     schedules.c.enabled,
     schedules.c.next_run_at,
 )
+# Ours: beat's wake-up query reads the earliest claimable slot from this index alone.
+Index(
+    "ix_kern_schedules_claimable",
+    schedules.c.next_run_at,
+    postgresql_where=text("enabled AND locked_by IS NULL"),
+    sqlite_where=text("enabled AND locked_by IS NULL"),
+)
+# Ours: the few leased rows (their runs are in flight), for the wake-up query too.
+Index(
+    "ix_kern_schedules_leased",
+    schedules.c.next_run_at,
+    postgresql_where=text("enabled AND locked_by IS NOT NULL"),
+    sqlite_where=text("enabled AND locked_by IS NOT NULL"),
+)
 # A name is unique per owner; rows without user_id form one owner of their own.
 Index(
     "agno_schedules_uq_user_name",
@@ -144,6 +158,13 @@ schedule_runs = Table(
     # A queued attempt is not published before this instant (retry backoff lives here,
     # not in broker ETAs, so long waits never outlive the broker's visibility timeout).
     Column("not_before", BigInteger),
+    # When the attempt was last handed to the broker; NULL until then. The sweep
+    # re-publishes queued attempts whose message may be lost (never sent, or sent
+    # before a broker restart).
+    Column("enqueued_at", BigInteger),
+    # The schedule's locked_by value of the claim this slot came from; the last
+    # attempt releases the lease only if the schedule still carries this token.
+    Column("lease_token", String),
 )
 
 Index("idx_agno_schedule_runs_created_at", schedule_runs.c.created_at)

@@ -7,7 +7,10 @@ LEADING seconds field; each field is ``*`` or a comma list of ``N``, ``A-B``, ``
 ``N/S`` (N to the field's end) and ``A-B/S``. Months accept jan-dec and days of the
 week sun-sat (0 and 7 are Sunday). Macros: @hourly @daily @midnight @weekly @monthly
 @yearly @annually. When both day-of-month and day-of-week are restricted (neither
-covers its whole range) a day matches either one (OR), as in croniter.
+covers its whole range) a day matches either one (OR), as in croniter. Rejected with
+a message: croniter's extensions (L, W, #, ?, H), @reboot and ranges that run
+backwards (5-1). We hand croniter explicit value lists, not the text, because it
+reads some forms its own way (it takes "5-5" for the whole range).
 
 DST rules (the contract, like Vixie cron). Matches are enumerated in local wall-clock
 time, then each wall time is mapped to real instants:
@@ -22,8 +25,14 @@ time, then each wall time is mapped to real instants:
   several gap times fire once in all; a repeated wall time fires only at its first
   occurrence (fold=0).
 
-Fire times are whole seconds; results are strictly after ``after`` and strictly
-increasing.
+How: croniter enumerates matching wall times on NAIVE datetimes (pure wall-clock
+arithmetic, from an expression we normalise to explicit value lists); each is mapped
+with zoneinfo (fold=0 vs fold=1 offsets tell a gap from a repeated hour). The mapped
+instants need not be monotonic (01:00 EST comes after 01:30 EDT), so a small heap
+holds them until no later wall time can map below them. If ``after`` is in the first
+pass of a repeated hour, the wall times already passed come round again: a second
+stream enumerates them and is merged in. Fire times are whole seconds, strictly after
+``after`` and strictly increasing.
 """
 
 from __future__ import annotations
@@ -42,37 +51,19 @@ from croniter import CroniterBadDateError, croniter
 
 from kern_tasks.errors import CronError
 
-__all__ = [
-    "CronExpression",
-    "describe",
-    "next_run",
-    "next_run_epoch",
-    "next_runs",
-    "parse",
-    "validate_timezone",
-]
-
 _SECOND = timedelta(seconds=1)
 _EPOCH = datetime(1970, 1, 1)  # naive: croniter enumerates wall-clock times
 _UTC_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# Far enough ahead to see any real backward offset change (the largest since 1970 is 3 h).
+# How far ahead to look for the clock going back (real changes are a few hours at most).
 _LOOKAHEAD = 86_400
 # Longest possible wait between matches: Feb 29 skips 2100, so 8 years; a margin on top.
 _MAX_YEARS = 10
 _MONTH_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # 29: leap years exist
-_MACROS = {
-    "@hourly": "0 * * * *",
-    "@daily": "0 0 * * *",
-    "@midnight": "0 0 * * *",
-    "@weekly": "0 0 * * 0",
-    "@monthly": "0 0 1 * *",
-    "@yearly": "0 0 1 1 *",
-    "@annually": "0 0 1 1 *",
-}
-_FIELD_COUNT_MSG = (
-    "expected 5 fields (minute hour day-of-month month day-of-week) "
-    "or 6 with a leading seconds field, got {}"
-)
+_MACROS = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
+           "@weekly": "0 0 * * 0", "@monthly": "0 0 1 * *", "@yearly": "0 0 1 1 *",
+           "@annually": "0 0 1 1 *"}
+_FIELD_COUNT_MSG = ("expected 5 fields (minute hour day-of-month month day-of-week) "
+                    "or 6 with a leading seconds field, got {}")
 _DIGITS = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() accepts "²"
 
 
@@ -96,10 +87,10 @@ _SECONDS = _Field("second", 0, 59, 59)
 _MINUTES = _Field("minute", 0, 59, 59)
 _HOURS = _Field("hour", 0, 23, 23)
 _DAYS = _Field("day-of-month", 1, 31, 31)
-_MONTHS = _Field("month", 1, 12, 12, tuple(
-    "jan feb mar apr may jun jul aug sep oct nov dec".split()), " (or jan-dec)")
-_WEEKDAYS = _Field("day-of-week", 0, 7, 6, tuple(
-    "sun mon tue wed thu fri sat".split()), " (or sun-sat)")
+_MONTHS = _Field("month", 1, 12, 12, ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug",
+                                        "sep", "oct", "nov", "dec"), " (or jan-dec)")
+_WEEKDAYS = _Field("day-of-week", 0, 7, 6, ("sun", "mon", "tue", "wed", "thu", "fri", "sat"),
+                   " (or sun-sat)")
 
 
 @dataclass(frozen=True)
@@ -122,11 +113,6 @@ class CronExpression:
     hour_is_wildcard: bool  # fires by elapsed time across DST changes
     croniter_expr: str  # croniter's own field order: seconds LAST, full fields as "*"
 
-    @property
-    def day_or(self) -> bool:
-        """True when a day matches if EITHER day-of-month or day-of-week matches."""
-        return len(self.days) < 31 and len(self.weekdays) < 7
-
 
 def validate_timezone(name: str) -> ZoneInfo:
     """The IANA zone called ``name``; CronError("timezone", ...) if there is none."""
@@ -136,9 +122,8 @@ def validate_timezone(name: str) -> ZoneInfo:
             return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
         pass
-    raise CronError(
-        "timezone", f'unknown time zone "{name}": use an IANA name such as "America/New_York"'
-    )
+    raise CronError("timezone",
+                    f'unknown time zone "{name}": use an IANA name such as "America/New_York"')
 
 
 @lru_cache(maxsize=1024)
@@ -185,12 +170,11 @@ def _parse_part(part: str, text: str, spec: _Field) -> range:
         return CronError("cron", f'{spec.name} field "{text}": {why}')
 
     def value(token: str) -> int:
+        if not token:
+            raise fail(f'"{part}" is missing a number')
         v = spec.value(token)
-        where = "" if token == text else f'"{token}" '
-        if v is None:
-            names = " or a name" + spec.hint if spec.names else ""
-            raise fail(f"{where}is not a number{names}")
-        if not spec.low <= v <= spec.high:
+        if v is None or not spec.low <= v <= spec.high:
+            where = "" if token == text else f'"{token}" '
             raise fail(f"{where}must be {spec.low}-{spec.high}{spec.hint}")
         return v
 
@@ -225,11 +209,8 @@ def _check_can_fire(fields: tuple[str, ...], values: list[list[int]]) -> None:
         return  # OR rule: the weekday side fires every week
     if any(d <= _MONTH_DAYS[m - 1] for m in months for d in days):
         return
-    raise CronError(
-        "cron",
-        f'day-of-month field "{fields[3]}" never occurs in month field "{fields[4]}": '
-        "this schedule would never fire",
-    )
+    raise CronError("cron", f'day-of-month field "{fields[3]}" never occurs in month field '
+                            f'"{fields[4]}": this schedule would never fire')
 
 
 def next_runs(cron: str, timezone: str, after: datetime, count: int = 1) -> list[datetime]:
@@ -271,8 +252,8 @@ def describe(cron: str) -> str:
     parts = (sec, minute, hour, dom, month, dow, "*") if expr.has_seconds else (
         minute, hour, dom, month, dow)
     try:
-        return ExpressionDescriptor(" ".join(parts), options).get_description()
-    except Exception:  # a description is a nicety: never let it break a request
+        return str(ExpressionDescriptor(" ".join(parts), options).get_description())
+    except Exception:  # noqa: BLE001 - a description is a nicety: never break a request
         return f"Cron schedule {expr.source}"
 
 
@@ -288,47 +269,64 @@ def _prototype(croniter_expr: str) -> croniter:
 
 def _fire_epochs(expr: CronExpression, zone: ZoneInfo, after: int) -> Iterator[int]:
     """Fire times (epoch seconds) strictly after ``after``, increasing, without end."""
+    local = datetime.fromtimestamp(after, zone)
+    wall = local.replace(tzinfo=None)
+    ahead = _mapped(expr, zone, after, wall)
+    if not expr.hour_is_wildcard:  # second occurrences never fire
+        return ahead
+    repeated_from = _repeat_start(zone, after, local.utcoffset() // _SECOND)  # type: ignore
+    if repeated_from is None or repeated_from > wall:
+        return ahead
+    # `after` lies in the first pass of a repeated stretch: the wall times already
+    # passed come round again, and their second occurrences interleave with `ahead`.
+    behind = _mapped(expr, zone, after, repeated_from - _SECOND, stop=wall)
+    return heapq.merge(ahead, behind)
+
+
+def _mapped(
+    expr: CronExpression, zone: ZoneInfo, after: int, start: datetime, stop: datetime | None = None
+) -> Iterator[int]:
+    """Instants > ``after`` of matching wall times in (start, stop], in increasing order."""
     walls = copy.copy(_prototype(expr.croniter_expr))
-    walls.set_current(_wall_start(zone, after), force=True)
-    heap: list[int] = []  # instants mapped but not yet known to be next
+    walls.set_current(start, force=True)
+    heap: list[int] = []  # instants mapped but not yet known to be the next one
     last = after
     while True:
         try:
-            wall = walls.get_next(datetime)
+            wall: datetime = walls.get_next(datetime)
         except CroniterBadDateError:
             raise CronError("cron", f'"{expr.source}" never fires') from None
+        if stop is not None and wall > stop:
+            break
         instants, floor, gap_end = _instants(wall, zone, expr.hour_is_wildcard)
+        instants = tuple(t for t in instants if t > after)
         for instant in instants:
             heapq.heappush(heap, instant)
-        # Every later wall time maps at or after `floor`, so what lies below it is final.
+        # No later wall time maps below `floor`, so what lies at or below it is final.
+        floor = min(instants, default=floor)
         while heap and heap[0] <= floor:
             instant = heapq.heappop(heap)
-            if instant > last:
+            if instant > last:  # several gap times can map to the same instant
                 last = instant
                 yield instant
         if gap_end is not None:
-            # Skip the rest of the gap: those wall times add nothing (or the same instant).
+            # Skip the rest of the gap: its wall times add nothing (or the same instant).
             walls.set_current(gap_end - _SECOND, force=True)
+    yield from (t for t in sorted(set(heap)) if t > last)
 
 
-def _wall_start(zone: ZoneInfo, after: int) -> datetime:
-    """The wall time croniter starts after (exclusive)."""
-    local = datetime.fromtimestamp(after, zone)
-    wall = local.replace(tzinfo=None)
-    offset = _offset_at(zone, after)
+def _repeat_start(zone: ZoneInfo, after: int, offset: int) -> datetime | None:
+    """The first repeated wall time if the clock goes back within a day of ``after``."""
     if _offset_at(zone, after + _LOOKAHEAD) >= offset:
-        return wall
-    # The clock goes back soon: wall times from the repeated stretch may be earlier
-    # than `wall` and still have a second occurrence after `after`.
+        return None
     change = _first_change(zone, after, after + _LOOKAHEAD)
-    repeated_from = _EPOCH + (change + _offset_at(zone, change)) * _SECOND
-    return min(wall, repeated_from - _SECOND)
+    return _EPOCH + (change + _offset_at(zone, change)) * _SECOND
 
 
 def _instants(
     wall: datetime, zone: ZoneInfo, by_elapsed: bool
 ) -> tuple[tuple[int, ...], int, datetime | None]:
-    """Map a wall time to (fire instants, floor for later wall times, gap end or None).
+    """Map a wall time to (fire instants, lower bound for later ones, gap end or None).
 
     fold=0 and fold=1 give the same offset for an ordinary time; they differ inside a
     DST change, and which one is larger tells a repeated hour from a gap.

@@ -305,7 +305,10 @@ class ScheduleManager:
             return current
         merged = {**current.to_dict(), **diff}
         now = db_now(conn)
-        if TIMING_FIELDS & diff.keys():
+        timing = TIMING_FIELDS & diff.keys()
+        # Disabling alone needs no new slot; it must work even on a row whose cron only
+        # agno's croniter understands (such as "0 9 * * 5#3").
+        if timing and (timing != {"enabled"} or diff["enabled"]):
             diff["next_run_at"] = compute_next_run_at(merged["cron_expr"], merged["timezone"], now)
         if diff.get("enabled") is True:
             diff["disabled_reason"] = None

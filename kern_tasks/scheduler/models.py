@@ -80,6 +80,8 @@ class ScheduleRun:
     scheduled_for: int | None = None
     manual: bool = False
     not_before: int | None = None
+    enqueued_at: int | None = None
+    lease_token: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> "ScheduleRun":

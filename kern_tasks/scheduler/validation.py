@@ -10,6 +10,7 @@ import json
 import math
 import re
 from typing import Any
+from urllib.parse import unquote
 
 from kern_tasks.db.tables import MISFIRE_POLICIES, OVERLAP_POLICIES
 from kern_tasks.errors import ValidationError
@@ -56,9 +57,12 @@ def endpoint(value: Any) -> str:
         raise ValidationError("endpoint", f'"{value}" must start with "/"')
     if len(value) > ENDPOINT_MAX:
         raise ValidationError("endpoint", f"must be at most {ENDPOINT_MAX} characters")
-    if any(ch.isspace() for ch in value) or "\\" in value:
-        raise ValidationError("endpoint", f'"{value}" must not contain whitespace or backslashes')
-    if any(part == ".." for part in value.split("?")[0].split("/")):
+    if any(ch.isspace() or not ch.isprintable() for ch in value) or "\\" in value:
+        raise ValidationError(
+            "endpoint", f"{value!r} must not contain whitespace, control characters or backslashes"
+        )
+    # Percent-decoded too: proxies and servers resolve "%2e%2e" (and "%2f") like "..".
+    if any(part == ".." for part in unquote(value.split("?")[0]).split("/")):
         raise ValidationError("endpoint", f'"{value}" must not contain ".." segments')
     return value
 
@@ -156,6 +160,14 @@ def optional_str(field: str, value: Any, max_length: int = 255) -> str | None:
     return value
 
 
+def user_id(value: Any) -> str | None:
+    value = optional_str("user_id", value)
+    # agno's executor refuses blank owners and its own reserved name when firing.
+    if value is not None and (not value.strip() or value == "__scheduler__"):
+        raise ValidationError("user_id", f"{value!r} cannot own a schedule: give a real user id or none")
+    return value
+
+
 def cron_expr(value: Any) -> str:
     if not isinstance(value, str):
         raise ValidationError("cron", 'must be a cron expression such as "0 9 * * 1-5"')
@@ -187,7 +199,7 @@ FIELD_CHECKS = {
     "catchup_window_seconds": catchup_window_seconds,
     "overlap_policy": overlap_policy,
     "jitter_seconds": jitter_seconds,
-    "user_id": lambda v: optional_str("user_id", v),
+    "user_id": lambda v: user_id(v),
     "managed_by": lambda v: optional_str("managed_by", v),
     "target_type": lambda v: optional_str("target_type", v),
     "target_id": lambda v: optional_str("target_id", v),

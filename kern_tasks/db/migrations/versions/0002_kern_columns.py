@@ -25,6 +25,8 @@ RUN_COLUMNS = [
     sa.Column("scheduled_for", sa.BigInteger),
     sa.Column("manual", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("not_before", sa.BigInteger),
+    sa.Column("enqueued_at", sa.BigInteger),
+    sa.Column("lease_token", sa.String),
 ]
 
 
@@ -65,6 +67,20 @@ def upgrade() -> None:
                 postgresql_where=sa.text(where), sqlite_where=sa.text(where),
             )
 
+    # Beat's wake-up query reads the earliest claimable slot from this index alone.
+    if not _has_index("agno_schedules", "ix_kern_schedules_claimable"):
+        where = "enabled AND locked_by IS NULL"
+        op.create_index(
+            "ix_kern_schedules_claimable", "agno_schedules", ["next_run_at"], schema=schema,
+            postgresql_where=sa.text(where), sqlite_where=sa.text(where),
+        )
+    # The few leased rows (their runs are in flight), for the wake-up query too.
+    if not _has_index("agno_schedules", "ix_kern_schedules_leased"):
+        where = "enabled AND locked_by IS NOT NULL"
+        op.create_index(
+            "ix_kern_schedules_leased", "agno_schedules", ["next_run_at"], schema=schema,
+            postgresql_where=sa.text(where), sqlite_where=sa.text(where),
+        )
     # A slot is materialised at most once per attempt.
     if not _has_index("agno_schedule_runs", "uq_kern_schedule_runs_slot_attempt"):
         op.create_index(
@@ -86,6 +102,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     schema = _schema()
     op.drop_index("ix_kern_schedule_runs_open", "agno_schedule_runs", schema=schema)
+    op.drop_index("ix_kern_schedules_claimable", "agno_schedules", schema=schema)
+    op.drop_index("ix_kern_schedules_leased", "agno_schedules", schema=schema)
     op.drop_index("uq_kern_schedule_runs_slot_attempt", "agno_schedule_runs", schema=schema)
     for column in RUN_COLUMNS:
         op.drop_column("agno_schedule_runs", column.name, schema=schema)

@@ -1,0 +1,63 @@
+"""kern_tasks on Celery: our own app, or our tasks and beat scheduler on yours.
+
+    # our app (what `celery -A kern_tasks worker|beat` loads)
+    from kern_tasks.app import create_app
+    app = create_app()
+
+    # your app
+    from kern_tasks.app import install
+    install(your_app)                       # registers kern.fire
+    your_app.conf.beat_scheduler = "kern_tasks.beat:LeaseScheduler"
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from kern_tasks.settings import Settings
+
+TASK_FIRE = "kern.fire"
+# Redis re-delivers an unacknowledged message after this long; no wait we put in the
+# broker (countdowns) comes near it.
+VISIBILITY_TIMEOUT_S = 3600
+
+
+def broker_url(settings: Settings) -> str:
+    """KERN_BROKER_URL, or the embedded default: a SQL transport in the data folder."""
+    if settings.broker_url:
+        return settings.broker_url
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqla+sqlite:///{(settings.data_dir / 'broker.db').resolve()}"
+
+
+def create_app(settings: Settings | None = None, *, main: str = "kern_tasks") -> Celery:
+    settings = settings or Settings.from_env()
+    app = Celery(main, broker=broker_url(settings), backend=settings.result_backend)
+    app.conf.update(
+        beat_scheduler="kern_tasks.beat:LeaseScheduler",
+        beat_max_loop_interval=15,
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S, "polling_interval": 0.5},
+        worker_prefetch_multiplier=4,
+        enable_utc=True,
+    )
+    install(app, settings)
+    return app
+
+
+def install(app: Celery, settings: Settings | None = None) -> None:
+    """Register kern_tasks' tasks on `app`; settings default to the environment."""
+    from kern_tasks.firing.task import fire_task
+
+    if settings is not None:
+        app.conf.kern_settings = settings
+    app.task(
+        name=TASK_FIRE,
+        bind=True,
+        acks_late=True,  # a worker killed mid-call leaves the message for another
+        ignore_result=True,
+        max_retries=0,  # retries are attempt rows in SQL, not Celery retries
+    )(fire_task)

@@ -1,0 +1,127 @@
+"""LeaseScheduler: a Celery beat scheduler that reads its schedules from agno_schedules.
+
+Any number of replicas may run; the row lease is the only coordination (see
+kern_tasks.scheduler.claims for the rules). Each tick:
+
+  1. claim a batch of due schedules, materialise their run rows and advance
+     next_run_at, all in one transaction;
+  2. after commit, publish kern.fire(run_id) for each new attempt;
+  3. about once a second, sweep: publish queued attempts that have no message (a crash
+     between 1 and 2, manual triggers, retries whose wait is over, messages lost with a
+     broker restart) and end attempts whose worker was lost;
+  4. sleep until the earliest claimable next_run_at, at most one sweep interval and at
+     most max_interval (the seed's scheduler_poll_interval).
+
+Use it from your own app with `beat_scheduler = "kern_tasks.beat:LeaseScheduler"` and
+`kern_tasks.app.install(app)`. Celery builds a scheduler lazily just to print its
+banner: constructing one does no I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+from celery.beat import Scheduler
+from kombu.exceptions import OperationalError as BrokerError
+from sqlalchemy.exc import DBAPIError
+
+from kern_tasks.db import db_time
+from kern_tasks.firing import records
+from kern_tasks.firing.task import publish
+from kern_tasks.runtime import runtime_for
+from kern_tasks.scheduler import claims
+from kern_tasks.scheduler.slots import DEFAULT_GRACE_S
+
+log = logging.getLogger("kern_tasks.beat")
+
+DEFAULT_BATCH = 500
+SWEEP_INTERVAL_S = 1.0
+REPUBLISH_AFTER_S = 30
+ERROR_BACKOFF_S = 1.0
+
+
+class LeaseScheduler(Scheduler):
+    """Celery beat scheduler over agno_schedules, safe to run as many replicas.
+
+    Options (Celery config): kern_beat_batch (500), kern_sweep_interval (1.0 s),
+    kern_republish_after (30 s), kern_misfire_grace (60 s), beat_max_loop_interval.
+    """
+
+    def __init__(self, app: Any, *args: Any, **kwargs: Any) -> None:
+        self.replica = f"{socket.gethostname()}:{os.getpid()}"
+        conf = app.conf
+        self.batch = int(conf.get("kern_beat_batch") or DEFAULT_BATCH)
+        self.sweep_interval = float(conf.get("kern_sweep_interval") or SWEEP_INTERVAL_S)
+        self.republish_after = int(conf.get("kern_republish_after") or REPUBLISH_AFTER_S)
+        self.grace_s = int(conf.get("kern_misfire_grace") or DEFAULT_GRACE_S)
+        self._last_sweep = 0.0
+        super().__init__(app, *args, **kwargs)
+
+    # --- celery.beat.Scheduler interface -------------------------------------------
+
+    def setup_schedule(self) -> None:
+        if self.app.conf.beat_schedule:
+            log.warning("LeaseScheduler ignores beat_schedule entries; create them with ScheduleManager")
+
+    @property
+    def schedule(self) -> dict[str, Any]:
+        return {}  # schedules live in SQL, read a batch at a time, never all at once
+
+    @property
+    def info(self) -> str:
+        return f"    . kern_tasks lease scheduler, replica {self.replica}"
+
+    def sync(self) -> None:
+        pass  # every change is committed as it happens
+
+    def close(self) -> None:
+        runtime_for(self.app).close()
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        """One round; returns how long to sleep. Outages are logged and retried."""
+        try:
+            return self.run_once()
+        except DBAPIError as exc:
+            log.warning("beat: database unavailable (%s); retrying", type(exc.orig).__name__)
+        except BrokerError as exc:
+            log.warning("beat: broker unavailable (%s); retrying", exc)
+        return ERROR_BACKOFF_S
+
+    # --- one round -----------------------------------------------------------------
+
+    def run_once(self) -> float:
+        db = runtime_for(self.app).db
+        token = claims.new_lease_token(self.replica)
+        with db.begin() as conn:
+            now = db_time(conn)
+            claimed = claims.claim_due(conn, token=token, now=int(now), batch=self.batch)
+            dispatches = claims.materialise(conn, claimed, token=token, now=now, grace_s=self.grace_s)
+        publish(self.app, dispatches)
+        if claimed:
+            log.info("beat: %d schedule(s) claimed, %d run(s) published", len(claimed), len(dispatches))
+        self.sweep_if_due()
+        if len(claimed) >= self.batch:
+            return 0.0  # more are due right now
+        with db.connect() as conn:
+            wait = claims.seconds_until_due(conn, now=db_time(conn))
+        until_sweep = max(0.0, self._last_sweep + self.sweep_interval - time.monotonic())
+        return min(x for x in (wait, until_sweep, float(self.max_interval)) if x is not None)
+
+    def sweep_if_due(self) -> None:
+        if time.monotonic() - self._last_sweep < self.sweep_interval:
+            return
+        self._last_sweep = time.monotonic()
+        db = runtime_for(self.app).db
+        with db.begin() as conn:
+            now = db_time(conn)
+            dispatches = claims.sweep_unpublished(
+                conn, now=int(now), republish_after_s=self.republish_after, limit=self.batch
+            )
+            dispatches += records.expire_lost_attempts(conn, now=now, limit=self.batch)
+        if dispatches:
+            log.info("beat: sweep published %d attempt(s)", len(dispatches))
+        publish(self.app, dispatches)

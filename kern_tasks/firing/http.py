@@ -1,0 +1,467 @@
+"""Fire one attempt of a schedule as an HTTP call, and say how it ended.
+
+Contract (design.md, "Fire: the worker's task"):
+- `fire()` never raises for HTTP or network trouble; each such problem is a `FireOutcome`.
+  Only programming errors (bad arguments) raise.
+- URL = base_url + endpoint. An endpoint that is not a path on base_url's host is refused;
+  redirects are never followed (a redirect to another host would be an SSRF).
+- Every request of an attempt, polls included, carries Authorization (when a token is
+  given), Idempotency-Key, X-Kern-Schedule-Id, X-Kern-Run-Id, X-Kern-Attempt, User-Agent,
+  and X-Schedule-Owner (percent-encoded, as agno sends it) when the run has an owner.
+- The attempt (POST and every poll) ends by `timeout_seconds`; each request gets what is
+  left. Bodies are read in chunks with the deadline checked in between, so a peer that
+  trickles bytes overruns by at most one read timeout.
+- Run endpoints (POST /agents|teams|workflows/{id}/runs) speak agno's protocol: a form
+  body with stream=false, background=true and the owner as user_id, then polling
+  GET .../runs/{run_id} with doubling waits until a terminal status or the deadline.
+  Other endpoints: a JSON body for POST/PUT/PATCH; any 2xx is success.
+- Retryable: connection errors, timeouts, 408, 429, 5xx. Not retryable: other 4xx, 3xx,
+  answers that break the run protocol, and every terminal run status.
+- The service token never appears in error, output, input or requirements, even when a
+  target echoes the request; nor do NUL or lone surrogates (Postgres rejects them).
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Literal
+from urllib.parse import quote
+
+import httpx
+
+from kern_tasks import __version__
+from kern_tasks.firing.backoff import parse_retry_after
+
+RUN_ENDPOINT_RE = re.compile(r"^/(agents|teams|workflows)/([^/]+)/runs/?\Z")
+TERMINAL_RUN_STATUSES = frozenset({"COMPLETED", "PAUSED", "CANCELLED", "ERROR"})
+USER_AGENT = f"kern_tasks/{__version__}"
+ERROR_CHARS = 1000  # an error is a line for people, not a dump
+OUTPUT_LIMIT_BYTES = 32 * 1024  # what output/input keep; more is cut and marked truncated
+MAX_READ_BYTES = 16 * 1024 * 1024  # more than this is never read into memory
+
+Status = Literal["success", "failed", "timeout", "paused", "cancelled"]
+
+
+@dataclass(frozen=True)
+class FireRequest:
+    """Everything one attempt needs; the task builds it from the schedule and run rows."""
+
+    schedule_id: str
+    run_row_id: str  # our agno_schedule_runs.id
+    attempt: int
+    method: str
+    endpoint: str  # a path, e.g. "/agents/digest/runs"
+    payload: dict[str, Any] | None
+    timeout_seconds: int
+    user_id: str | None
+    idempotency_key: str  # stable for the slot across attempts and duplicate deliveries
+
+
+@dataclass(frozen=True)
+class FireOutcome:
+    """How one attempt ended; the fields map onto agno_schedule_runs columns."""
+
+    status: Status
+    retryable: bool
+    status_code: int | None = None
+    error: str | None = None
+    output: Any = None
+    run_id: str | None = None
+    session_id: str | None = None
+    input: dict[str, Any] | None = None
+    requirements: Any = None
+    retry_after: float | None = None  # seconds the server asked for (429/503)
+
+
+def make_client(timeout_s: float = 30.0) -> httpx.Client:
+    """A client for fires. One per process: never use one across a fork."""
+    return httpx.Client(
+        timeout=httpx.Timeout(timeout_s),
+        follow_redirects=False,
+        trust_env=False,  # no HTTP(S)_PROXY rerouting, no .netrc credentials
+        # Idle sockets expire before a server's usual 5 s keep-alive does, so a request is
+        # not written to a socket the server is closing (that would burn an attempt).
+        limits=httpx.Limits(max_connections=20, max_keepalive_connections=10, keepalive_expiry=4.0),
+        headers={"User-Agent": USER_AGENT},
+    )
+
+
+_process_client: tuple[int, httpx.Client] | None = None
+
+
+def process_client() -> httpx.Client:
+    """This process's client, made on first use; a forked child makes its own."""
+    global _process_client
+    if _process_client is None or _process_client[0] != os.getpid() or _process_client[1].is_closed:
+        _process_client = (os.getpid(), make_client())
+    return _process_client[1]
+
+
+def fire(
+    client: httpx.Client,
+    request: FireRequest,
+    *,
+    base_url: str,
+    service_token: str | None,
+    poll_initial_s: float = 0.5,
+    poll_max_s: float = 10.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> FireOutcome:
+    """Send one attempt of `request`; return how it ended (see the module docstring)."""
+    if request.timeout_seconds <= 0:
+        raise ValueError(f"timeout_seconds must be > 0, got {request.timeout_seconds}")
+    if not 0 < poll_initial_s <= poll_max_s:
+        raise ValueError("need 0 < poll_initial_s <= poll_max_s (a zero wait is a busy loop)")
+    base = base_url.rstrip("/")
+    attempt = _Attempt(client, request, service_token, clock, sleep, poll_initial_s, poll_max_s)
+    url = _target_url(base, request.endpoint)
+    if url is None:
+        error = f"endpoint {attempt.scrub.text(request.endpoint)[:200]!r} is not a path on {base}"
+        return FireOutcome("failed", retryable=False, error=error)
+    method = request.method.upper()
+    match = RUN_ENDPOINT_RE.match(request.endpoint)
+    if match is None or method != "POST":
+        return attempt.plain(method, url)
+    return attempt.run(url, poll_base=f"{base}/{match.group(1)}/{match.group(2)}/runs/")
+
+
+def run_form(payload: dict[str, Any] | None, user_id: str | None) -> dict[str, str]:
+    """agno's form body for a run endpoint: background, not streamed, run as the owner."""
+    form = {
+        key: _form_value(value)
+        for key, value in (payload or {}).items()
+        # user_id goes even without an owner: a payload must not choose who runs it (agno).
+        if value is not None and key not in ("stream", "background", "user_id")
+    }
+    form.update(stream="false", background="true")
+    if user_id is not None:
+        form["user_id"] = user_id
+    return form
+
+
+def _form_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value)
+    return str(value)
+
+
+def _target_url(base: str, endpoint: str) -> str | None:
+    """base + endpoint, or None when that is not a path on base's scheme, host and port."""
+    if not endpoint.startswith("/"):
+        return None  # "@evil.example/" appended to "http://host" would change the host
+    try:
+        base_url, url = httpx.URL(base), httpx.URL(base + endpoint)
+    except httpx.InvalidURL:
+        return None
+    same_origin = (url.scheme, url.host, url.port) == (base_url.scheme, base_url.host, base_url.port)
+    return str(url) if same_origin else None
+
+
+def _headers(request: FireRequest, service_token: str | None) -> dict[str, str]:
+    headers = {
+        "Accept": "application/json",
+        "User-Agent": USER_AGENT,
+        "Idempotency-Key": request.idempotency_key,
+        "X-Kern-Schedule-Id": request.schedule_id,
+        "X-Kern-Run-Id": request.run_row_id,
+        "X-Kern-Attempt": str(request.attempt),
+    }
+    if service_token:
+        headers["Authorization"] = f"Bearer {service_token}"
+    if request.user_id is not None:
+        headers["X-Schedule-Owner"] = quote(request.user_id, safe="")  # values must be latin-1
+    return headers
+
+
+class _Attempt:
+    """One attempt in flight: its client, headers, deadline, polling waits and scrubber."""
+
+    def __init__(
+        self,
+        client: httpx.Client,
+        request: FireRequest,
+        service_token: str | None,
+        clock: Callable[[], float],
+        sleep: Callable[[float], None],
+        poll_initial_s: float,
+        poll_max_s: float,
+    ) -> None:
+        self.client, self.request, self.clock, self.sleep = client, request, clock, sleep
+        self.poll_initial_s, self.poll_max_s = poll_initial_s, poll_max_s
+        self.headers = _headers(request, service_token)
+        self.scrub = Scrubber(service_token)
+        self.timeout_s = request.timeout_seconds
+        self.deadline = clock() + self.timeout_s
+
+    def remaining(self) -> float:
+        return self.deadline - self.clock()
+
+    def send(self, method: str, url: str, **kwargs: Any) -> Reply:
+        """One request within the deadline; raises httpx.HTTPError or DeadlineExceeded."""
+        remaining = self.remaining()
+        if remaining <= 0:
+            raise DeadlineExceeded()
+        timeout = min(remaining, self.timeout_s)
+        return _exchange(self.client, method, url, self.headers, timeout, self.deadline, self.clock, **kwargs)
+
+    def failure(self, exc: Exception) -> FireOutcome:
+        """The outcome of a request that raised: timeout, or failed (retryable or not)."""
+        if isinstance(exc, (DeadlineExceeded, httpx.TimeoutException)):
+            return FireOutcome("timeout", retryable=True, error=f"no answer within {self.timeout_s}s ({_name(exc)})")
+        # A bad scheme, a request we cannot encode, a body we cannot decode: retrying won't help.
+        permanent = isinstance(exc, (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.DecodingError))
+        retryable = isinstance(exc, httpx.TransportError) and not permanent
+        error = f"{_name(exc)}: {self.scrub.text(str(exc))}"[:ERROR_CHARS]
+        return FireOutcome("failed", retryable=retryable, error=error)
+
+    def plain(self, method: str, url: str) -> FireOutcome:
+        payload = self.request.payload
+        kwargs = {"json": payload} if method in ("POST", "PUT", "PATCH") and payload is not None else {}
+        try:
+            reply = self.send(method, url, **kwargs)
+        except (httpx.HTTPError, DeadlineExceeded) as exc:
+            return self.failure(exc)
+        failure = _status_failure(reply, self.scrub)
+        if failure is not None:
+            return failure
+        output = _plain_output(reply, self.scrub)
+        return FireOutcome("success", retryable=False, status_code=reply.status_code, output=output)
+
+    def run(self, url: str, poll_base: str) -> FireOutcome:
+        try:
+            reply = self.send("POST", url, data=run_form(self.request.payload, self.request.user_id))
+        except (httpx.HTTPError, DeadlineExceeded) as exc:
+            return self.failure(exc)
+        failure = _status_failure(reply, self.scrub)
+        if failure is not None:
+            return failure
+        code, body = reply.status_code, _json_object(reply, self.scrub)
+        if body is None:
+            error = f"HTTP {code}: run endpoint answered without a JSON object: {_snippet(reply, self.scrub)}"
+            return FireOutcome("failed", retryable=False, status_code=code, error=error)
+        run_id, session_id = _id(body.get("run_id")), _id(body.get("session_id"))
+        if _is_terminal(body):  # the server ran it synchronously
+            return _terminal(body, code, run_id, session_id)
+        if run_id is None:
+            error = f"HTTP {code}: run endpoint answered without a run_id: {_snippet(reply, self.scrub)}"
+            return FireOutcome("failed", retryable=False, status_code=code, error=error, session_id=session_id)
+        return self.poll(poll_base + quote(run_id, safe=""), run_id, session_id)
+
+    def poll(self, poll_url: str, run_id: str, session_id: str | None) -> FireOutcome:
+        """Poll until a terminal status or the deadline; waits double and are never zero."""
+        params = {"session_id": session_id} if session_id else None
+        delay, last_problem = self.poll_initial_s, "no terminal status yet"
+        while self.remaining() > 0:
+            self.sleep(min(delay, self.remaining()))
+            delay = min(delay * 2, self.poll_max_s)
+            try:
+                reply = self.send("GET", poll_url, params=params)
+            except DeadlineExceeded:
+                break
+            except httpx.HTTPError as exc:
+                last_problem = _name(exc)  # the server may be restarting: keep polling
+                continue
+            code = reply.status_code
+            if code in (404, 408, 429) or 500 <= code < 600:
+                # 404: the run may not be visible yet (another replica, a lagging read).
+                last_problem = f"HTTP {code}"
+                delay = max(delay, parse_retry_after(reply.headers.get("retry-after")) or 0.0)
+                continue
+            failure = _status_failure(reply, self.scrub)
+            if failure is not None:
+                return replace(failure, run_id=run_id, session_id=session_id)
+            body = _json_object(reply, self.scrub)
+            if body is not None and _is_terminal(body):
+                return _terminal(body, code, run_id, session_id)
+        error = f"run {run_id} did not finish within {self.timeout_s}s (last poll: {last_problem})"
+        return FireOutcome("timeout", retryable=True, error=error, run_id=run_id, session_id=session_id)
+
+
+def _name(exc: Exception) -> str:
+    return "deadline" if isinstance(exc, DeadlineExceeded) else type(exc).__name__
+
+
+def _status_failure(reply: Reply, scrub: Scrubber) -> FireOutcome | None:
+    """None for a 2xx; otherwise the failed outcome the status code means."""
+    code = reply.status_code
+    if 200 <= code < 300:
+        return None
+    if 300 <= code < 400:
+        location = scrub.text(reply.headers.get("location", ""))[:200]
+        error = f"HTTP {code}: redirects are not followed (Location: {location})"
+        return FireOutcome("failed", retryable=False, status_code=code, error=error)
+    retryable = code in (408, 429) or 500 <= code < 600
+    retry_after = parse_retry_after(reply.headers.get("retry-after")) if code in (429, 503) else None
+    error = f"HTTP {code}: {_snippet(reply, scrub)}".rstrip(": ")
+    return FireOutcome("failed", retryable=retryable, status_code=code, error=error, retry_after=retry_after)
+
+
+def _id(value: Any) -> str | None:
+    ok = isinstance(value, (str, int)) and not isinstance(value, bool) and value != ""
+    return str(value) if ok else None
+
+
+def _is_terminal(body: dict[str, Any]) -> bool:
+    status = body.get("status")
+    return isinstance(status, str) and status.upper() in TERMINAL_RUN_STATUSES
+
+
+def _terminal(body: dict[str, Any], code: int, run_id: str | None, session_id: str | None) -> FireOutcome:
+    """The outcome of a run in a terminal status (body already scrubbed); none is retried."""
+    status = str(body["status"]).upper()
+    content, size = _truncate(body.get("content"))
+    output: dict[str, Any] = {"content": content, "content_type": body.get("content_type")}
+    if size is not None:
+        output.update(truncated=True, size_bytes=size)
+    raw_input = body.get("input")
+    common: dict[str, Any] = {
+        "retryable": False,
+        "status_code": code,
+        "output": output,
+        "run_id": run_id,
+        "session_id": session_id,
+        "input": _bounded(raw_input) if isinstance(raw_input, dict) else None,
+    }
+    if status == "COMPLETED":
+        return FireOutcome("success", **common)
+    if status == "PAUSED":
+        return FireOutcome("paused", requirements=body.get("requirements"), **common)
+    default = "run was cancelled" if status == "CANCELLED" else "run ended with status ERROR"
+    error = body.get("error") or body.get("content") or default
+    error = (error if isinstance(error, str) else json.dumps(error, ensure_ascii=False))[:ERROR_CHARS]
+    return FireOutcome("cancelled" if status == "CANCELLED" else "failed", error=error, **common)
+
+
+# --- reading responses, and making what we record safe to store ----------------------------
+
+
+class DeadlineExceeded(Exception):
+    """The attempt's deadline passed while a response was still arriving."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A response, read (up to MAX_READ_BYTES) before the deadline."""
+
+    status_code: int
+    headers: httpx.Headers
+    body: bytes
+    complete: bool  # False when the body was cut at MAX_READ_BYTES
+    encoding: str
+
+    def text(self) -> str:
+        return self.body.decode(self.encoding, errors="replace")
+
+
+class Scrubber:
+    """Makes text safe to record: no service token, no NUL, no lone surrogates."""
+
+    def __init__(self, token: str | None) -> None:
+        # The token as sent, JSON-escaped and percent-encoded: the ways an echo may show it.
+        variants = {token, json.dumps(token)[1:-1], quote(token, safe="")} if token else set()
+        self.variants = sorted(variants, key=len, reverse=True)
+
+    def text(self, text: str) -> str:
+        for variant in self.variants:
+            text = text.replace(variant, "[redacted]")
+        # Postgres text and jsonb reject NUL and invalid UTF-8: the run row must be writable.
+        return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+
+    def value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, list):
+            return [self.value(item) for item in value]
+        if isinstance(value, dict):
+            return {self.text(str(key)): self.value(item) for key, item in value.items()}
+        return value
+
+
+def _exchange(
+    client: httpx.Client,
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    timeout: float,
+    deadline: float,
+    clock: Callable[[], float],
+    **kwargs: Any,
+) -> Reply:
+    """Send one request; read its body in chunks, checking the deadline between them."""
+    # follow_redirects=False here too, so a caller's client that follows them cannot.
+    with client.stream(method, url, headers=headers, timeout=timeout, follow_redirects=False, **kwargs) as response:
+        chunks: list[bytes] = []
+        size, complete = 0, True
+        for chunk in response.iter_bytes():
+            if clock() > deadline:
+                raise DeadlineExceeded()
+            if size + len(chunk) > MAX_READ_BYTES:
+                chunks.append(chunk[: MAX_READ_BYTES - size])
+                complete = False
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        try:
+            encoding = codecs.lookup(response.charset_encoding or "utf-8").name
+        except LookupError:
+            encoding = "utf-8"
+        return Reply(response.status_code, response.headers, b"".join(chunks), complete, encoding)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # NaN, Infinity: jsonb cannot store them
+
+
+def _decoded(reply: Reply, scrub: Scrubber) -> tuple[bool, Any]:
+    """(True, the scrubbed JSON value) when the whole body is JSON, else (False, None)."""
+    if reply.complete and reply.body:
+        try:
+            return True, scrub.value(json.loads(reply.text(), parse_constant=_reject_constant))
+        except (ValueError, RecursionError):
+            pass
+    return False, None
+
+
+def _json_object(reply: Reply, scrub: Scrubber) -> dict[str, Any] | None:
+    ok, value = _decoded(reply, scrub)
+    return value if ok and isinstance(value, dict) else None
+
+
+def _snippet(reply: Reply, scrub: Scrubber) -> str:
+    """The body as one short line; JSON is re-serialised after scrubbing (escaped echoes)."""
+    ok, value = _decoded(reply, scrub)
+    text = json.dumps(value, ensure_ascii=False) if ok else scrub.text(reply.text())
+    line = " ".join(text[: ERROR_CHARS * 2].split())
+    return line if len(line) <= ERROR_CHARS else line[: ERROR_CHARS - 1] + "\u2026"
+
+
+def _truncate(value: Any) -> tuple[Any, int | None]:
+    """(value, None) when it fits OUTPUT_LIMIT_BYTES, else (a prefix of its text, full size)."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    raw = text.encode("utf-8")
+    if len(raw) <= OUTPUT_LIMIT_BYTES:
+        return value, None
+    return raw[:OUTPUT_LIMIT_BYTES].decode("utf-8", "ignore"), len(raw)
+
+
+def _bounded(value: Any) -> Any:
+    """value, or {"truncated": True, "size_bytes": n, "content": prefix} when too big."""
+    kept, size = _truncate(value)
+    return value if size is None else {"truncated": True, "size_bytes": size, "content": kept}
+
+
+def _plain_output(reply: Reply, scrub: Scrubber) -> Any:
+    """A 2xx body: its JSON when it says it is JSON, else its text; bounded."""
+    if not reply.body:
+        return None
+    is_json = "json" in reply.headers.get("content-type", "").lower()
+    ok, value = _decoded(reply, scrub) if is_json else (False, None)
+    return _bounded(value if ok else scrub.text(reply.text()))

@@ -1,0 +1,99 @@
+"""`kern.fire(run_id)`: fire one attempt of a schedule and record how it ended.
+
+The task only fires: taking the attempt (queued -> running), the HTTP call, and
+recording the outcome (with the retry it may bring) are each one step below.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, TypeVar
+
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from kern_tasks.db import Database, db_time
+from kern_tasks.firing import records
+from kern_tasks.firing.http import FireRequest, fire
+from kern_tasks.runtime import runtime_for
+from kern_tasks.scheduler.claims import Dispatch
+
+log = logging.getLogger("kern_tasks.fire")
+T = TypeVar("T")
+
+# A database outage while recording must not lose the outcome: keep trying this long.
+RECORD_RETRY_S = 120
+
+
+def fire_task(self: Any, run_id: str) -> str:
+    """Celery task body (registered as kern.fire by kern_tasks.app.install)."""
+    runtime = runtime_for(self.app)
+    db = runtime.db
+    attempt = _in_transaction(
+        db, lambda conn: records.start_attempt(conn, run_id, now=db_time(conn)), patient=True
+    )
+    if attempt is None:
+        return "nothing to do"
+    if isinstance(attempt, records.NotYet):
+        publish(self.app, [Dispatch(run_id, countdown=attempt.seconds)])
+        return "not yet"
+    request = FireRequest(
+        schedule_id=attempt.schedule["id"],
+        run_row_id=run_id,
+        attempt=attempt.run["attempt"],
+        method=attempt.schedule["method"],
+        endpoint=attempt.schedule["endpoint"],
+        payload=attempt.schedule["payload"],
+        timeout_seconds=attempt.schedule["timeout_seconds"],
+        user_id=attempt.schedule["user_id"],
+        idempotency_key=attempt.idempotency_key,
+    )
+    outcome = fire(
+        runtime.client, request, base_url=runtime.settings.base_url, service_token=runtime.settings.service_token
+    )
+    follow_up = _in_transaction(
+        db, lambda conn: records.finish_attempt(conn, run_id, outcome, now=db_time(conn)), patient=True
+    )
+    if follow_up is not None:
+        publish(self.app, [follow_up])
+    log.info("run %s attempt %s: %s", run_id, request.attempt, outcome.status)
+    return outcome.status
+
+
+def publish(app: Any, dispatches: list[Dispatch]) -> None:
+    """Hand attempts to the broker, over one producer connection."""
+    if not dispatches:
+        return
+    from kern_tasks.app import TASK_FIRE
+
+    with app.producer_or_acquire() as producer:
+        for dispatch in dispatches:
+            app.send_task(
+                TASK_FIRE,
+                args=[dispatch.run_id],
+                task_id=dispatch.run_id,
+                countdown=dispatch.countdown or None,
+                producer=producer,
+                retry=True,
+                retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2},
+            )
+
+
+def _in_transaction(db: Database, work: Callable[[Any], T], *, patient: bool = False) -> T:
+    """Run `work` in a transaction; when `patient`, ride out a database outage."""
+    deadline = time.monotonic() + (RECORD_RETRY_S if patient else 0)
+    delay = 0.25
+    while True:
+        try:
+            with db.begin() as conn:
+                return work(conn)
+        except DBAPIError as exc:
+            if not (exc.connection_invalidated or _is_transient(exc)) or time.monotonic() > deadline:
+                raise
+            log.warning("database unavailable (%s); retrying in %.1fs", type(exc.orig).__name__, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def _is_transient(exc: DBAPIError) -> bool:
+    return isinstance(exc, (OperationalError, InterfaceError))

@@ -1,0 +1,139 @@
+"""Which cron slots a claimed schedule fires now: the misfire and overlap policies.
+
+A pure function of the schedule's settings, its stored `next_run_at` (the first slot
+not yet materialised) and "now"; beat calls it inside the claim transaction.
+
+Rules, for the due slots S0 < S1 < ... <= now:
+- a slot at most `grace_s` old is on time and always fires (beat may wake a little
+  late, or a short outage may delay it: that is not a misfire);
+- older slots were missed (beat was down, or a lease holder died):
+    skip  none of them fire;
+    once  the newest missed slot fires, unless an on-time slot fires anyway (default);
+    all   every missed slot within `catchup_window_seconds` fires;
+  every missed slot that does not fire is counted in `skipped`;
+- overlap `forbid` materialises one slot per claim (the next claim comes after its
+  last attempt releases the lease); `allow` materialises all of them, up to `max_slots`;
+- `next_run_at` becomes the first slot not materialised (a pending due slot is kept for
+  the next claim, so it is neither lost nor fired twice).
+
+Long outages are not walked slot by slot: past `max_scan` slots the plan counts the
+rest as skipped (at least) and jumps to the window's start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Iterator
+
+from kern_tasks.scheduler import cron as cron_engine
+
+DEFAULT_GRACE_S = 60
+MAX_SLOTS_PER_CLAIM = 100
+MAX_SCAN = 2000
+
+
+@dataclass(frozen=True)
+class SlotPlan:
+    """What one claim does with one schedule."""
+
+    fire: tuple[int, ...]  # slots (epoch s) to materialise now, oldest first
+    skipped: int  # missed slots passed over (a lower bound when `skipped_exact` is False)
+    next_run_at: int | None  # the first slot not materialised
+    skipped_exact: bool = True
+
+
+def _slots(cron_expr: str, timezone: str, first: int) -> Iterator[int]:
+    """first, then every following slot of the expression."""
+    slot = first
+    while True:
+        yield slot
+        slot = cron_engine.next_run_epoch(cron_expr, timezone, slot)
+
+
+def plan_slots(
+    *,
+    cron_expr: str,
+    timezone: str,
+    next_run_at: int,
+    now: int,
+    misfire_policy: str = "once",
+    overlap_policy: str = "forbid",
+    catchup_window_seconds: int = 3600,
+    grace_s: int = DEFAULT_GRACE_S,
+    max_slots: int = MAX_SLOTS_PER_CLAIM,
+    max_scan: int = MAX_SCAN,
+) -> SlotPlan:
+    """Plan the claim of a schedule whose `next_run_at` <= `now` (see module docstring)."""
+    oldest_kept = now - max(catchup_window_seconds, grace_s) if misfire_policy == "all" else now - grace_s
+    skipped = 0
+    exact = True
+    start = next_run_at
+    if start < oldest_kept:
+        # Slots before the oldest one that could fire: count (bounded), then jump.
+        scan = _slots(cron_expr, timezone, start)
+        last_missed = None
+        for slot in scan:
+            if slot >= oldest_kept:
+                start = slot
+                break
+            last_missed = slot
+            skipped += 1
+            if skipped >= max_scan:
+                exact = False
+                start = cron_engine.next_run_epoch(cron_expr, timezone, oldest_kept - 1)
+                break
+        if misfire_policy == "once" and last_missed is not None and start > now:
+            # Nothing on time is due: fire the newest missed slot, late, once.
+            # (When the scan stopped early, the newest missed slot is the one just before `start`.)
+            newest = last_missed if exact else _last_slot_before(cron_expr, timezone, start, oldest_kept)
+            return SlotPlan(
+                fire=(newest,),
+                skipped=skipped - 1 if exact else skipped,
+                next_run_at=start,
+                skipped_exact=exact,
+            )
+    # From `start` on, every slot up to now fires (on time, or caught up under "all").
+    limit = 1 if overlap_policy == "forbid" else max_slots
+    fire: list[int] = []
+    next_slot = start
+    for slot in _slots(cron_expr, timezone, start):
+        if slot > now or len(fire) >= limit:
+            next_slot = slot
+            break
+        fire.append(slot)
+    return SlotPlan(fire=tuple(fire), skipped=skipped, next_run_at=next_slot, skipped_exact=exact)
+
+
+def _last_slot_before(cron_expr: str, timezone: str, start: int, oldest_kept: int) -> int:
+    """The newest slot before `start`, found without walking the whole outage."""
+    probe = cron_engine.next_run_epoch(cron_expr, timezone, oldest_kept - 1 - (start - oldest_kept) - 1)
+    newest = probe
+    for slot in _slots(cron_expr, timezone, probe):
+        if slot >= start:
+            break
+        newest = slot
+    return newest
+
+
+def jitter_offset(schedule_id: str, slot: int, jitter_seconds: int) -> int:
+    """A delay in [0, jitter_seconds], the same for the same slot on every replica."""
+    if jitter_seconds <= 0:
+        return 0
+    digest = hashlib.blake2b(f"{schedule_id}:{slot}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % (jitter_seconds + 1)
+
+
+def skip_overlapped(cron_expr: str, timezone: str, next_run_at: int | None, now: int) -> tuple[int | None, int]:
+    """When a run ends under overlap "forbid": slots that fell due while it ran are
+    passed over (as Kubernetes' Forbid and agno do). Returns (next_run_at, skipped)."""
+    if next_run_at is None or next_run_at > now:
+        return next_run_at, 0
+    skipped = 0
+    for slot in _slots(cron_expr, timezone, next_run_at):
+        if slot > now:
+            return slot, skipped
+        skipped += 1
+        if skipped >= MAX_SCAN:
+            return cron_engine.next_run_epoch(cron_expr, timezone, now), skipped
+    raise AssertionError("unreachable")  # _slots never ends

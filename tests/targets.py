@@ -1,0 +1,366 @@
+"""A real HTTP target on loopback, for tests and benchmarks: scriptable, and it records.
+
+In a test (real HTTP/1.1 through uvicorn, in a background thread):
+
+    with TargetServer() as target:
+        target.script("/hook", [Reply(500), Reply(503, headers={"Retry-After": "2"}), Reply(200, json={"ok": 1})])
+        target.script("/agents/a1/runs", AgnoRun(polls=["RUNNING", "RUNNING", "COMPLETED"], content="hi"))
+        ...fire at target.url + "/hook"...
+        [r.headers["idempotency-key"] for r in target.requests("/hook")]
+
+or with the fixtures: `from tests.targets import target, target_server  # noqa: F401`
+(one server per test session, `reset()` before each test).
+
+Per path: scripted replies are served in order and the last one repeats. Unscripted paths
+answer 200 {"ok": true}, except a POST to a run endpoint, which answers like an agno
+server that ran it synchronously: 200 {"run_id", "session_id", "status": "COMPLETED",
+"content": "ok"}. `AgnoRun` speaks agno's background protocol: the POST answers 202
+{"run_id", "session_id", "status": "PENDING"}, then GET {path}/{run_id} walks `polls`.
+
+As a process, for multi-process tests and benchmarks:
+
+    python -m tests.targets --port 0 --log arrivals.log
+
+prints "TARGET_URL http://127.0.0.1:PORT" once it accepts connections, answers the
+defaults above, records nothing in memory, and appends one line per request to the log:
+raw path, Idempotency-Key ("-" if absent), arrival epoch seconds, tab-separated
+(`read_log` parses it). Thread-safe: tests read while the server's loop writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json as jsonlib
+import re
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import IO, Any, Mapping, Sequence
+from urllib.parse import parse_qsl
+
+import uvicorn
+
+RUN_PATH = re.compile(r"^/(agents|teams|workflows)/([^/]+)/runs/?$")
+TERMINAL = {"COMPLETED", "PAUSED", "CANCELLED", "ERROR"}
+_NO_JSON: Any = object()
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One scripted answer."""
+
+    status: int = 200
+    json: Any = _NO_JSON  # a JSON body (application/json)
+    body: bytes | str = b""  # a raw body when `json` is not given (text/plain for str)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # wait this long first (a hung target); ends early if the client leaves
+    echo: bool = False  # answer with the request itself: {"method", "path", "query", "headers", "body"}
+
+
+@dataclass(frozen=True)
+class AgnoRun:
+    """agno's background run protocol on one run endpoint.
+
+    polls: what successive GETs of a run answer; a status string gives agno's run body
+    (terminal statuses carry `content`, `content_type` and `fields`), a Reply is served as
+    is (e.g. Reply(503) or Reply(404) while the run is "not visible yet"). The last repeats.
+    """
+
+    polls: Sequence[str | Reply] = ("RUNNING", "COMPLETED")
+    content: Any = "done"
+    content_type: str = "str"
+    fields: Mapping[str, Any] = field(default_factory=dict)  # e.g. error, requirements, input
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request as it arrived. Header names are lower-case; repeats are joined by ", "."""
+
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes
+    at: float  # epoch seconds of arrival
+    monotonic: float  # time.monotonic() of arrival, to measure gaps
+
+    def json(self) -> Any:
+        return jsonlib.loads(self.body)
+
+    def form(self) -> dict[str, str]:
+        return dict(parse_qsl(self.body.decode(), keep_blank_values=True, strict_parsing=bool(self.body)))
+
+    @property
+    def params(self) -> dict[str, str]:
+        return dict(parse_qsl(self.query, keep_blank_values=True))
+
+
+class _Script:
+    def __init__(self, replies: Sequence[Reply]) -> None:
+        if not replies:
+            raise ValueError("a script needs at least one reply")
+        self.replies, self.served = list(replies), 0
+
+    def next(self) -> Reply:
+        reply = self.replies[min(self.served, len(self.replies) - 1)]
+        self.served += 1
+        return reply
+
+
+class _Run:
+    def __init__(self, spec: AgnoRun, run_id: str, session_id: str) -> None:
+        self.spec, self.run_id, self.session_id, self.polled = spec, run_id, session_id, 0
+
+    def next(self) -> Reply:
+        polls = self.spec.polls
+        step = polls[min(self.polled, len(polls) - 1)]
+        self.polled += 1
+        if isinstance(step, Reply):
+            return step
+        body: dict[str, Any] = {"run_id": self.run_id, "session_id": self.session_id, "status": step}
+        if step.upper() in TERMINAL:
+            body.update(content=self.spec.content, content_type=self.spec.content_type, **self.spec.fields)
+        return Reply(200, json=body)
+
+
+def _form_field(request: Request, name: str) -> str | None:
+    try:
+        return request.form().get(name)
+    except (ValueError, UnicodeDecodeError):  # not a form: the server still answers
+        return None
+
+
+def sync_completed(request: Request) -> Reply:
+    """What an agno server that ran a run synchronously answers."""
+    session_id = _form_field(request, "session_id") or uuid.uuid4().hex
+    body = {"run_id": uuid.uuid4().hex, "session_id": session_id, "status": "COMPLETED", "content": "ok"}
+    return Reply(200, json={**body, "content_type": "str"})
+
+
+class TargetServer:
+    """A loopback HTTP server whose answers are scripted per path; see the module docstring."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, log: str | None = None, record: bool = True):
+        self.host, self.record = host, record
+        self._lock = threading.Condition()
+        self._scripts: dict[str, _Script | AgnoRun] = {}
+        self._runs: dict[str, _Run] = {}
+        self._requests: list[Request] = []
+        self._log: IO[str] | None = open(log, "a", encoding="utf-8") if log else None
+        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so, and
+        # without it each answer (headers, then body) stalls ~40 ms on a delayed ACK.
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((host, port))
+        self._sock.listen(4096)  # connections made before the loop runs wait in the backlog
+        self.port: int = self._sock.getsockname()[1]
+        self.url = f"http://{host}:{self.port}"
+        config = uvicorn.Config(
+            self, log_config=None, log_level="warning", access_log=False, lifespan="off", http="h11",
+            ws="none", loop="asyncio", proxy_headers=False, timeout_graceful_shutdown=1, backlog=4096,
+        )  # fmt: skip
+        self._server = uvicorn.Server(config)
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+
+    # --- life ----------------------------------------------------------------------------
+    def start(self) -> "TargetServer":
+        self._thread = threading.Thread(target=self.serve_forever, name=f"target:{self.port}", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"target server on port {self.port} did not start")
+            time.sleep(0.005)
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve in this thread until stop() (or SIGINT/SIGTERM in the main thread)."""
+        self._server.run(sockets=[self._sock])
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stopping is not None:
+            self._loop.call_soon_threadsafe(self._stopping.set)  # ends every hanging reply
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._sock.close()
+        if self._log is not None:
+            self._log.close()
+
+    def __enter__(self) -> "TargetServer":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # --- scripting and inspection (any thread) ----------------------------------------------
+    def script(self, path: str, replies: Reply | Sequence[Reply] | AgnoRun) -> None:
+        """Set how `path` answers from now on (a single Reply answers every time)."""
+        with self._lock:
+            if isinstance(replies, AgnoRun):
+                self._scripts[path] = replies
+            else:
+                self._scripts[path] = _Script([replies] if isinstance(replies, Reply) else replies)
+
+    def requests(self, path: str | None = None) -> list[Request]:
+        """Recorded requests in arrival order; only those to `path` when given."""
+        with self._lock:
+            return [r for r in self._requests if path is None or r.path == path]
+
+    def wait_for_requests(self, count: int, path: str | None = None, timeout: float = 5.0) -> list[Request]:
+        """Block until at least `count` requests (to `path`) arrived; raise on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while len(found := [r for r in self._requests if path is None or r.path == path]) < count:
+                if not self._lock.wait(timeout=deadline - time.monotonic()):
+                    raise TimeoutError(f"{len(found)} of {count} requests to {path or 'any path'} arrived")
+            return found
+
+    def reset(self) -> None:
+        """Forget scripts, runs and recorded requests."""
+        with self._lock:
+            self._scripts.clear()
+            self._runs.clear()
+            self._requests.clear()
+
+    # --- the ASGI app (the server's loop) -----------------------------------------------------
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        at, monotonic = time.time(), time.monotonic()
+        if self._stopping is None:
+            self._loop, self._stopping = asyncio.get_running_loop(), asyncio.Event()
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        headers: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            key = name.decode("latin-1").lower()
+            headers[key] = f"{headers[key]}, {value.decode('latin-1')}" if key in headers else value.decode("latin-1")
+        request = Request(
+            scope["method"], scope["path"], scope["query_string"].decode("latin-1"), headers, b"".join(chunks), at,
+            monotonic,
+        )  # fmt: skip
+        reply = self._answer(request, scope.get("raw_path") or scope["path"].encode())
+        if reply.delay > 0:
+            await self._hang(reply.delay, receive)
+        await _send(send, reply, request)
+
+    def _answer(self, request: Request, raw_path: bytes) -> Reply:
+        with self._lock:
+            if self.record:
+                self._requests.append(request)
+                self._lock.notify_all()
+            if self._log is not None:
+                key = request.headers.get("idempotency-key", "-")
+                self._log.write(f"{raw_path.decode('latin-1')}\t{key}\t{request.at:.6f}\n")
+                self._log.flush()  # readers in other processes count lines as they come
+            return self._route(request)
+
+    def _route(self, request: Request) -> Reply:
+        spec = self._scripts.get(request.path)
+        if isinstance(spec, _Script):
+            return spec.next()
+        if isinstance(spec, AgnoRun) and request.method == "POST":
+            session_id = _form_field(request, "session_id") or uuid.uuid4().hex
+            run = _Run(spec, uuid.uuid4().hex, session_id)
+            self._runs[f"{request.path.rstrip('/')}/{run.run_id}"] = run
+            return Reply(202, json={"run_id": run.run_id, "session_id": session_id, "status": "PENDING"})
+        run = self._runs.get(request.path)
+        if run is not None and request.method == "GET":
+            return run.next()
+        parent = request.path.rsplit("/", 1)[0]
+        if isinstance(self._scripts.get(parent) or self._scripts.get(parent + "/"), AgnoRun):
+            return Reply(404, json={"detail": "Run not found"})
+        if request.method == "POST" and RUN_PATH.match(request.path):
+            return sync_completed(request)
+        return Reply(200, json={"ok": True})
+
+    async def _hang(self, seconds: float, receive: Any) -> None:
+        async def client_left() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        assert self._stopping is not None
+        waits = [asyncio.ensure_future(w) for w in (asyncio.sleep(seconds), client_left(), self._stopping.wait())]
+        _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+
+
+async def _send(send: Any, reply: Reply, request: Request) -> None:
+    headers = {k.lower(): v for k, v in reply.headers.items()}
+    if reply.echo:
+        echoed = {"method": request.method, "path": request.path, "query": request.query,
+                  "headers": request.headers, "body": request.body.decode("utf-8", "replace")}  # fmt: skip
+        body, content_type = jsonlib.dumps(echoed).encode(), "application/json"
+    elif reply.json is not _NO_JSON:
+        body, content_type = jsonlib.dumps(reply.json).encode(), "application/json"
+    elif isinstance(reply.body, str):
+        body, content_type = reply.body.encode(), "text/plain; charset=utf-8"
+    else:
+        body, content_type = reply.body, "application/octet-stream"
+    headers.setdefault("content-type", content_type)
+    headers["content-length"] = str(len(body))
+    raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": reply.status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+def unused_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on (it was free a moment ago): for connection-refused tests."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def read_log(path: str) -> list[tuple[str, str, float]]:
+    """(path, idempotency key, arrival epoch) per line of a --log file."""
+    with open(path, encoding="utf-8") as lines:
+        return [(p, k, float(t)) for p, k, t in (line.rstrip("\n").split("\t") for line in lines if line.strip())]
+
+
+try:
+    import pytest
+except ImportError:  # pragma: no cover - the CLI may run without pytest
+    pytest = None  # type: ignore[assignment]
+
+if pytest is not None:
+
+    @pytest.fixture(scope="session")
+    def target_server() -> Any:
+        """One target server for the whole session."""
+        with TargetServer() as server:
+            yield server
+
+    @pytest.fixture
+    def target(target_server: TargetServer) -> TargetServer:
+        """The session's target server, with no scripts and no recorded requests."""
+        target_server.reset()
+        return target_server
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.targets", description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed)")
+    parser.add_argument("--log", help="append 'path<TAB>idempotency-key<TAB>epoch' per request")
+    args = parser.parse_args(argv)
+    server = TargetServer(args.host, args.port, log=args.log, record=False)
+    print(f"TARGET_URL {server.url}", flush=True)
+    try:
+        server.serve_forever()  # in the main thread: uvicorn handles SIGINT and SIGTERM
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
