@@ -30,6 +30,14 @@ def broker_url(settings: Settings) -> str:
     return f"sqla+sqlite:///{(settings.data_dir / 'broker.db').resolve()}"
 
 
+def transport_options(url: str) -> dict[str, object]:
+    """Redis needs a visibility timeout longer than any countdown we set; the embedded SQL
+    transport hands its options to create_engine, so it gets none."""
+    if url.startswith(("redis://", "rediss://", "redis+socket://")):
+        return {"visibility_timeout": VISIBILITY_TIMEOUT_S}
+    return {}
+
+
 def create_app(settings: Settings | None = None, *, main: str = "kern_tasks") -> Celery:
     settings = settings or Settings.from_env()
     app = Celery(main, broker=broker_url(settings), backend=settings.result_backend)
@@ -40,7 +48,7 @@ def create_app(settings: Settings | None = None, *, main: str = "kern_tasks") ->
         accept_content=["json"],
         task_ignore_result=True,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S, "polling_interval": 0.5},
+        broker_transport_options=transport_options(app.conf.broker_url),
         worker_prefetch_multiplier=4,
         enable_utc=True,
     )

@@ -22,15 +22,15 @@ from .conftest import REDIS_URL
 
 PYTHON = sys.executable
 ROOT = Path(__file__).resolve().parent.parent
-TEST_REDIS_DB = 7
 
 
-def test_broker_url() -> str:
-    return REDIS_URL.rsplit("/", 1)[0] + f"/{TEST_REDIS_DB}"
+def broker_url_for(redis_db: int) -> str:
+    """A Redis database of its own per test module (they may run side by side)."""
+    return REDIS_URL.rsplit("/", 1)[0] + f"/{redis_db}"
 
 
-def flush_broker() -> None:
-    redis.Redis.from_url(test_broker_url()).flushdb()
+def flush_broker(redis_db: int) -> None:
+    redis.Redis.from_url(broker_url_for(redis_db)).flushdb()
 
 
 def wait_for(condition: Callable[[], object], timeout: float, interval: float = 0.2, what: str = "condition"):

@@ -37,8 +37,9 @@ import socket
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import IO, Any, Mapping, Sequence
+from typing import IO, Any, Iterator, Mapping, Sequence
 from urllib.parse import parse_qsl
 
 import uvicorn
@@ -58,6 +59,7 @@ class Reply:
     headers: Mapping[str, str] = field(default_factory=dict)
     delay: float = 0.0  # wait this long first (a hung target); ends early if the client leaves
     echo: bool = False  # answer with the request itself: {"method", "path", "query", "headers", "body"}
+    trickle: float = 0.0  # send the body in 10 pieces, this many seconds apart (a slow peer)
 
 
 @dataclass(frozen=True)
@@ -308,10 +310,19 @@ async def _send(send: Any, reply: Reply, request: Request) -> None:
         body, content_type = reply.body.encode(), "text/plain; charset=utf-8"
     else:
         body, content_type = reply.body, "application/octet-stream"
-    headers.setdefault("content-type", content_type)
-    headers["content-length"] = str(len(body))
+    if reply.status in (204, 304) and not body:
+        pass  # no body, so no Content-Type or Content-Length either (RFC 9110)
+    else:
+        headers.setdefault("content-type", content_type)
+        headers["content-length"] = str(len(body))
     raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
     await send({"type": "http.response.start", "status": reply.status, "headers": raw})
+    if reply.trickle > 0:
+        step = max(1, -(-len(body) // 10))
+        for start in range(0, len(body), step):
+            await send({"type": "http.response.body", "body": body[start : start + step], "more_body": True})
+            await asyncio.sleep(reply.trickle)
+        body = b""
     await send({"type": "http.response.body", "body": body})
 
 
@@ -320,6 +331,40 @@ def unused_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+@contextmanager
+def dropping_server(host: str = "127.0.0.1") -> Iterator[str]:
+    """A TCP server that reads a request and closes without answering; yields its URL.
+
+    For "the peer went away" tests (httpx raises RemoteProtocolError)."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    listener.bind((host, 0))
+    listener.listen(64)
+    listener.settimeout(0.05)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except (TimeoutError, OSError):
+                continue
+            with conn:
+                conn.settimeout(1)
+                try:
+                    conn.recv(65536)
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=serve, name="dropping-server", daemon=True)
+    thread.start()
+    try:
+        yield f"http://{host}:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        listener.close()
 
 
 def read_log(path: str) -> list[tuple[str, str, float]]:
