@@ -38,6 +38,16 @@ def transport_options(url: str) -> dict[str, object]:
     return {}
 
 
+def transport_class(url: str) -> str | None:
+    """Redis goes through kern_tasks.broker (kombu's transport with a fix that keeps a
+    worker alive when Redis restarts under in-flight tasks); others use kombu's own."""
+    if url.startswith(("redis://", "rediss://")):
+        from kern_tasks.broker import TRANSPORT
+
+        return TRANSPORT
+    return None
+
+
 def create_app(settings: Settings | None = None, *, main: str = "kern_tasks") -> Celery:
     settings = settings or Settings.from_env()
     app = Celery(main, broker=broker_url(settings), backend=settings.result_backend)
@@ -49,6 +59,7 @@ def create_app(settings: Settings | None = None, *, main: str = "kern_tasks") ->
         task_ignore_result=True,
         broker_connection_retry_on_startup=True,
         broker_transport_options=transport_options(app.conf.broker_url),
+        broker_transport=transport_class(app.conf.broker_url),
         worker_prefetch_multiplier=4,
         enable_utc=True,
     )

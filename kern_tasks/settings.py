@@ -30,6 +30,8 @@ class Settings:
     service_token    KERN_SERVICE_TOKEN  bearer token fires carry
     security_key     KERN_SECURITY_KEY   when set, every API route needs it
     app              KERN_APP            "module:attribute" of the AgentOS workers import
+    openai_api_key   OPENAI_API_KEY      bearer key of the OpenAI-compatible model adapter (never in repr)
+    openai_base_url  OPENAI_BASE_URL     default https://api.openai.com/v1 (Ollama, vLLM: their /v1 URL)
     """
 
     database_url: str | None = None
@@ -41,6 +43,8 @@ class Settings:
     security_key: str | None = None
     app: str | None = None
     data_dir: Path = field(default=DEFAULT_DATA_DIR)
+    openai_api_key: str | None = field(default=None, repr=False)
+    openai_base_url: str = "https://api.openai.com/v1"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -60,6 +64,8 @@ class Settings:
             security_key=get("KERN_SECURITY_KEY"),
             app=get("KERN_APP"),
             data_dir=Path(get("KERN_DATA_DIR") or DEFAULT_DATA_DIR),
+            openai_api_key=get("OPENAI_API_KEY"),
+            openai_base_url=get("OPENAI_BASE_URL") or cls.openai_base_url,
         )
 
     @property

@@ -91,6 +91,16 @@ class Cluster:
     def beat(self, name: str = "beat", max_interval: float = 15) -> subprocess.Popen:
         return self._start(name, ["beat", "-l", "INFO", "--max-interval", str(max_interval)])
 
+    def beat_with_conf(self, name: str = "beat", max_interval: float = 15,
+                       conf: dict[str, int | float | str] | None = None,
+                       extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+        """A beat replica with extra Celery config (e.g. {"kern_republish_after": 5}), passed
+        on celery's command line as `key=(type)value` (no environment variable needed),
+        and optionally settings of its own (e.g. a KERN_BROKER_URL nothing listens on)."""
+        types = {int: "int", float: "float", str: "string"}
+        extra = [f"{key}=({types[type(value)]}){value}" for key, value in (conf or {}).items()]
+        return self._start(name, ["beat", "-l", "INFO", "--max-interval", str(max_interval), *extra], extra_env)
+
     def kill(self, proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
         try:
             os.killpg(proc.pid, sig)

@@ -39,7 +39,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import IO, Any, Iterator, Mapping, Sequence
+from typing import IO, Any, Awaitable, Callable, Iterator, Mapping, Sequence
 from urllib.parse import parse_qsl
 
 import uvicorn
@@ -60,6 +60,7 @@ class Reply:
     delay: float = 0.0  # wait this long first (a hung target); ends early if the client leaves
     echo: bool = False  # answer with the request itself: {"method", "path", "query", "headers", "body"}
     trickle: float = 0.0  # send the body in 10 pieces, this many seconds apart (a slow peer)
+    hangup: bool = False  # start the answer, then close the connection mid-body (a crash)
 
 
 @dataclass(frozen=True)
@@ -252,9 +253,9 @@ class TargetServer:
             monotonic,
         )  # fmt: skip
         reply = self._answer(request, scope.get("raw_path") or scope["path"].encode())
-        if reply.delay > 0:
-            await self._hang(reply.delay, receive)
-        await _send(send, reply, request)
+        if reply.delay > 0 and await self._wait(reply.delay, receive):
+            return  # the client left (or the server stops): nobody to answer
+        await _send(send, reply, request, lambda: self._wait(reply.trickle, receive))
 
     def _answer(self, request: Request, raw_path: bytes) -> Reply:
         with self._lock:
@@ -262,7 +263,7 @@ class TargetServer:
                 self._requests.append(request)
                 self._lock.notify_all()
             if self._log is not None:
-                key = request.headers.get("idempotency-key", "-")
+                key = " ".join(request.headers.get("idempotency-key", "-").split()) or "-"  # keep it one field
                 self._log.write(f"{raw_path.decode('latin-1')}\t{key}\t{request.at:.6f}\n")
                 self._log.flush()  # readers in other processes count lines as they come
             return self._route(request)
@@ -286,19 +287,23 @@ class TargetServer:
             return sync_completed(request)
         return Reply(200, json={"ok": True})
 
-    async def _hang(self, seconds: float, receive: Any) -> None:
+    async def _wait(self, seconds: float, receive: Any) -> bool:
+        """Sleep; True when cut short because the client left or the server stops."""
+
         async def client_left() -> None:
             while (await receive())["type"] != "http.disconnect":
                 pass
 
         assert self._stopping is not None
-        waits = [asyncio.ensure_future(w) for w in (asyncio.sleep(seconds), client_left(), self._stopping.wait())]
-        _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
+        nap = asyncio.ensure_future(asyncio.sleep(seconds))
+        others = [asyncio.ensure_future(client_left()), asyncio.ensure_future(self._stopping.wait())]
+        await asyncio.wait([nap, *others], return_when=asyncio.FIRST_COMPLETED)
+        for task in (nap, *others):
             task.cancel()
+        return not (nap.done() and not nap.cancelled())
 
 
-async def _send(send: Any, reply: Reply, request: Request) -> None:
+async def _send(send: Any, reply: Reply, request: Request, pause: Callable[[], Awaitable[bool]]) -> None:
     headers = {k.lower(): v for k, v in reply.headers.items()}
     if reply.echo:
         echoed = {"method": request.method, "path": request.path, "query": request.query,
@@ -314,14 +319,18 @@ async def _send(send: Any, reply: Reply, request: Request) -> None:
         pass  # no body, so no Content-Type or Content-Length either (RFC 9110)
     else:
         headers.setdefault("content-type", content_type)
-        headers["content-length"] = str(len(body))
+        headers["content-length"] = str(len(body) + (1 if reply.hangup else 0))  # promise a byte more
     raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
     await send({"type": "http.response.start", "status": reply.status, "headers": raw})
+    if reply.hangup:  # returning mid-body makes uvicorn close the connection
+        await send({"type": "http.response.body", "body": body, "more_body": True})
+        return
     if reply.trickle > 0:
         step = max(1, -(-len(body) // 10))
         for start in range(0, len(body), step):
             await send({"type": "http.response.body", "body": body[start : start + step], "more_body": True})
-            await asyncio.sleep(reply.trickle)
+            if await pause():
+                return
         body = b""
     await send({"type": "http.response.body", "body": body})
 
@@ -368,9 +377,10 @@ def dropping_server(host: str = "127.0.0.1") -> Iterator[str]:
 
 
 def read_log(path: str) -> list[tuple[str, str, float]]:
-    """(path, idempotency key, arrival epoch) per line of a --log file."""
-    with open(path, encoding="utf-8") as lines:
-        return [(p, k, float(t)) for p, k, t in (line.rstrip("\n").split("\t") for line in lines if line.strip())]
+    """(path, idempotency key, arrival epoch) per complete line of a --log file."""
+    with open(path, encoding="utf-8") as log:
+        lines = log.read().split("\n")[:-1]  # the last piece is "" or a line still being written
+    return [(p, k, float(t)) for p, k, t in (line.split("\t") for line in lines)]
 
 
 try:

@@ -3,7 +3,7 @@
 """
 
 from kern_tasks.firing.backoff import backoff_bound, backoff_delay, parse_retry_after, retry_budget_seconds
-from kern_tasks.firing.http import FireOutcome, FireRequest, fire, make_client, process_client, run_form
+from kern_tasks.firing.http import FireOutcome, FireRequest, fire, make_client, run_form
 
 __all__ = [
     "FireOutcome",
@@ -13,7 +13,6 @@ __all__ = [
     "fire",
     "make_client",
     "parse_retry_after",
-    "process_client",
     "retry_budget_seconds",
     "run_form",
 ]

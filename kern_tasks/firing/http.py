@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import codecs
 import json
-import os
 import re
 import time
 from dataclasses import dataclass, replace
@@ -37,7 +36,8 @@ import httpx
 from kern_tasks import __version__
 from kern_tasks.firing.backoff import parse_retry_after
 
-RUN_ENDPOINT_RE = re.compile(r"^/(agents|teams|workflows)/([^/]+)/runs/?\Z")
+# agno's pattern, but an id never holds "?" or "#" (the poll URL is built from it).
+RUN_ENDPOINT_RE = re.compile(r"^/(agents|teams|workflows)/([^/?#]+)/runs/?\Z")
 TERMINAL_RUN_STATUSES = frozenset({"COMPLETED", "PAUSED", "CANCELLED", "ERROR"})
 USER_AGENT = f"kern_tasks/{__version__}"
 ERROR_CHARS = 1000  # an error is a line for people, not a dump
@@ -86,20 +86,9 @@ def make_client(timeout_s: float = 30.0) -> httpx.Client:
         trust_env=False,  # no HTTP(S)_PROXY rerouting, no .netrc credentials
         # Idle sockets expire before a server's usual 5 s keep-alive does, so a request is
         # not written to a socket the server is closing (that would burn an attempt).
-        limits=httpx.Limits(max_connections=20, max_keepalive_connections=10, keepalive_expiry=4.0),
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=4.0),
         headers={"User-Agent": USER_AGENT},
     )
-
-
-_process_client: tuple[int, httpx.Client] | None = None
-
-
-def process_client() -> httpx.Client:
-    """This process's client, made on first use; a forked child makes its own."""
-    global _process_client
-    if _process_client is None or _process_client[0] != os.getpid() or _process_client[1].is_closed:
-        _process_client = (os.getpid(), make_client())
-    return _process_client[1]
 
 
 def fire(
@@ -124,7 +113,7 @@ def fire(
     if url is None:
         error = f"endpoint {attempt.scrub.text(request.endpoint)[:200]!r} is not a path on {base}"
         return FireOutcome("failed", retryable=False, error=error)
-    method = request.method.upper()
+    method = (request.method or "POST").upper()  # agno's default
     match = RUN_ENDPOINT_RE.match(request.endpoint)
     if match is None or method != "POST":
         return attempt.plain(method, url)
@@ -219,7 +208,7 @@ class _Attempt:
         # A bad scheme, a request we cannot encode, a body we cannot decode: retrying won't help.
         permanent = isinstance(exc, (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.DecodingError))
         retryable = isinstance(exc, httpx.TransportError) and not permanent
-        error = f"{_name(exc)}: {self.scrub.text(str(exc))}"[:ERROR_CHARS]
+        error = _short(f"{_name(exc)}: {self.scrub.text(str(exc))}")
         return FireOutcome("failed", retryable=retryable, error=error)
 
     def plain(self, method: str, url: str) -> FireOutcome:
@@ -245,13 +234,13 @@ class _Attempt:
             return failure
         code, body = reply.status_code, _json_object(reply, self.scrub)
         if body is None:
-            error = f"HTTP {code}: run endpoint answered without a JSON object: {_snippet(reply, self.scrub)}"
+            error = _short(f"HTTP {code}: run endpoint answered without a JSON object: {_snippet(reply, self.scrub)}")
             return FireOutcome("failed", retryable=False, status_code=code, error=error)
         run_id, session_id = _id(body.get("run_id")), _id(body.get("session_id"))
         if _is_terminal(body):  # the server ran it synchronously
             return _terminal(body, code, run_id, session_id)
         if run_id is None:
-            error = f"HTTP {code}: run endpoint answered without a run_id: {_snippet(reply, self.scrub)}"
+            error = _short(f"HTTP {code}: run endpoint answered without a run_id: {_snippet(reply, self.scrub)}")
             return FireOutcome("failed", retryable=False, status_code=code, error=error, session_id=session_id)
         return self.poll(poll_base + quote(run_id, safe=""), run_id, session_id)
 
@@ -259,8 +248,8 @@ class _Attempt:
         """Poll until a terminal status or the deadline; waits double and are never zero."""
         params = {"session_id": session_id} if session_id else None
         delay, last_problem = self.poll_initial_s, "no terminal status yet"
-        while self.remaining() > 0:
-            self.sleep(min(delay, self.remaining()))
+        while (remaining := self.remaining()) > 0:
+            self.sleep(min(delay, remaining))
             delay = min(delay * 2, self.poll_max_s)
             try:
                 reply = self.send("GET", poll_url, params=params)
@@ -300,7 +289,8 @@ def _status_failure(reply: Reply, scrub: Scrubber) -> FireOutcome | None:
         return FireOutcome("failed", retryable=False, status_code=code, error=error)
     retryable = code in (408, 429) or 500 <= code < 600
     retry_after = parse_retry_after(reply.headers.get("retry-after")) if code in (429, 503) else None
-    error = f"HTTP {code}: {_snippet(reply, scrub)}".rstrip(": ")
+    snippet = _snippet(reply, scrub)
+    error = _short(f"HTTP {code}: {snippet}" if snippet else f"HTTP {code}")
     return FireOutcome("failed", retryable=retryable, status_code=code, error=error, retry_after=retry_after)
 
 
@@ -334,9 +324,11 @@ def _terminal(body: dict[str, Any], code: int, run_id: str | None, session_id: s
         return FireOutcome("success", **common)
     if status == "PAUSED":
         return FireOutcome("paused", requirements=body.get("requirements"), **common)
-    default = "run was cancelled" if status == "CANCELLED" else "run ended with status ERROR"
-    error = body.get("error") or body.get("content") or default
-    error = (error if isinstance(error, str) else json.dumps(error, ensure_ascii=False))[:ERROR_CHARS]
+    if status == "CANCELLED":
+        error = body.get("error") or "run was cancelled"
+    else:  # ERROR: agno puts the reason in `error`, or only in `content`
+        error = body.get("error") or body.get("content") or "run ended with status ERROR"
+    error = _short(error if isinstance(error, str) else json.dumps(error, ensure_ascii=False))
     return FireOutcome("cancelled" if status == "CANCELLED" else "failed", error=error, **common)
 
 
@@ -439,8 +431,11 @@ def _snippet(reply: Reply, scrub: Scrubber) -> str:
     """The body as one short line; JSON is re-serialised after scrubbing (escaped echoes)."""
     ok, value = _decoded(reply, scrub)
     text = json.dumps(value, ensure_ascii=False) if ok else scrub.text(reply.text())
-    line = " ".join(text[: ERROR_CHARS * 2].split())
-    return line if len(line) <= ERROR_CHARS else line[: ERROR_CHARS - 1] + "\u2026"
+    return " ".join(text[: ERROR_CHARS * 2].split())
+
+
+def _short(error: str) -> str:
+    return error if len(error) <= ERROR_CHARS else error[: ERROR_CHARS - 1] + "\u2026"
 
 
 def _truncate(value: Any) -> tuple[Any, int | None]:

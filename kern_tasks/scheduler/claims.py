@@ -230,7 +230,8 @@ def sweep_unpublished(conn: Connection, *, now: int, republish_after_s: int, lim
                 & or_(_r.c.not_before.is_(None), _r.c.not_before <= lost_before),
             ),
         )
-        .order_by(_r.c.created_at)
+        # No ORDER BY: it would walk the whole run history by created_at; the partial
+        # index on open attempts finds these directly.
         .limit(limit)
         .with_for_update(skip_locked=True)
     )

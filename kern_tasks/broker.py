@@ -1,0 +1,36 @@
+"""The Redis broker transport kern_tasks uses: kombu's, with one teardown fix.
+
+When a worker loses Redis while late-acknowledged messages are in flight (every
+kern.fire is acks_late), celery 5.7 / kombu 5.7 tear the connection down twice: the
+first close of the channel fails on the dead socket, the transport is then detached,
+and the second close tries to restore the unacked messages through a fresh Redis
+client built from the detached transport's settings, which raises
+`AttributeError: 'NoneType' object has no attribute 'hostname'`. That is not a
+connection error, so celery treats it as unrecoverable and the worker exits instead of
+reconnecting.
+
+Here a channel whose connection is gone raises a connection error instead, which every
+teardown path ignores as it should. Nothing is lost: the messages stay in Redis's
+unacked index (restored after the visibility timeout), and beat's sweep re-publishes
+attempts still queued after kern_republish_after in any case.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kombu.transport import redis as kombu_redis
+
+
+class Channel(kombu_redis.Channel):
+    def _connparams(self, asynchronous: bool = False) -> Any:
+        if self.connection.client is None:  # the kombu Connection closed under us
+            raise kombu_redis.redis.exceptions.ConnectionError("the broker connection is closed")
+        return super()._connparams(asynchronous=asynchronous)
+
+
+class Transport(kombu_redis.Transport):
+    Channel = Channel
+
+
+TRANSPORT = f"{__name__}:Transport"
