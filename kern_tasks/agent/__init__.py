@@ -1,0 +1,31 @@
+"""Agents: a model, instructions and tools, run as a tool-calling loop.
+
+    from kern_tasks.agent import Agent, tool
+
+See `agent.py` for the loop, `models.py` for model strings ("openai:<model>",
+"ollama:<model>", "vllm:<model>", "offline"), `tools.py` for toolkits.
+"""
+
+from kern_tasks.agent.agent import Agent
+from kern_tasks.agent.models import Model, ModelError, ModelResponse, OfflineModel, ScriptedModel, ToolCall, get_model
+from kern_tasks.agent.openai_chat import OpenAIChat
+from kern_tasks.agent.run import RunOutput, Span
+from kern_tasks.agent.tools import Function, ToolArgumentError, Toolkit, tool
+
+__all__ = [
+    "Agent",
+    "Function",
+    "Model",
+    "ModelError",
+    "ModelResponse",
+    "OfflineModel",
+    "OpenAIChat",
+    "RunOutput",
+    "ScriptedModel",
+    "Span",
+    "ToolArgumentError",
+    "ToolCall",
+    "Toolkit",
+    "get_model",
+    "tool",
+]

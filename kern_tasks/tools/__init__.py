@@ -1,0 +1,1 @@
+"""Toolkits agents can use: `kern_tasks.tools.scheduler.SchedulerTools`."""

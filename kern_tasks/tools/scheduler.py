@@ -1,0 +1,299 @@
+"""SchedulerTools: let an agent create and manage recurring schedules.
+
+    agent = Agent(model="openai:gpt-5.4", tools=[SchedulerTools(
+        db=db, default_endpoint="/agents/my-agent/runs", default_method="POST", default_timezone="UTC")])
+
+Tools (names as agno's): create_schedule (idempotent by name), list_schedules,
+get_schedule, update_schedule, delete_schedule, enable_schedule, disable_schedule,
+trigger_schedule, get_schedule_runs. Each returns a JSON string. A mistake returns
+`{"error": ..., "field": ..., "hint": ...}` saying how to fix it, never an exception:
+the model reads it and tries again. Docstrings are written for the model.
+
+A POST to a run endpoint (/agents|teams|workflows/{id}/runs) starts a run whose input
+is the payload's `message`, so such a schedule must have a non-empty message.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from typing import Any, ParamSpec
+
+from kern_tasks.agent.tools import Toolkit
+from kern_tasks.db import Database
+from kern_tasks.errors import CronError, KernError, NotFound, ValidationError
+from kern_tasks.scheduler import ScheduleManager, validation
+from kern_tasks.scheduler.manager import RUN_ENDPOINT
+from kern_tasks.scheduler.models import Schedule
+from kern_tasks.tools.views import error_json, run_json, schedule_json
+
+P = ParamSpec("P")
+
+
+def _reports_errors(method: Callable[P, str]) -> Callable[P, str]:
+    """Turn every deliberate kern_tasks error into the JSON error the model reads."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> str:
+        try:
+            return method(*args, **kwargs)
+        except KernError as exc:
+            return error_json(exc)
+
+    return wrapper
+
+
+class SchedulerTools(Toolkit):
+    """Schedule tools over one database; defaults fill what the model leaves out."""
+
+    tools = (
+        "create_schedule", "list_schedules", "get_schedule", "update_schedule", "delete_schedule",
+        "enable_schedule", "disable_schedule", "trigger_schedule", "get_schedule_runs",
+    )
+
+    def __init__(
+        self,
+        db: Database | None = None,
+        default_endpoint: str | None = None,
+        default_method: str = "POST",
+        default_timezone: str = "UTC",
+        default_payload: dict[str, Any] | None = None,
+        name: str = "scheduler",
+    ) -> None:
+        super().__init__(name)
+        self.manager = ScheduleManager(db)
+        self.default_endpoint = default_endpoint
+        self.default_method = default_method
+        self.default_timezone = default_timezone
+        self.default_payload = dict(default_payload or {})
+
+    # --- tools ------------------------------------------------------------------------
+
+    @_reports_errors
+    def create_schedule(
+        self,
+        name: str,
+        cron: str,
+        timezone: str | None = None,
+        endpoint: str | None = None,
+        method: str | None = None,
+        message: str | None = None,
+        payload: dict[str, Any] | None = None,
+        description: str | None = None,
+    ) -> str:
+        """Create a recurring schedule, or update the one that already has this name (safe to repeat; an
+        existing disabled schedule stays disabled).
+
+        Args:
+            name: a short unique name, e.g. "daily-pr-digest" (letters, digits, - _ . : @ / and spaces).
+            cron: when it runs, 5 fields "minute hour day-of-month month day-of-week" in the schedule's
+                time zone. Examples: "0 9 * * *" every day at 09:00; "0 9 * * 1-5" weekdays at 09:00;
+                "*/15 * * * *" every 15 minutes; "30 8 1 * *" 08:30 on the 1st of each month;
+                "0 17 * * fri" Fridays at 17:00.
+            timezone: IANA time zone the cron is read in, e.g. "America/New_York" (ET, Eastern time),
+                "America/Chicago" (CT), "America/Los_Angeles" (PT), "Europe/London", "UTC".
+                Never an abbreviation like ET or PST. Default: the configured default zone.
+            endpoint: path to call, e.g. "/agents/my-agent/runs". Default: the configured endpoint.
+            method: HTTP method (GET, POST, PUT, PATCH, DELETE). Default: the configured method.
+            message: the instruction the scheduled run receives, e.g. "Post a digest of open PRs".
+                Required when the schedule POSTs to a /runs endpoint.
+            payload: extra JSON fields of the request body (the message goes in payload.message).
+            description: what the schedule is for, for people reading the list.
+        """
+        # Every field is checked before the message rule, so the model hears of a bad cron first.
+        name = validation.name(name)
+        cron = validation.cron_expr(cron)
+        timezone = _zone(timezone or self.default_timezone)
+        endpoint = validation.endpoint(endpoint or self._default_endpoint())
+        method = validation.method(method or self.default_method)
+        body = {**self.default_payload, **(validation.payload(payload) or {})}
+        if message is not None:
+            body["message"] = message
+        _require_message(endpoint, method, body)
+        try:
+            before = self.manager.get_by_name(name)
+        except (NotFound, ValidationError):
+            before = None
+        schedule = self.manager.create(
+            name=name, cron=cron, endpoint=endpoint, method=method, description=description,
+            payload=body or None, timezone=timezone, if_exists="update",
+        )
+        status = "created" if before is None else ("unchanged" if schedule == before else "updated")
+        return json.dumps({"status": status, **schedule_json(schedule)})
+
+    @_reports_errors
+    def list_schedules(self, enabled: bool | None = None, limit: int = 20, page: int = 1) -> str:
+        """List schedules, newest first, one page at a time.
+
+        Args:
+            enabled: true for only enabled schedules, false for only disabled ones; omit for all.
+            limit: how many per page (1-1000).
+            page: which page, from 1.
+        """
+        found = self.manager.list(enabled=enabled, limit=limit, page=page)
+        return json.dumps({
+            "data": [schedule_json(s) for s in found.data],
+            "meta": {"page": found.page, "limit": found.limit,
+                     "total_pages": found.total_pages, "total_count": found.total_count},
+        })
+
+    @_reports_errors
+    def get_schedule(self, schedule_id: str) -> str:
+        """Get one schedule with its next run time.
+
+        Args:
+            schedule_id: the schedule's id or its name.
+        """
+        return json.dumps(schedule_json(self._find(schedule_id)))
+
+    @_reports_errors
+    def update_schedule(
+        self,
+        schedule_id: str,
+        name: str | None = None,
+        cron: str | None = None,
+        timezone: str | None = None,
+        endpoint: str | None = None,
+        method: str | None = None,
+        message: str | None = None,
+        payload: dict[str, Any] | None = None,
+        description: str | None = None,
+    ) -> str:
+        """Change a schedule: pass only what should change. The next run time follows a new cron or zone.
+
+        Args:
+            schedule_id: the schedule's id or its name.
+            name: a new name.
+            cron: a new cron, 5 fields "minute hour day-of-month month day-of-week", e.g. "0 9 * * 1-5".
+            timezone: a new IANA zone, e.g. "America/New_York" for ET, "Europe/Berlin", "UTC".
+            endpoint: a new path, e.g. "/agents/my-agent/runs".
+            method: a new HTTP method.
+            message: a new instruction for the scheduled run (kept in payload.message).
+            payload: a new request body (replaces the old one; message still applies).
+            description: a new description.
+        """
+        current = self._find(schedule_id)
+        if timezone is not None:
+            timezone = _zone(timezone)
+        given = {"name": name, "cron_expr": cron, "timezone": timezone, "endpoint": endpoint,
+                 "method": method, "description": description}
+        changes: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
+        if payload is not None or message is not None:
+            body = dict(validation.payload(payload) or {}) if payload is not None else dict(current.payload or {})
+            if message is not None:
+                body["message"] = message
+            changes["payload"] = body or None
+        if not changes:
+            raise ValidationError("schedule_id", "nothing to change: pass at least one field to update")
+        _require_message(
+            validation.endpoint(changes.get("endpoint", current.endpoint)),
+            validation.method(changes.get("method", current.method)),
+            changes.get("payload", current.payload) or {},
+        )
+        return json.dumps({"status": "updated", **schedule_json(self.manager.update(current.id, **changes))})
+
+    @_reports_errors
+    def delete_schedule(self, schedule_id: str) -> str:
+        """Delete a schedule and its run history for good (to pause it instead, use disable_schedule).
+
+        Args:
+            schedule_id: the schedule's id or its name.
+        """
+        schedule = self._find(schedule_id)
+        self.manager.delete(schedule.id)
+        return json.dumps({"status": "deleted", "id": schedule.id, "name": schedule.name})
+
+    @_reports_errors
+    def enable_schedule(self, schedule_id: str) -> str:
+        """Enable a schedule so it runs on its cron again (its next run time is recomputed).
+
+        Args:
+            schedule_id: the schedule's id or its name.
+        """
+        schedule = self.manager.enable(self._find(schedule_id).id)
+        return json.dumps({"status": "enabled", **schedule_json(schedule)})
+
+    @_reports_errors
+    def disable_schedule(self, schedule_id: str, reason: str | None = None) -> str:
+        """Disable (pause) a schedule; enable_schedule turns it back on.
+
+        Args:
+            schedule_id: the schedule's id or its name.
+            reason: why, shown to people later.
+        """
+        schedule = self.manager.disable(self._find(schedule_id).id, reason=reason)
+        return json.dumps({"status": "disabled", **schedule_json(schedule)})
+
+    @_reports_errors
+    def trigger_schedule(self, schedule_id: str) -> str:
+        """Run a schedule once now, without changing its cron (the run is queued and starts within seconds).
+
+        Args:
+            schedule_id: the schedule's id or its name.
+        """
+        schedule = self._find(schedule_id)
+        run = self.manager.trigger(schedule.id)
+        return json.dumps({"status": "triggered", "schedule_id": schedule.id, "name": schedule.name,
+                           "run": run_json(run)})
+
+    @_reports_errors
+    def get_schedule_runs(self, schedule_id: str, limit: int = 10) -> str:
+        """Recent runs of a schedule, newest first: status (queued, running, success, failed, ...),
+        HTTP status code, times and error.
+
+        Args:
+            schedule_id: the schedule's id or its name.
+            limit: how many runs (1-1000).
+        """
+        schedule = self._find(schedule_id)
+        runs = self.manager.runs(schedule.id, limit=limit)
+        return json.dumps({"schedule_id": schedule.id, "name": schedule.name,
+                           "runs": [run_json(r) for r in runs], "total_count": runs.total_count})
+
+    # --- helpers ----------------------------------------------------------------------
+
+    def _default_endpoint(self) -> str:
+        if not self.default_endpoint:
+            raise ValidationError("endpoint", 'no endpoint given and no default configured: pass endpoint, '
+                                              'a path such as "/agents/my-agent/runs"')
+        return self.default_endpoint
+
+    def _find(self, schedule_id: str) -> Schedule:
+        """By id, else by name (models often remember names, not ids)."""
+        try:
+            return self.manager.get(schedule_id)
+        except NotFound:
+            pass
+        try:
+            return self.manager.get_by_name(schedule_id)
+        except NotFound:
+            raise NotFound(f'no schedule with id or name "{schedule_id}"') from None
+
+
+# Valid tz database names that are fixed offsets, but which people mean as local time
+# with daylight saving ("9am EST" in July means New York time).
+_FIXED_ABBREVIATIONS = {"EST": ("America/New_York", "Etc/GMT+5"), "MST": ("America/Denver", "Etc/GMT+7")}
+
+
+def _zone(value: str) -> str:
+    zone = validation.timezone(value)
+    if zone.upper() in _FIXED_ABBREVIATIONS:
+        meant, fixed = _FIXED_ABBREVIATIONS[zone.upper()]
+        raise CronError(
+            "timezone",
+            f'"{zone}" is a fixed offset with no daylight saving time; use "{meant}" for local time there '
+            f'(or "{fixed}" if a fixed offset all year is really meant)',
+        )
+    return zone
+
+
+def _require_message(endpoint: str, method: str, payload: dict[str, Any]) -> None:
+    if method == "POST" and RUN_ENDPOINT.match(endpoint):
+        message = payload.get("message")
+        if not isinstance(message, str) or not message.strip():
+            raise ValidationError(
+                "message",
+                f"a POST to a /runs endpoint ({endpoint}) needs a message in its payload: the text the "
+                'scheduled run receives. Pass message="..." (e.g. "Post a digest of open PRs")',
+            )
