@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 run: install
-	$(PY) -m kern_tasks demo
+	$(PY) -m kern_tasks run
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)

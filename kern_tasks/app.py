@@ -76,6 +76,7 @@ def install(app: Celery, settings: Settings | None = None) -> None:
     app.task(
         name=TASK_FIRE,
         bind=True,
+        shared=False,  # only on this app: another app in the process has its own settings
         acks_late=True,  # a worker killed mid-call leaves the message for another
         ignore_result=True,
         max_retries=0,  # retries are attempt rows in SQL, not Celery retries

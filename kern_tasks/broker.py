@@ -20,12 +20,13 @@ from __future__ import annotations
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 
 class Channel(kombu_redis.Channel):
     def _connparams(self, asynchronous: bool = False) -> Any:
         if self.connection.client is None:  # the kombu Connection closed under us
-            raise kombu_redis.redis.exceptions.ConnectionError("the broker connection is closed")
+            raise RedisConnectionError("the broker connection is closed")
         return super()._connparams(asynchronous=asynchronous)
 
 

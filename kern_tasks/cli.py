@@ -1,5 +1,6 @@
 """The `kern-tasks` command (also `python -m kern_tasks`).
 
+    kern-tasks run           the main command: web, beat and worker in one process
     kern-tasks demo          a short tour of the store on the embedded default
     kern-tasks db upgrade    migrate the database named by KERN_DATABASE_URL
 """
@@ -50,6 +51,7 @@ def _demo(settings: Settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kern-tasks", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("run", help="web app, beat and worker in one process, with a demo agent")
     commands.add_parser("demo", help="a short tour of the store on the embedded default")
     db_parser = commands.add_parser("db", help="database maintenance")
     db_parser.add_argument("action", choices=["upgrade"])
@@ -57,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     if args.command == "db":
         return _db_upgrade(settings)
+    if args.command == "run":
+        from kern_tasks.demo import run
+
+        return run(settings)
     return _demo(settings)
 
 

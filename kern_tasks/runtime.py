@@ -16,10 +16,10 @@ _lock = threading.Lock()
 
 
 class Runtime:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, db: Database | None = None) -> None:
         self.settings = settings
         self.pid = os.getpid()
-        self._db: Database | None = None
+        self._db: Database | None = db
         self._client: httpx.Client | None = None
 
     @property
@@ -45,6 +45,14 @@ class Runtime:
             self._client.close()
         if self._db is not None:
             self._db.dispose()
+
+
+def bind_runtime(app: Any, settings: Settings, db: Database | None = None) -> Runtime:
+    """Give a Celery app this process's settings and database (an AgentOS running beat and
+    a worker inside its web process shares its own Database with them)."""
+    runtime = Runtime(settings, db)
+    app._kern_runtime = runtime
+    return runtime
 
 
 def runtime_for(app: Any) -> Runtime:

@@ -91,6 +91,22 @@ def finish_attempt(
 ) -> Dispatch | None:
     """running -> its outcome. Returns the next attempt to publish when one follows now
     (its wait fits a countdown); a longer wait is left to the sweep."""
+    if not outcome.retryable:
+        # Final at any attempt number (the common case, success): one UPDATE takes the row
+        # lock and ends it, without first reading the run and its retry settings.
+        ended = conn.execute(
+            update(_r)
+            .where(_r.c.id == run_id, _r.c.status == "running")
+            .values(
+                status=outcome.status, completed_at=int(now), error=outcome.error, status_code=outcome.status_code,
+                run_id=outcome.run_id, session_id=outcome.session_id, input=outcome.input, output=outcome.output,
+                requirements=outcome.requirements,
+            )
+            .returning(_r.c.schedule_id, _r.c.lease_token)
+        ).first()
+        if ended is not None and ended.lease_token:
+            release_lease(conn, schedule_id=ended.schedule_id, token=ended.lease_token, now=int(now))
+        return None  # None also when it had finished already (the lost-attempt sweep got there first)
     row = conn.execute(
         select(_r, _s.c.max_retries, _s.c.retry_delay_seconds)
         .join(_s, _s.c.id == _r.c.schedule_id)

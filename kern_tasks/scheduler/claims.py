@@ -186,6 +186,17 @@ def seconds_until_due(conn: Connection, *, now: float) -> float | None:
 # run finishing after its lease went stale and was re-claimed cannot free the new holder.
 def release_lease(conn: Connection, *, schedule_id: str, token: str, now: int) -> bool:
     """Give the lease back; under "forbid" (skip/once) pass over slots that fell due meanwhile."""
+    # Usually no slot fell due while the run was in flight: then one UPDATE gives it back.
+    nothing_to_skip = or_(
+        _s.c.next_run_at.is_(None), _s.c.next_run_at > now, _s.c.misfire_policy == "all", _s.c.cron_expr == ""
+    )
+    if conn.execute(
+        update(_s)
+        .where(_s.c.id == schedule_id, _s.c.locked_by == token, nothing_to_skip)
+        .values(locked_by=None, locked_at=None)
+        .returning(_s.c.id)
+    ).first() is not None:
+        return True
     row = conn.execute(
         select(_s.c.cron_expr, _s.c.timezone, _s.c.next_run_at, _s.c.misfire_policy)
         .where(_s.c.id == schedule_id, _s.c.locked_by == token)

@@ -1,0 +1,178 @@
+"""AgentOS: the FastAPI app that serves agents, workflows and the schedules API.
+
+    agent_os = AgentOS(agents=[agent], db=db, scheduler=True, lifespan=lifespan)
+    app = agent_os.get_app()          # uvicorn module:app
+
+Routes: POST/GET /agents/{id}/runs[/{run_id}], POST/GET /workflows/{id}/runs[/{run_id}],
+/schedules (see routers/schedules.py), GET /health, /docs, /openapi.json.
+
+Settings: `settings` (default: Settings.from_env()) supplies the database, the security
+key and the service token unless they are given here. The process keeps no run state
+of its own beyond the runs it is executing: everything is in the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import secrets
+from dataclasses import replace
+import logging
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any, AsyncIterator, Callable, Sequence
+
+from fastapi import FastAPI
+
+from kern_tasks import __version__
+from kern_tasks.db import Database
+from kern_tasks.os import errors
+from kern_tasks.os.auth import BearerAuth
+from kern_tasks.os.limits import MAX_BODY_BYTES, BodyLimit
+from kern_tasks.os.routers import health_router, run_router, schedules_router
+from kern_tasks.os.runner import RunExecutor
+from kern_tasks.os.targets import Targets, by_id
+from kern_tasks.runs import RunStore
+from kern_tasks.scheduler import ScheduleManager
+from kern_tasks.settings import Settings
+
+log = logging.getLogger("kern_tasks.os")
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[Any]]
+
+
+class AgentOS:
+    """Agents, workflows and schedules behind one HTTP app (see the module docstring).
+
+    scheduler=True also runs the beat scheduler and an embedded fire worker inside the
+    web process (`_start_scheduler` / `_stop_scheduler`). Background runs execute on a
+    pool of `background_workers` threads with at most `max_queued_runs` waiting (more are
+    refused with 429); at shutdown, runs still executing get `shutdown_grace_s`.
+    """
+
+    def __init__(
+        self,
+        agents: Sequence[Any] | None = None,
+        workflows: Sequence[Any] | None = None,
+        db: Database | None = None,
+        scheduler: bool = False,
+        scheduler_poll_interval: float = 15,
+        lifespan: Lifespan | None = None,
+        settings: Settings | None = None,
+        security_key: str | None = None,
+        service_token: str | None = None,
+        *,
+        title: str = "kern_tasks AgentOS",
+        background_workers: int = 8,
+        max_queued_runs: int = 1000,
+        shutdown_grace_s: float = 30.0,
+        max_body_bytes: int = MAX_BODY_BYTES,
+    ) -> None:
+        if isinstance(scheduler_poll_interval, bool) or not (
+            isinstance(scheduler_poll_interval, (int, float)) and scheduler_poll_interval > 0
+        ):
+            raise ValueError(f"scheduler_poll_interval must be a positive number, got {scheduler_poll_interval!r}")
+        self.settings = settings or Settings.from_env()
+        self.db = db if db is not None else Database(settings=self.settings)
+        self.agents = list(agents or [])
+        self.workflows = list(workflows or [])
+        # Workflows are kept but not served yet: kern_tasks.workflow has no run() for the
+        # routes to call. When it has, register them here (by_id(self.workflows, "workflow")).
+        self.targets = Targets(agents=by_id(self.agents, "agent"), workflows={})
+        self.scheduler = bool(scheduler)
+        self.scheduler_poll_interval = float(scheduler_poll_interval)
+        self.lifespan = lifespan
+        self.security_key = (security_key if security_key is not None else self.settings.security_key) or None
+        self.service_token = (service_token if service_token is not None else self.settings.service_token) or None
+        self.title = title
+        self.max_body_bytes = max_body_bytes
+        self.manager = ScheduleManager(self.db)
+        self.store = RunStore(self.db)
+        self.runner = RunExecutor(
+            self.store, max_workers=background_workers, max_queued=max_queued_runs, shutdown_grace_s=shutdown_grace_s
+        )
+        self.instantiated_at = datetime.now(UTC).isoformat(timespec="seconds")
+        self._app: FastAPI | None = None
+        self._embedded: Any = None
+        if self.scheduler and self.service_token is None:
+            # The embedded worker fires at this app; give it a token of its own. Workers in
+            # other processes need KERN_SERVICE_TOKEN set to the same value instead.
+            self.service_token = secrets.token_urlsafe(32)
+
+    def __repr__(self) -> str:
+        return (
+            f"AgentOS(agents={sorted(self.targets.agents)}, workflows={len(self.workflows)}, db={self.db!r}, "
+            f"scheduler={self.scheduler}, auth={'on' if self.security_key else 'off'})"
+        )
+
+    # --- the app --------------------------------------------------------------------------
+
+    def get_app(self) -> FastAPI:
+        """The FastAPI app (built once; later calls return the same app)."""
+        if self._app is None:
+            self._app = self._build_app()
+        return self._app
+
+    def _build_app(self) -> FastAPI:
+        app = FastAPI(
+            title=self.title,
+            version=__version__,
+            description="Agents, workflows and their schedules (agno-compatible API).",
+            lifespan=self._lifespan,
+            docs_url="/docs",
+            openapi_url="/openapi.json",
+            redoc_url=None,
+        )
+        app.state.agent_os = self
+        errors.install(app)
+        app.include_router(health_router)
+        app.include_router(run_router("agents"))
+        app.include_router(run_router("workflows"))
+        app.include_router(schedules_router)
+        # The last added runs first: auth before anything reads a body.
+        app.add_middleware(BodyLimit, max_bytes=self.max_body_bytes)
+        app.add_middleware(BearerAuth, security_key=self.security_key, service_token=self.service_token)
+        return app
+
+    @asynccontextmanager
+    async def _lifespan(self, app: FastAPI) -> AsyncIterator[Any]:
+        """Ours wraps the user's: scheduler up, then theirs; theirs down, then ours."""
+        await asyncio.to_thread(self._start_scheduler)
+        try:
+            if self.lifespan is None:
+                yield None
+            else:
+                async with _enter(self.lifespan, app) as state:
+                    yield state
+        finally:
+            try:
+                await asyncio.to_thread(self._stop_scheduler)
+            finally:
+                await asyncio.to_thread(self.runner.shutdown)
+
+    # --- the embedded scheduler (filled in by the scheduler step) --------------------------
+
+    def _start_scheduler(self) -> None:
+        """Start beat (and, on the embedded default, a Celery worker) on threads of this
+        process when scheduler=True. Every web replica may: the lease keeps them apart."""
+        if not self.scheduler:
+            return
+        from kern_tasks.embedded import EmbeddedScheduler
+
+        # Fires from this process carry the token this app accepts on its run endpoints.
+        settings = replace(self.settings, service_token=self.service_token)
+        self._embedded = EmbeddedScheduler(settings, self.db, max_interval=self.scheduler_poll_interval)
+        self._embedded.start()
+
+    def _stop_scheduler(self) -> None:
+        """Stop what `_start_scheduler` started (called at shutdown, before runs are drained)."""
+        if self._embedded is not None:
+            self._embedded.stop()
+            self._embedded = None
+
+
+def _enter(lifespan: Callable[..., Any], app: FastAPI) -> AbstractAsyncContextManager[Any]:
+    """The user's lifespan as an async context manager (a bare async generator works too)."""
+    if inspect.isasyncgenfunction(lifespan):
+        return asynccontextmanager(lifespan)(app)
+    return lifespan(app)

@@ -1,0 +1,103 @@
+"""One place that turns exceptions into HTTP answers, each `{"detail": "<what is wrong>"}`.
+
+    kern_tasks.errors.ValidationError   422  {"detail", "field"}
+    request validation (FastAPI)         422  {"detail", "field", "errors"}
+    kern_tasks.errors.NotFound           404
+    kern_tasks.errors.Conflict           409
+    RequestRefused                       415, 429 / 503 with Retry-After (pool full, shutting down)
+    database unreachable                 503
+    anything else                        500 {"detail": "internal server error"} (logged, no detail)
+
+Bad input never reaches the last line: every route validates before it touches the store.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from kern_tasks.errors import Conflict, KernError, NotFound, ValidationError
+
+log = logging.getLogger("kern_tasks.os")
+
+# The store's argument names that the HTTP API calls otherwise.
+FIELD_ALIASES = {"cron": "cron_expr"}
+MAX_ERRORS_IN_DETAIL = 5
+
+
+class RequestRefused(KernError):
+    """A request refused for what it is or when it came, not for its fields: 415 (a body
+    kind we do not read), 429 (run pool full), 503 (shutting down); retry after
+    `retry_after_s` when given."""
+
+    def __init__(self, message: str, *, status_code: int = 503, retry_after_s: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.retry_after_s = retry_after_s
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header", "cookie") and len(parts) > 1:
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+async def _validation_error(_: Request, exc: ValidationError) -> JSONResponse:
+    field = FIELD_ALIASES.get(exc.field, exc.field)
+    return JSONResponse({"detail": f"{field}: {exc.message}", "field": field}, status_code=422)
+
+
+async def _request_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = [
+        {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+        for e in exc.errors()
+    ]
+    if not errors:
+        return JSONResponse({"detail": "invalid request"}, status_code=422)
+    messages = []
+    for e in errors[:MAX_ERRORS_IN_DETAIL]:
+        where = _location(tuple(e["loc"]))
+        messages.append("malformed JSON body" if e["type"] == "json_invalid" else f"{where}: {e['msg']}")
+    first = errors[0]["loc"]
+    field = first[-1] if len(first) > 1 and errors[0]["type"] != "json_invalid" else None
+    return JSONResponse({"detail": "; ".join(messages), "field": field, "errors": errors}, status_code=422)
+
+
+async def _not_found(_: Request, exc: NotFound) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=404)
+
+
+async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=409)
+
+
+async def _refused(_: Request, exc: RequestRefused) -> JSONResponse:
+    headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s is not None else None
+    return JSONResponse({"detail": str(exc)}, status_code=exc.status_code, headers=headers)
+
+
+async def _database_down(request: Request, exc: Exception) -> JSONResponse:
+    log.error("database unavailable during %s %s: %s", request.method, request.url.path, type(exc).__name__)
+    return JSONResponse({"detail": "database unavailable"}, status_code=503, headers={"Retry-After": "5"})
+
+
+async def _internal(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"detail": "internal server error"}, status_code=500)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(ValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _request_validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(NotFound, _not_found)  # type: ignore[arg-type]
+    app.add_exception_handler(Conflict, _conflict)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestRefused, _refused)  # type: ignore[arg-type]
+    app.add_exception_handler(OperationalError, _database_down)
+    app.add_exception_handler(InterfaceError, _database_down)
+    app.add_exception_handler(Exception, _internal)

@@ -1,0 +1,106 @@
+"""The body of POST /agents|workflows/{id}/runs, in agno's form protocol.
+
+agno's clients (and kern_tasks' firing worker) send application/x-www-form-urlencoded
+fields: `message` (required), `stream`, `background`, `session_id`, `user_id`; other fields
+(session_state, metadata, ...) are accepted and ignored. A JSON object with the same
+fields is accepted too. Multipart (file uploads) is not supported: 415.
+
+`stream` defaults to false here (agno's default is true, which means SSE: we have none).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fastapi import Request
+
+from kern_tasks.errors import ValidationError
+from kern_tasks.os.errors import RequestRefused
+from kern_tasks.runs.safe import has_unstorable_text
+
+ID_MAX = 255
+MAX_FIELDS = 200
+TRUE = frozenset({"true", "1", "yes", "on", "t", "y"})
+FALSE = frozenset({"false", "0", "no", "off", "f", "n"})
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    message: str
+    stream: bool = False
+    background: bool = False
+    session_id: str | None = None
+    user_id: str | None = None
+
+
+def _flag(name: str, value: Any) -> bool:
+    if value is None or value == "":
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in TRUE | FALSE:
+        return value.strip().lower() in TRUE
+    raise ValidationError(name, f"must be true or false, got {str(value)[:40]!r}")
+
+
+def _ident(name: str, value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(name, "must be a string")
+    if len(value) > ID_MAX or has_unstorable_text(value) or not value.strip():
+        raise ValidationError(name, f"must be a non-blank string of at most {ID_MAX} characters without NUL")
+    return value
+
+
+async def _fields(request: Request) -> dict[str, Any]:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type.startswith("multipart/"):
+        raise RequestRefused(
+            "multipart bodies (file uploads) are not supported: send application/x-www-form-urlencoded",
+            status_code=415,
+        )
+    body = await request.body()
+    if content_type == "application/json":
+        try:
+            value = json.loads(body)
+        except (ValueError, RecursionError):
+            raise ValidationError("body", "malformed JSON body") from None
+        if not isinstance(value, dict):
+            raise ValidationError("body", "must be a JSON object with a message field")
+        return value
+    if content_type not in ("", "application/x-www-form-urlencoded"):
+        raise RequestRefused(
+            f"unsupported content type {content_type[:80]!r}: send application/x-www-form-urlencoded",
+            status_code=415,
+        )
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FIELDS)
+    except UnicodeDecodeError:
+        raise ValidationError("body", "form body is not valid UTF-8") from None
+    except ValueError:
+        raise ValidationError("body", f"a form may have at most {MAX_FIELDS} fields") from None
+    fields: dict[str, Any] = {}
+    for key, value in pairs:
+        fields.setdefault(key, value)  # the first of repeated fields counts
+    return fields
+
+
+async def read_run_request(request: Request) -> RunRequest:
+    """The run request, or `ValidationError` (422) / `RequestRefused` (415) naming what is wrong."""
+    fields = await _fields(request)
+    message = fields.get("message")
+    if message is None or message == "":
+        raise ValidationError("message", "is required (the input for the run)")
+    if not isinstance(message, str):
+        raise ValidationError("message", "must be a string")
+    return RunRequest(
+        message=message,
+        stream=_flag("stream", fields.get("stream")),
+        background=_flag("background", fields.get("background")),
+        session_id=_ident("session_id", fields.get("session_id")),
+        user_id=_ident("user_id", fields.get("user_id")),
+    )

@@ -1,0 +1,105 @@
+"""AgentOS(scheduler=True) and the main command: web, beat and a Celery worker in one process."""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from kern_tasks.agent import Agent
+from kern_tasks.db import Database
+from kern_tasks.db.run_tables import runs as agno_runs
+from kern_tasks.db.run_tables import sessions as agno_sessions
+from kern_tasks.db.run_tables import traces as agno_traces
+from kern_tasks.os import AgentOS
+from kern_tasks.scheduler import ScheduleManager
+from kern_tasks.settings import Settings
+
+from .cluster import wait_for
+from .os_server import LiveServer
+from .targets import unused_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_a_scheduled_fire_ends_as_a_success_row_linked_to_its_session_and_trace(tmp_path: Path) -> None:
+    port = unused_port()
+    settings = Settings(data_dir=tmp_path / "kern", base_url=f"http://127.0.0.1:{port}", security_key="user-key")
+    db = Database(settings=settings)
+    agent = Agent(model="offline", name="Briefer", id="briefer")
+    agent_os = AgentOS(agents=[agent], db=db, scheduler=True, scheduler_poll_interval=2, settings=settings)
+    manager = ScheduleManager(db)
+    schedule = manager.create(
+        name="briefing", cron="* * * * * *", endpoint="/agents/briefer/runs", payload={"message": "brief me"}
+    )
+    with LiveServer(agent_os.get_app(), port=port):
+        run = wait_for(
+            lambda: next((r for r in manager.runs(schedule.id).data if r.status == "success"), None),
+            timeout=30, what="a successful scheduled run",
+        )
+    assert run.status_code == 200 and run.run_id and run.session_id
+    with db.connect() as conn:
+        stored = conn.execute(select(agno_runs).where(agno_runs.c.run_id == run.run_id)).mappings().one()
+        session = conn.execute(
+            select(agno_sessions).where(agno_sessions.c.session_id == run.session_id)
+        ).mappings().one()
+        trace = conn.execute(select(agno_traces).where(agno_traces.c.run_id == run.run_id)).mappings().one()
+    assert stored["status"] == "COMPLETED" and stored["session_id"] == run.session_id
+    assert session["agent_id"] == "briefer"
+    assert trace["session_id"] == run.session_id
+    # Shutdown stopped beat: nothing is claimed any more.
+    count = manager.runs(schedule.id).total_count
+    time.sleep(2.5)
+    assert manager.runs(schedule.id).total_count == count
+
+
+def _read_lines(stream, lines: "queue.Queue[str]") -> None:
+    for line in iter(stream.readline, ""):
+        lines.put(line)
+
+
+@pytest.mark.slow
+def test_the_main_command_from_a_clean_checkout_fires_and_stops_on_sigint(tmp_path: Path) -> None:
+    if not (ROOT / ".git").exists() or shutil.which("git") is None:
+        pytest.skip("needs the project's git checkout")
+    checkout = tmp_path / "checkout"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(checkout)], check=True)
+    port = unused_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KERN_")}
+    env.update(KERN_DATA_DIR=str(tmp_path / "data"), KERN_BASE_URL=f"http://127.0.0.1:{port}",
+               PYTHONPATH=str(checkout), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kern_tasks", "run"], cwd=checkout, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True).start()
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + 30
+        while not any("fired demo_heartbeat" in line and "success" in line for line in seen):
+            assert time.monotonic() < deadline, "no successful fire within 30 s:\n" + "".join(seen)
+            try:
+                seen.append(lines.get(timeout=1))
+            except queue.Empty:
+                assert proc.poll() is None, "the main command exited:\n" + "".join(seen)
+        assert any(f"http://127.0.0.1:{port}/docs" in line for line in seen)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    while not lines.empty():
+        seen.append(lines.get())
+    assert "stopped" in "".join(seen[-5:])
+    assert "Traceback" not in "".join(seen)
