@@ -84,7 +84,10 @@ def run(settings: Settings | None = None) -> int:
     print(f"  docs   {settings.base_url}/docs")
     print(f"  demo   schedule {DEMO_SCHEDULE!r} fires /agents/demo/runs every 5 s; Ctrl-C stops", flush=True)
     config = uvicorn.Config(agent_os.get_app(), host=host, port=port, log_level="warning", lifespan="on")
-    uvicorn.Server(config).run()
+    try:
+        uvicorn.Server(config).run()
+    except KeyboardInterrupt:
+        pass  # uvicorn re-raises the Ctrl-C it handled once it has shut down cleanly
     print("stopped", flush=True)
     return 0
 
