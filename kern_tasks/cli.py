@@ -1,6 +1,7 @@
 """The `kern-tasks` command (also `python -m kern_tasks`).
 
     kern-tasks run           the main command: web, beat and worker in one process
+    kern-tasks serve         serve KERN_APP ("module:attribute", an AgentOS or ASGI app)
     kern-tasks demo          a short tour of the store on the embedded default
     kern-tasks db upgrade    migrate the database named by KERN_DATABASE_URL
 """
@@ -48,10 +49,33 @@ def _demo(settings: Settings) -> int:
     return 0
 
 
+def load_app(spec: str) -> object:
+    """The ASGI app named by "module:attribute" (an AgentOS is asked for its app)."""
+    import importlib
+
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise SystemExit(f'KERN_APP must look like "module:attribute", got {spec!r}')
+    target = getattr(importlib.import_module(module_name), attribute)
+    return target.get_app() if hasattr(target, "get_app") else target
+
+
+def _serve(settings: Settings, host: str, port: int) -> int:
+    import uvicorn
+
+    if not settings.app:
+        raise SystemExit('set KERN_APP to your AgentOS, e.g. KERN_APP="myproject.os:agent_os"')
+    uvicorn.run(load_app(settings.app), host=host, port=port)  # type: ignore[arg-type]
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kern-tasks", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="web app, beat and worker in one process, with a demo agent")
+    serve = commands.add_parser("serve", help='serve KERN_APP ("module:attribute") with uvicorn')
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=7777)
     commands.add_parser("demo", help="a short tour of the store on the embedded default")
     db_parser = commands.add_parser("db", help="database maintenance")
     db_parser.add_argument("action", choices=["upgrade"])
@@ -59,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     if args.command == "db":
         return _db_upgrade(settings)
+    if args.command == "serve":
+        return _serve(settings, args.host, args.port)
     if args.command == "run":
         from kern_tasks.demo import run
 
