@@ -103,3 +103,31 @@ def test_the_main_command_from_a_clean_checkout_fires_and_stops_on_sigint(tmp_pa
         seen.append(lines.get())
     assert "stopped" in "".join(seen[-5:])
     assert "Traceback" not in "".join(seen)
+
+
+@pytest.mark.slow
+def test_two_web_replicas_with_the_scheduler_fire_each_slot_once(tmp_path: Path) -> None:
+    port = unused_port()
+    settings = Settings(data_dir=tmp_path / "kern", base_url=f"http://127.0.0.1:{port}")
+    replicas = []
+    for _ in range(2):
+        db = Database(settings=settings)
+        agent = Agent(model="offline", name="Pinger", id="pinger")
+        replicas.append(AgentOS(agents=[agent], db=db, scheduler=True, scheduler_poll_interval=2,
+                                settings=settings, service_token="shared-token"))
+    manager = ScheduleManager(replicas[0].db)
+    schedule = manager.create(name="ping", cron="* * * * * *", endpoint="/agents/pinger/runs",
+                              payload={"message": "ping"}, overlap_policy="allow")
+    with LiveServer(replicas[0].get_app(), port=port), LiveServer(replicas[1].get_app()):
+        wait_for(lambda: manager.runs(schedule.id).total_count >= 8, timeout=40, what="8 fires")
+        manager.disable(schedule.id)  # attempts not yet started end "cancelled"
+        wait_for(
+            lambda: all(r.status not in ("queued", "running") for r in manager.runs(schedule.id, limit=1000).data),
+            timeout=30, what="every run to end",
+        )
+    runs = manager.runs(schedule.id, limit=1000).data
+    slots = sorted(r.scheduled_for for r in runs)
+    assert len(slots) == len(set(slots)), "a slot was materialised twice"
+    assert all(r.attempt == 1 for r in runs)
+    assert {r.status for r in runs} <= {"success", "cancelled"}
+    assert sum(r.status == "success" for r in runs) >= 6
