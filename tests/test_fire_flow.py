@@ -414,7 +414,8 @@ def test_overlap_forbid_never_overlaps_and_allow_does(pg: Stack) -> None:
         by_start = sorted(forbid_rows, key=lambda r: (r["triggered_at"], r["scheduled_for"]))
         for prev, nxt in zip(by_start, by_start[1:]):
             assert nxt["triggered_at"] >= prev["completed_at"]
-            assert nxt["scheduled_for"] > prev["completed_at"]  # slots due meanwhile were passed over
+            # Of the slots that fell due meanwhile only the newest fired (misfire "once").
+            assert nxt["scheduled_for"] >= prev["completed_at"]
         # Every slot from the first on was either fired or counted as skipped.
         final = pg.manager.get(forbid.id)
         materialised = {r["scheduled_for"] for r in pg.runs(forbid.id)}

@@ -65,7 +65,11 @@ def test_a_long_outage_is_not_walked_slot_by_slot() -> None:
 
 def test_skip_overlapped_passes_over_slots_due_during_the_run() -> None:
     assert skip_overlapped(EVERY_MIN, "UTC", T + 60, T + 30) == (T + 60, 0)
-    assert skip_overlapped(EVERY_MIN, "UTC", T + 60, T + 200) == (T + 240, 3)
+    # T+60, T+120 and T+180 fell due while the previous run was in flight
+    assert skip_overlapped(EVERY_MIN, "UTC", T + 60, T + 200, "skip") == (T + 240, 3)
+    assert skip_overlapped(EVERY_MIN, "UTC", T + 60, T + 200, "once") == (T + 180, 2)
+    assert skip_overlapped(EVERY_MIN, "UTC", T + 60, T + 200, "all") == (T + 60, 0)
+    assert skip_overlapped(EVERY_MIN, "UTC", T + 60, T + 60, "once") == (T + 60, 0)
     assert skip_overlapped(EVERY_MIN, "UTC", None, T) == (None, 0)
 
 

@@ -182,20 +182,29 @@ def seconds_until_due(conn: Connection, *, now: float) -> float | None:
     return max(0.0, min(waits)) if waits else None
 
 
+# release_lease's common case, built once (it runs at the end of every fire).
+_RELEASE_IF_NOTHING_DUE = (
+    update(_s)
+    .where(
+        _s.c.id == bindparam("b_id"),
+        _s.c.locked_by == bindparam("b_token"),
+        or_(
+            _s.c.next_run_at.is_(None), _s.c.next_run_at > bindparam("b_now"),
+            _s.c.misfire_policy == "all", _s.c.cron_expr == "",
+        ),  # fmt: skip
+    )
+    .values(locked_by=None, locked_at=None)
+    .returning(_s.c.id)
+)
+
+
 # Invariant: only the claim that took a lease gives it back (locked_by = its token), so a
 # run finishing after its lease went stale and was re-claimed cannot free the new holder.
 def release_lease(conn: Connection, *, schedule_id: str, token: str, now: int) -> bool:
-    """Give the lease back; under "forbid" (skip/once) pass over slots that fell due meanwhile."""
+    """Give the lease back; slots that fell due meanwhile follow the misfire policy
+    (slots.skip_overlapped)."""
     # Usually no slot fell due while the run was in flight: then one UPDATE gives it back.
-    nothing_to_skip = or_(
-        _s.c.next_run_at.is_(None), _s.c.next_run_at > now, _s.c.misfire_policy == "all", _s.c.cron_expr == ""
-    )
-    if conn.execute(
-        update(_s)
-        .where(_s.c.id == schedule_id, _s.c.locked_by == token, nothing_to_skip)
-        .values(locked_by=None, locked_at=None)
-        .returning(_s.c.id)
-    ).first() is not None:
+    if conn.execute(_RELEASE_IF_NOTHING_DUE, {"b_id": schedule_id, "b_token": token, "b_now": now}).first():
         return True
     row = conn.execute(
         select(_s.c.cron_expr, _s.c.timezone, _s.c.next_run_at, _s.c.misfire_policy)
@@ -207,7 +216,9 @@ def release_lease(conn: Connection, *, schedule_id: str, token: str, now: int) -
     next_run_at, skipped = row["next_run_at"], 0
     if row["misfire_policy"] != "all" and row["cron_expr"]:
         try:
-            next_run_at, skipped = skip_overlapped(row["cron_expr"], row["timezone"], row["next_run_at"], now)
+            next_run_at, skipped = skip_overlapped(
+                row["cron_expr"], row["timezone"], row["next_run_at"], now, row["misfire_policy"]
+            )
         except CronError:
             pass  # beat disables such a row at its next claim
     if skipped:

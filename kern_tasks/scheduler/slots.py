@@ -13,6 +13,8 @@ Rules, for the due slots S0 < S1 < ... <= now:
   every missed slot that does not fire is counted in `skipped`;
 - overlap `forbid` materialises one slot per claim (the next claim comes after its
   last attempt releases the lease); `allow` materialises all of them, up to `max_slots`;
+  slots that fell due while a `forbid` run was in flight follow the misfire policy too
+  (`skip_overlapped`, applied when the lease is released);
 - `next_run_at` becomes the first slot not materialised (a pending due slot is kept for
   the next claim, so it is neither lost nor fired twice).
 
@@ -124,16 +126,23 @@ def jitter_offset(schedule_id: str, slot: int, jitter_seconds: int) -> int:
     return int.from_bytes(digest, "big") % (jitter_seconds + 1)
 
 
-def skip_overlapped(cron_expr: str, timezone: str, next_run_at: int | None, now: int) -> tuple[int | None, int]:
-    """When a run ends under overlap "forbid": slots that fell due while it ran are
-    passed over (as Kubernetes' Forbid and agno do). Returns (next_run_at, skipped)."""
-    if next_run_at is None or next_run_at > now:
+def skip_overlapped(
+    cron_expr: str, timezone: str, next_run_at: int | None, now: int, misfire_policy: str = "once"
+) -> tuple[int | None, int]:
+    """When a run ends under overlap "forbid", the slots that fell due while it ran follow
+    the misfire policy: "skip" passes over them all (agno's behaviour); "once" keeps the
+    newest, which fires late right away, and passes over the rest (Kubernetes' Forbid);
+    "all" keeps them all. Returns (next_run_at, skipped)."""
+    if next_run_at is None or next_run_at > now or misfire_policy == "all":
         return next_run_at, 0
-    skipped = 0
+    due = 0
+    newest = next_run_at
     for slot in _slots(cron_expr, timezone, next_run_at):
         if slot > now:
-            return slot, skipped
-        skipped += 1
-        if skipped >= MAX_SCAN:
-            return cron_engine.next_run_epoch(cron_expr, timezone, now), skipped
-    raise AssertionError("unreachable")  # _slots never ends
+            break
+        newest, due = slot, due + 1
+        if due >= MAX_SCAN:  # a run that outlived thousands of slots: go on from now
+            return cron_engine.next_run_epoch(cron_expr, timezone, now), due
+    if misfire_policy == "once":
+        return newest, due - 1
+    return slot, due
