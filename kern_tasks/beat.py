@@ -89,6 +89,8 @@ class LeaseScheduler(Scheduler):
             log.warning("beat: database unavailable (%s); retrying", type(exc.orig).__name__)
         except BrokerError as exc:
             log.warning("beat: broker unavailable (%s); retrying", exc)
+        except Exception:  # noqa: BLE001 - beat must outlive anything one round can raise
+            log.exception("beat: round failed; retrying")
         return ERROR_BACKOFF_S
 
     # --- one round -----------------------------------------------------------------
@@ -118,10 +120,24 @@ class LeaseScheduler(Scheduler):
         db = runtime_for(self.app).db
         with db.begin() as conn:
             now = db_time(conn)
+            waiting = claims.count_maybe_lost(conn, now=int(now), republish_after_s=self.republish_after)
             dispatches = claims.sweep_unpublished(
-                conn, now=int(now), republish_after_s=self.republish_after, limit=self.batch
+                conn, now=int(now), republish_after_s=self.republish_after, limit=self.batch,
+                include_maybe_lost=waiting > 0 and self.broker_backlog() < waiting,
             )
             dispatches += records.expire_lost_attempts(conn, now=now, limit=self.batch)
         if dispatches:
             log.info("beat: sweep published %d attempt(s)", len(dispatches))
         publish(self.app, dispatches)
+
+    def broker_backlog(self) -> int:
+        """Messages waiting in the broker's queue. When at least as many as the attempts
+        that have waited long, those are a backlog, not lost: re-publishing them would
+        only double the load on workers that are already behind."""
+        try:
+            with self.app.pool.acquire(block=True, timeout=5) as connection:
+                queue = self.app.conf.task_default_queue
+                return int(connection.default_channel.queue_declare(queue=queue, passive=True).message_count)
+        except Exception as exc:  # noqa: BLE001 - unknown: assume lost, republishing is safe
+            log.debug("beat: broker queue size unknown (%s)", exc)
+            return 0

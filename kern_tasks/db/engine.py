@@ -22,6 +22,7 @@ from kern_tasks.db.migrate import migrate
 from kern_tasks.settings import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+CONNECT_TIMEOUT_S = 10
 
 
 def normalise_url(url: str) -> URL:
@@ -99,7 +100,9 @@ class Database:
     def _create_engine(self) -> Engine:
         options: dict[str, Any] = {"pool_pre_ping": True}
         if self.dialect == "postgresql":
-            options.update(pool_size=self._pool_size, max_overflow=10, pool_recycle=1800)
+            # A database that drops packets must not hang a beat tick or a fire forever.
+            options.update(pool_size=self._pool_size, max_overflow=10, pool_recycle=1800, pool_timeout=30,
+                           connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
         engine = create_engine(self.url, **options)
         if self.dialect == "sqlite":
             _configure_sqlite(engine)

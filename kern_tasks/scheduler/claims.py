@@ -236,22 +236,37 @@ def release_lease(conn: Connection, *, schedule_id: str, token: str, now: int) -
 
 # Invariant: every queued attempt whose time has come is in the broker at least once.
 # Publishing twice is harmless: an attempt leaves "queued" exactly once (start_attempt).
-def sweep_unpublished(conn: Connection, *, now: int, republish_after_s: int, limit: int) -> list[Dispatch]:
-    """Queued attempts never handed to the broker (a crash between commit and publish, a
-    manual trigger, a long retry wait), or handed over long ago and maybe lost (a broker
-    restart): mark them enqueued now and return them for publishing."""
-    due = or_(_r.c.not_before.is_(None), _r.c.not_before <= now)
+def _unpublished(now: int) -> Any:
+    """Queued attempts never handed to the broker whose time has come."""
+    return _r.c.enqueued_at.is_(None) & or_(_r.c.not_before.is_(None), _r.c.not_before <= now)
+
+
+def _maybe_lost(now: int, republish_after_s: int) -> Any:
+    """Queued attempts handed over long enough ago that their message may be gone."""
     lost_before = now - republish_after_s
+    return (_r.c.enqueued_at <= lost_before) & or_(_r.c.not_before.is_(None), _r.c.not_before <= lost_before)
+
+
+def count_maybe_lost(conn: Connection, *, now: int, republish_after_s: int) -> int:
+    """How many queued attempts have waited in the broker longer than republish_after_s."""
+    return conn.execute(
+        select(func.count()).select_from(_r).where(_r.c.status == "queued", _maybe_lost(now, republish_after_s))
+    ).scalar_one()
+
+
+def sweep_unpublished(
+    conn: Connection, *, now: int, republish_after_s: int, limit: int, include_maybe_lost: bool = True
+) -> list[Dispatch]:
+    """Queued attempts never handed to the broker (a crash between commit and publish, a
+    manual trigger, a long retry wait), and, with `include_maybe_lost`, those handed over
+    long ago whose message may be lost (a broker restart): mark them enqueued now and
+    return them for publishing."""
+    wanted = _unpublished(now)
+    if include_maybe_lost:
+        wanted = or_(wanted, _maybe_lost(now, republish_after_s))
     orphans = (
         select(_r.c.id)
-        .where(
-            _r.c.status == "queued",
-            or_(
-                _r.c.enqueued_at.is_(None) & due,
-                (_r.c.enqueued_at <= lost_before)
-                & or_(_r.c.not_before.is_(None), _r.c.not_before <= lost_before),
-            ),
-        )
+        .where(_r.c.status == "queued", wanted)
         # No ORDER BY: it would walk the whole run history by created_at; the partial
         # index on open attempts finds these directly.
         .limit(limit)

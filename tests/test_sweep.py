@@ -1,0 +1,62 @@
+"""Beat's sweep against real Postgres and Redis (no worker): a backlog is not re-published,
+messages lost with the broker are."""
+
+from __future__ import annotations
+
+import uuid
+
+import redis
+from sqlalchemy import select
+
+from kern_tasks.app import create_app
+from kern_tasks.beat import LeaseScheduler
+from kern_tasks.db import Database, db_now
+from kern_tasks.db.tables import schedule_runs
+from kern_tasks.firing.task import publish
+from kern_tasks.runtime import bind_runtime
+from kern_tasks.scheduler import ScheduleManager
+from kern_tasks.scheduler.claims import Dispatch
+from kern_tasks.settings import Settings
+
+from .cluster import broker_url_for, flush_broker
+
+REDIS_DB = 11
+
+
+def enqueued_at(db: Database) -> list[int]:
+    with db.connect() as conn:
+        return sorted(conn.execute(select(schedule_runs.c.enqueued_at)).scalars())
+
+
+def test_sweep_leaves_a_backlog_alone_and_republishes_lost_messages(pg_schema: str) -> None:
+    from .conftest import POSTGRES_URL
+
+    flush_broker(REDIS_DB)
+    settings = Settings(database_url=POSTGRES_URL, db_schema=pg_schema, broker_url=broker_url_for(REDIS_DB))
+    db = Database(settings=settings)
+    db.upgrade()
+    app = create_app(settings)
+    bind_runtime(app, settings, db)
+    schedule = ScheduleManager(db).create(name="s", cron="0 0 1 1 *", endpoint="/x")
+    with db.begin() as conn:
+        long_ago = db_now(conn) - 300
+        ids = [str(uuid.uuid4()) for _ in range(5)]
+        conn.execute(schedule_runs.insert(), [
+            dict(id=i, schedule_id=schedule.id, attempt=1, status="queued", scheduled_for=long_ago + n,
+                 enqueued_at=long_ago, created_at=long_ago) for n, i in enumerate(ids)
+        ])  # fmt: skip
+    publish(app, [Dispatch(i) for i in ids])  # a backlog: all five are in the queue
+    queue = redis.Redis.from_url(broker_url_for(REDIS_DB))
+    assert queue.llen("celery") == 5
+
+    beat = LeaseScheduler(app, lazy=True)
+    assert beat.broker_backlog() == 5
+    beat.sweep_if_due()
+    assert enqueued_at(db) == [long_ago] * 5 and queue.llen("celery") == 5
+
+    queue.delete("celery")  # what a Redis restart does to them
+    beat._last_sweep = 0.0
+    beat.sweep_if_due()
+    assert all(t > long_ago for t in enqueued_at(db))
+    assert queue.llen("celery") == 5
+    flush_broker(REDIS_DB)
