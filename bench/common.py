@@ -1,0 +1,435 @@
+"""What every benchmark shares: the services, schemas, processes and measurements.
+
+Services (override with environment variables):
+  BENCH_POSTGRES_URL  postgresql+psycopg://postgres@127.0.0.1:5432/test  (a schema per benchmark, dropped after)
+  BENCH_REDIS_URL     redis://127.0.0.1:6379/12                          (flushed by every benchmark)
+
+Processes are real ones (`celery -A ... worker|beat`, `python -m tests.targets`), each
+started in a session of its own and stopped by its process group id; logs go to a
+temporary folder that is kept (and printed) when something fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import redis
+from sqlalchemy import create_engine, text
+
+from kern_tasks.db import Database
+from kern_tasks.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
+SERVICE_TOKEN = "bench-service-token"
+# A cron whose next slot is far away: a row fires once at its stored next_run_at, then rests.
+YEARLY = "0 0 1 1 *"
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# --- the machine ---------------------------------------------------------------------------
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem_kb = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    engine = create_engine(POSTGRES_URL)
+    with engine.connect() as conn:
+        pg = conn.execute(text("SHOW server_version")).scalar()
+    engine.dispose()
+    import celery
+    import kombu
+
+    return {
+        "nproc": os.cpu_count(),
+        "ram_gib": round(mem_kb / 1024 / 1024, 1),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "postgres": pg,
+        "redis": redis.Redis.from_url(REDIS_URL).info("server")["redis_version"],
+        "celery": celery.__version__,
+        "kombu": kombu.__version__,
+        "date": datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "loadavg_at_start": loadavg(),
+    }
+
+
+def loadavg() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def rss_mib(pid: int) -> tuple[float, float]:
+    """(VmRSS, VmHWM) of a process in MiB, from /proc/<pid>/status."""
+    values = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                key, kb = line.split()[:2]
+                values[key.rstrip(":")] = int(kb) / 1024
+    return round(values["VmRSS"], 1), round(values["VmHWM"], 1)
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu_s(pgid: int) -> float:
+    """CPU seconds (user + system, all threads) of the live processes in a process group."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields after the name: state, ppid, pgrp, ...; utime/stime at 11/12
+            total += int(fields[11]) + int(fields[12])
+    return total / _TICK
+
+
+def busy_cpu_s() -> float:
+    """CPU seconds the whole machine spent busy (everyone's processes) since boot."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    return (sum(values) - values[3] - values[4]) / _TICK  # minus idle and iowait
+
+
+PG_APP = "kern-bench"  # application_name of the benchmark's kern processes' Postgres sessions
+
+
+def postgres_backends_cpu_s(application_name: str = PG_APP) -> dict[int, float]:
+    """CPU seconds of each Postgres backend serving sessions with this application_name."""
+    engine = create_engine(POSTGRES_URL)
+    with engine.connect() as conn:
+        pids = conn.execute(
+            text("SELECT pid FROM pg_stat_activity WHERE application_name = :app"), {"app": application_name}
+        ).scalars().all()
+    engine.dispose()
+    cpu = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            cpu[pid] = (int(fields[11]) + int(fields[12])) / _TICK
+        except OSError:
+            pass
+    return cpu
+
+
+class CpuMeter:
+    """CPU seconds spent by some process groups (and this process, and the Postgres backends
+    of kern's sessions) between start() and stop()."""
+
+    def __init__(self, groups: dict[str, int], include_self: bool = False, postgres: bool = False) -> None:
+        self.groups, self.include_self, self.postgres = groups, include_self, postgres
+
+    def start(self) -> "CpuMeter":
+        self._pg = postgres_backends_cpu_s() if self.postgres else {}
+        self._before = {name: group_cpu_s(pid) for name, pid in self.groups.items()}
+        self._self = time.process_time()
+        self._busy = busy_cpu_s()
+        self._wall = time.monotonic()
+        return self
+
+    def stop(self, per: int = 1) -> dict[str, float]:
+        """CPU milliseconds per unit of work (`per` units), by process; plus the machine's."""
+        wall = time.monotonic() - self._wall
+        used = {name: group_cpu_s(pid) - self._before[name] for name, pid in self.groups.items()}
+        if self.include_self:
+            used["publisher"] = time.process_time() - self._self
+        if self.postgres:
+            used["postgres"] = sum(t - self._pg.get(pid, 0.0) for pid, t in postgres_backends_cpu_s().items())
+        result = {f"{name}_cpu_ms": round(seconds * 1000 / per, 2) for name, seconds in used.items()}
+        result["ours_cpu_ms"] = round(sum(used.values()) * 1000 / per, 2)
+        # The whole machine's busy CPU in the window: others' work shows up here, not in ours.
+        result["machine_busy_cpus"] = round((busy_cpu_s() - self._busy) / wall, 2) if wall > 0 else None
+        return result
+
+
+# --- numbers --------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100), nearest-rank on sorted values."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
+    return ordered[rank - 1]
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, interval: float = 0.02, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def sleep_until(epoch: float) -> None:
+    while (left := epoch - time.time()) > 0:
+        time.sleep(min(left, 0.5))
+
+
+# --- Postgres and Redis ----------------------------------------------------------------------
+
+
+@dataclass
+class Schema:
+    """A migrated kern_tasks schema of its own; `drop()` removes it."""
+
+    name: str
+    db: Database
+
+    @property
+    def q(self) -> str:
+        return f'"{self.name}"'
+
+    def execute(self, sql: str, **params: Any) -> Any:
+        with self.db.begin() as conn:
+            return conn.execute(text(sql), params)
+
+    def scalar(self, sql: str, **params: Any) -> Any:
+        with self.db.connect() as conn:
+            return conn.execute(text(sql), params).scalar()
+
+    def now(self) -> float:
+        return float(self.scalar("SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8"))
+
+    def insert_schedules(
+        self, n: int, *, due_at: int, n_due: int | None = None, future_at: int | None = None,
+        cron: str = YEARLY, endpoint: str = "/hook", prefix: str = "b", timeout_seconds: int = 30,
+    ) -> None:
+        """Bulk-insert n schedules in one statement: the first n_due (default all) have
+        next_run_at = due_at, the rest are spread over the day after future_at."""
+        n_due = n if n_due is None else n_due
+        future_at = due_at + 86_400 if future_at is None else future_at
+        self.execute(
+            f"""
+            INSERT INTO {self.q}.agno_schedules
+                (id, name, method, endpoint, cron_expr, timezone, timeout_seconds, max_retries,
+                 retry_delay_seconds, enabled, next_run_at, created_at, updated_at)
+            SELECT md5(:prefix || i::text)::uuid::text, :prefix || '-' || i::text, 'POST', :endpoint, :cron, 'UTC',
+                   :timeout, 0, 60, true,
+                   CASE WHEN i <= :n_due THEN :due_at ELSE :future_at + (i % 86400) END,
+                   :created, :created
+            FROM generate_series(1, :n) AS i
+            """,
+            prefix=prefix, endpoint=endpoint, cron=cron, timeout=timeout_seconds, n_due=n_due, due_at=due_at,
+            future_at=future_at, n=n, created=int(self.now()),
+        )  # fmt: skip
+
+    def count_runs(self, status: str | None = None, scheduled_for: int | None = None) -> int:
+        where = ["true"]
+        if status is not None:
+            where.append("status = :status")
+        if scheduled_for is not None:
+            where.append("scheduled_for = :slot")
+        return int(
+            self.scalar(
+                f"SELECT count(*) FROM {self.q}.agno_schedule_runs WHERE {' AND '.join(where)}",
+                status=status, slot=scheduled_for,
+            )
+        )
+
+
+@contextmanager
+def fresh_schema(prefix: str = "bench") -> Iterator[Schema]:
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    db = Database(POSTGRES_URL, schema=name, settings=Settings(), pool_size=2)
+    db.upgrade()
+    try:
+        yield Schema(name, db)
+    finally:
+        db.dispose()
+        drop_schema(name)
+
+
+def drop_schema(name: str) -> None:
+    engine = create_engine(POSTGRES_URL)
+    with engine.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+    engine.dispose()
+
+
+def flush_redis() -> None:
+    redis.Redis.from_url(REDIS_URL).flushdb()
+
+
+def redis_client() -> redis.Redis:
+    return redis.Redis.from_url(REDIS_URL)
+
+
+# --- processes --------------------------------------------------------------------------------
+
+
+@dataclass
+class Procs:
+    """Processes of one benchmark; logs in `logs`. Stop with stop_all() (SIGTERM, then SIGKILL)."""
+
+    logs: Path
+    procs: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
+
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None,
+              cwd: Path | None = None) -> subprocess.Popen:
+        out = open(self.logs / f"{name}.log", "ab")
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("KERN_")}
+        full_env.update(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+        full_env.update(env or {})
+        proc = subprocess.Popen(
+            argv, env=full_env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd or self.logs, start_new_session=True
+        )
+        self.procs.append((name, proc))
+        return proc
+
+    def celery(self, name: str, app: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        return self.start(name, [PYTHON, "-m", "celery", "-A", app, *args], env)
+
+    def worker(self, name: str, app: str, pool: str, concurrency: int, env: dict[str, str] | None = None,
+               level: str = "WARNING") -> subprocess.Popen:
+        return self.celery(
+            name, app,
+            ["worker", "-P", pool, "-c", str(concurrency), "-l", level, "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h",
+             "--without-gossip", "--without-mingle", "--without-heartbeat"],
+            env,
+        )  # fmt: skip
+
+    def beat(self, name: str, env: dict[str, str], max_interval: float = 5) -> subprocess.Popen:
+        return self.celery(name, "kern_tasks", ["beat", "-l", "INFO", "--max-interval", str(max_interval)], env)
+
+    def stop(self, proc: subprocess.Popen, timeout: float = 15) -> None:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        for _, proc in reversed(self.procs):
+            self.stop(proc)
+        self.procs.clear()
+
+    def check_alive(self) -> None:
+        for name, proc in self.procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{self.tail(name)}")
+
+    def tail(self, name: str, lines: int = 40) -> str:
+        path = self.logs / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+@contextmanager
+def processes(keep_logs: bool = False) -> Iterator[Procs]:
+    logs = Path(tempfile.mkdtemp(prefix="kern-bench-"))
+    procs = Procs(logs)
+    ok = False
+    try:
+        yield procs
+        ok = True
+    finally:
+        procs.stop_all()
+        if ok and not keep_logs:
+            shutil.rmtree(logs, ignore_errors=True)
+        else:
+            log(f"logs kept in {logs}")
+
+
+@dataclass
+class Target:
+    url: str
+    log_path: Path
+
+    def arrivals(self) -> list[tuple[str, str, float]]:
+        from tests.targets import read_log
+
+        return read_log(str(self.log_path)) if self.log_path.exists() else []
+
+
+def start_target(procs: Procs, name: str = "target") -> Target:
+    """`python -m tests.targets` in its own process; returns its URL and arrival log."""
+    log_path = procs.logs / f"{name}-arrivals.tsv"
+    proc = procs.start(name, [PYTHON, "-m", "tests.targets", "--port", "0", "--log", str(log_path)], cwd=ROOT)
+
+    def url() -> str | None:
+        if proc.poll() is not None:
+            raise RuntimeError(f"target exited:\n{procs.tail(name)}")
+        found = re.search(r"TARGET_URL (\S+)", (procs.logs / f"{name}.log").read_text(errors="replace"))
+        return found.group(1) if found else None
+
+    return Target(wait_for(url, 30, 0.05, "the target's URL"), log_path)
+
+
+def kern_env(schema: Schema, base_url: str, procs: Procs) -> dict[str, str]:
+    return {
+        "KERN_DATABASE_URL": f"{POSTGRES_URL}{'&' if '?' in POSTGRES_URL else '?'}application_name={PG_APP}",
+        "KERN_DB_SCHEMA": schema.name,
+        "KERN_BROKER_URL": REDIS_URL,
+        "KERN_BASE_URL": base_url,
+        "KERN_SERVICE_TOKEN": SERVICE_TOKEN,
+        "KERN_DATA_DIR": str(procs.logs / "kern"),
+    }
+
+
+_CELERY_TS = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}): (\w+)/[^\]]*\] (.*)$")
+
+
+def celery_log_lines(path: Path, contains: str) -> list[tuple[float, str]]:
+    """(epoch, message) of celery log lines whose message contains `contains`."""
+    found = []
+    for line in path.read_text(errors="replace").splitlines():
+        m = _CELERY_TS.match(line)
+        if m and contains in m.group(3):
+            found.append((datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp(), m.group(3)))
+    return found
+
+
+def dump_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")

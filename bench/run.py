@@ -1,0 +1,136 @@
+"""Run kern_tasks' benchmarks: `python -m bench.run [--quick] [--only throughput,lag,claims,agno]`.
+
+Needs Postgres and Redis (bench/common.py says where; Redis database 12 is flushed).
+Results: a table on stdout, and bench/results/<full|quick>.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import dump_json, loadavg, log, machine_info
+
+BENCHMARKS = ("throughput", "lag", "claims", "agno")
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _ok(value: bool) -> str:
+    return "yes" if value else "**no**"
+
+
+def table(results: dict[str, Any]) -> str:
+    """The results as a Markdown table: measure, kern, baseline, ratio, target, met."""
+    rows = ["| Benchmark | kern_tasks | Baseline (same run) | Ratio | Target | Met |", "|---|---|---|---|---|---|"]
+    if t := results.get("throughput"):
+        for c in t["configs"]:
+            rows.append(
+                f"| 1. End to end, {c['n']} due at once, `-P {c['pool']} -c {c['concurrency']}` "
+                f"| {c['kern_per_s']:.0f} fires/s | raw Celery no-op {c['raw_per_s']:.0f} tasks/s "
+                f"| {c['ratio']:.0%} | >= 60% | {_ok(c['ratio'] >= 0.6)} |"
+            )
+            k = min(c["kern_runs"], key=lambda r: r["worker_cpu_ms"])
+            w = min(c["raw_runs"], key=lambda r: r["worker_cpu_ms"])
+            rows.append(
+                f"| 1'. CPU per task, same runs, `-P {c['pool']} -c {c['concurrency']}` "
+                f"| worker {k['worker_cpu_ms']} ms + beat {k['beat_cpu_ms']} + target {k['target_cpu_ms']} "
+                f"+ Postgres backends {k['postgres_cpu_ms']} = {k['ours_cpu_ms']} ms "
+                f"| worker {w['worker_cpu_ms']} ms + publisher {w['publisher_cpu_ms']} = {w['ours_cpu_ms']} ms "
+                f"| worker x{k['worker_cpu_ms'] / w['worker_cpu_ms']:.1f} | (explains 1) | |"
+            )
+    if lg := results.get("lag"):
+        b, l = lg["baseline"], lg["loaded"]
+        rows.append(
+            f"| 2. Fire lag, {l['schedules']} schedules every second, {l['duration_s']} s "
+            f"| p50 {l['p50_s']:.3f} s, p99 {l['p99_s']:.3f} s; {l['fired']}/{l['expected_slots']} slots fired "
+            f"| {b['schedules']} schedules: p50 {b['p50_s']:.3f} s, p99 {b['p99_s']:.3f} s "
+            f"| p99 x{l['p99_s'] / b['p99_s']:.1f} | p99 <= 1 s | {_ok(l['p99_s'] <= 1.0)} |"
+        )
+    if c := results.get("claims"):
+        s, g = c["small"], c["large"]
+        rows.append(
+            f"| 3a. Claim + materialise 500 due, N = {g['n']:,} | {g['claim_ms_median']} ms "
+            f"| N = {s['n']:,}: {s['claim_ms_median']} ms | x{c['claim_ratio']} | <= x1.5 | {_ok(c['claim_ratio'] <= 1.5)} |"
+        )
+        rows.append(
+            f"| 3b. Dispatch 500 due (beat tick: claim + publish), N = {g['n']:,} | {g['dispatch_ms_median']} ms "
+            f"| N = {s['n']:,}: {s['dispatch_ms_median']} ms | x{g['dispatch_ms_median'] / s['dispatch_ms_median']:.2f} "
+            f"| <= 250 ms | {_ok(g['dispatch_ms_median'] <= 250)} |"
+        )
+        rows.append(
+            f"| 3c. Beat RSS after dispatching 500, N = {g['n']:,} | {g['beat_rss_mib']} MiB "
+            f"| N = {s['n']:,}: {s['beat_rss_mib']} MiB | x{c['rss_ratio']} | flat | {_ok(c['rss_ratio'] <= 1.1)} |"
+        )
+    if a := results.get("agno"):
+        d, m = a["agno_default"], a["agno_max_concurrent"]
+        rows.append(
+            f"| 4. {a['schedules']} due at once vs agno's poller (poll_interval 1 s) | {a['kern_per_s']:.0f} fires/s "
+            f"| agno {d['per_s']:.1f}/s (max_concurrent 10), {m['per_s']:.1f}/s (max_concurrent {m['max_concurrent']}) "
+            f"| x{a['ratio_vs_agno_default']} / x{a['ratio_vs_agno_max_concurrent']} | (peer) | |"
+        )
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (about 3 minutes)")
+    parser.add_argument("--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {BENCHMARKS}")
+    args = parser.parse_args(argv)
+    chosen = [b.strip() for b in args.only.split(",") if b.strip()]
+    unknown = set(chosen) - set(BENCHMARKS)
+    if unknown:
+        parser.error(f"unknown benchmark(s): {sorted(unknown)}")
+
+    mode = "quick" if args.quick else "full"
+    started = time.time()
+    results: dict[str, Any] = {"mode": mode, "machine": machine_info()}
+    log(f"{mode} run on {results['machine']['nproc']} CPU(s), load average {loadavg()}")
+    pool, concurrency = "threads", 16
+    if "throughput" in chosen:
+        from bench import throughput
+
+        results["throughput"] = throughput.run(args.quick)
+        pool, concurrency = results["throughput"]["best"]["pool"], results["throughput"]["best"]["concurrency"]
+    if "lag" in chosen:
+        from bench import lag
+
+        results["lag"] = lag.run(args.quick, pool, concurrency)
+    if "claims" in chosen:
+        from bench import claim_cost
+
+        results["claims"] = claim_cost.run(args.quick)
+    if "agno" in chosen:
+        try:
+            import agno.scheduler  # noqa: F401  (the `test` extra)
+        except ImportError:
+            log("agno is not installed (pip install -e '.[test]'): benchmark 4 skipped")
+        else:
+            from bench import agno_peer
+
+            results["agno"] = agno_peer.run(args.quick, pool, concurrency)
+    results["seconds"] = round(time.time() - started, 1)
+    results["loadavg_at_end"] = loadavg()
+
+    RESULTS.mkdir(exist_ok=True)
+    dump_json(RESULTS / f"{mode}.json", results)
+    md = table(results)
+    if "claims" in results:
+        md += f"\n\nEXPLAIN (ANALYZE, BUFFERS) of the claim at N = {results['claims']['large']['n']:,}:\n\n```\n"
+        md += results["claims"]["large"]["explain"] + "\n```\n"
+    machine = results["machine"]
+    header = (
+        f"{mode} run, {machine['date']}, {results['seconds']} s; {machine['nproc']} x {machine['cpu']}, "
+        f"{machine['ram_gib']} GiB; Python {machine['python']}, Postgres {machine['postgres']}, "
+        f"Redis {machine['redis']}, Celery {machine['celery']}, kombu {machine['kombu']}; "
+        f"load average {machine['loadavg_at_start']} at start, {results['loadavg_at_end']} at end\n\n"
+    )
+    (RESULTS / f"{mode}.md").write_text(header + md + "\n")
+    print()
+    print(header + md)
+    log(f"done in {results['seconds']} s; results in {RESULTS / (mode + '.json')}")
+
+
+if __name__ == "__main__":
+    main()
