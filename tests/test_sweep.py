@@ -60,3 +60,30 @@ def test_sweep_leaves_a_backlog_alone_and_republishes_lost_messages(pg_schema: s
     assert all(t > long_ago for t in enqueued_at(db))
     assert queue.llen("celery") == 5
     flush_broker(REDIS_DB)
+
+
+def test_a_round_disables_a_row_whose_cron_only_agno_understands(pg_schema: str) -> None:
+    from sqlalchemy import update
+
+    from kern_tasks.db.tables import schedules
+
+    from .conftest import POSTGRES_URL
+
+    settings = Settings(database_url=POSTGRES_URL, db_schema=pg_schema, broker_url=broker_url_for(REDIS_DB))
+    db = Database(settings=settings)
+    db.upgrade()
+    app = create_app(settings)
+    bind_runtime(app, settings, db)
+    manager = ScheduleManager(db)
+    good = manager.create(name="good", cron="* * * * *", endpoint="/x")
+    odd = manager.create(name="odd", cron="* * * * *", endpoint="/x")
+    with db.begin() as conn:  # as agno (croniter) would have written it: third Friday
+        past = db_now(conn) - 5
+        conn.execute(update(schedules).where(schedules.c.id == odd.id).values(cron_expr="0 9 * * 5#3"))
+        conn.execute(update(schedules).values(next_run_at=past))
+    LeaseScheduler(app, lazy=True).run_once()
+    odd_after, good_after = manager.get(odd.id), manager.get(good.id)
+    assert odd_after.enabled is False and "day-of-week" in (odd_after.disabled_reason or "")
+    assert odd_after.locked_by is None and manager.runs(odd.id).total_count == 0
+    assert good_after.enabled and manager.runs(good.id).total_count == 1  # the batch went on
+    flush_broker(REDIS_DB)

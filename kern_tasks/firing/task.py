@@ -99,7 +99,7 @@ def publish(app: Any, dispatches: list[Dispatch]) -> None:
                         send(producer, dispatch)
                 return
             except _BatchPublishError as exc:
-                log.warning("publishing %d run(s) as a batch failed (%s); sending them one by one", len(dispatches), exc)
+                log.warning("publishing %d run(s) as a batch failed (%s); sending one by one", len(dispatches), exc)
         for dispatch in dispatches:
             send(producer, dispatch)
 
