@@ -27,7 +27,9 @@ class Runtime:
         if self._db is None:
             with _lock:
                 if self._db is None:
-                    self._db = Database(settings=self.settings)
+                    # No pre-ping round trip per checkout: beat and the fire task retry
+                    # a round or a write when a connection turns out dead (Postgres restart).
+                    self._db = Database(settings=self.settings, pool_pre_ping=False)
         return self._db
 
     @property

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, text
+from typing import Any
+
+from sqlalchemy import BigInteger, Connection, text
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 _NOW = {
     "postgresql": "SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8",
@@ -18,3 +22,21 @@ def db_time(connection: Connection) -> float:
 def db_now(connection: Connection) -> int:
     """Whole epoch seconds on the database server (what the tables store)."""
     return int(db_time(connection))
+
+
+class epoch_now(FunctionElement[int]):
+    """Whole epoch seconds on the database server, as an SQL expression: statements on the
+    fire path read the clock where they use it, without a round trip of their own."""
+
+    type = BigInteger()
+    inherit_cache = True
+
+
+@compiles(epoch_now, "postgresql")
+def _epoch_now_postgresql(element: epoch_now, compiler: Any, **kw: Any) -> str:
+    return "CAST(FLOOR(EXTRACT(EPOCH FROM clock_timestamp())) AS BIGINT)"
+
+
+@compiles(epoch_now, "sqlite")
+def _epoch_now_sqlite(element: epoch_now, compiler: Any, **kw: Any) -> str:
+    return "unixepoch()"

@@ -67,6 +67,7 @@ class Database:
         *,
         settings: Settings | None = None,
         pool_size: int = 5,
+        pool_pre_ping: bool = True,
     ) -> None:
         settings = settings or Settings.from_env()
         self.url = normalise_url(url or settings.resolved_database_url)
@@ -75,6 +76,7 @@ class Database:
         if self.dialect == "sqlite":
             self.schema = None  # SQLite has no schemas; one file is one database
         self._pool_size = pool_size
+        self._pool_pre_ping = pool_pre_ping
         self._engine: Engine | None = None
         self._lock = threading.Lock()
 
@@ -98,7 +100,7 @@ class Database:
         return self._engine
 
     def _create_engine(self) -> Engine:
-        options: dict[str, Any] = {"pool_pre_ping": True}
+        options: dict[str, Any] = {"pool_pre_ping": self._pool_pre_ping}
         if self.dialect == "postgresql":
             # A database that drops packets must not hang a beat tick or a fire forever.
             options.update(pool_size=self._pool_size, max_overflow=10, pool_recycle=1800, pool_timeout=30,

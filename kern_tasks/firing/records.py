@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import JSON, Connection, RowMapping, and_, bindparam, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 
+from kern_tasks.db.clock import db_now, db_time, epoch_now
 from kern_tasks.db.tables import schedule_runs, schedules
 from kern_tasks.firing.backoff import backoff_delay
 from kern_tasks.scheduler.claims import Dispatch, _insert_runs, release_lease
@@ -46,9 +47,9 @@ _START = (
     .where(
         _r.c.id == bindparam("b_id"),
         _r.c.status == "queued",
-        (_r.c.not_before.is_(None)) | (_r.c.not_before <= bindparam("b_now")),
+        (_r.c.not_before.is_(None)) | (_r.c.not_before <= epoch_now()),
     )
-    .values(status="running", triggered_at=bindparam("b_started"))
+    .values(status="running", triggered_at=epoch_now())
     .returning(*_r.c)
 )
 _SCHEDULE = select(_s).where(_s.c.id == bindparam("b_id"))
@@ -56,7 +57,7 @@ _FINISH = (
     update(_r)
     .where(_r.c.id == bindparam("b_id"), _r.c.status == "running")
     .values(
-        status=bindparam("b_status"), completed_at=bindparam("b_now"), error=bindparam("b_error"),
+        status=bindparam("b_status"), completed_at=epoch_now(), error=bindparam("b_error"),
         status_code=bindparam("b_status_code"), run_id=bindparam("b_run_id"), session_id=bindparam("b_session_id"),
         input=bindparam("b_input", type_=_JSON_OR_NULL), output=bindparam("b_output", type_=_JSON_OR_NULL),
         requirements=bindparam("b_requirements", type_=_JSON_OR_NULL),
@@ -86,43 +87,45 @@ class NotYet:
     seconds: float
 
 
-def start_attempt(conn: Connection, run_id: str, *, now: float) -> Attempt | NotYet | None:
-    """queued -> running. None when there is nothing to do (already taken, finished,
-    deleted); attempts of a schedule disabled meanwhile end "cancelled" (manual ones run)."""
-    now_s = int(now)
-    row = conn.execute(_START, {"b_id": run_id, "b_now": now_s, "b_started": now_s}).mappings().first()
+def start_attempt(conn: Connection, run_id: str) -> Attempt | NotYet | None:
+    """queued -> running, on the database's clock. None when there is nothing to do
+    (already taken, finished, deleted); attempts of a schedule disabled meanwhile end
+    "cancelled" (manual ones run)."""
+    row = conn.execute(_START, {"b_id": run_id}).mappings().first()
     if row is None:
         waiting = conn.execute(
             select(_r.c.not_before).where(_r.c.id == run_id, _r.c.status == "queued")
         ).scalar()
-        return NotYet(max(0.0, waiting - now)) if waiting is not None else None
+        return NotYet(max(0.0, waiting - db_time(conn))) if waiting is not None else None
     schedule = conn.execute(_SCHEDULE, {"b_id": row["schedule_id"]}).mappings().first()
     if schedule is None:
         return None
     if not schedule["enabled"] and not row["manual"]:
-        _end(conn, row, status="cancelled", now=now_s, error="the schedule was disabled before this run started")
+        _end(conn, row, status="cancelled", now=db_now(conn), error="the schedule was disabled before this run started")
         return None
     return Attempt(run=row, schedule=schedule)
 
 
 def finish_attempt(
-    conn: Connection, run_id: str, outcome: "FireOutcome", *, now: float, rng: random.Random | None = None
+    conn: Connection, run_id: str, outcome: "FireOutcome", *, now: float | None = None,
+    rng: random.Random | None = None,
 ) -> Dispatch | None:
     """running -> its outcome. Returns the next attempt to publish when one follows now
-    (its wait fits a countdown); a longer wait is left to the sweep."""
+    (its wait fits a countdown); a longer wait is left to the sweep. `now` defaults to the
+    database's clock, read only when a retry needs it."""
     if not outcome.retryable:
         # Final at any attempt number (the common case, success): one UPDATE takes the row
         # lock and ends it, without first reading the run and its retry settings.
         ended = conn.execute(
             _FINISH,
             {
-                "b_id": run_id, "b_status": outcome.status, "b_now": int(now), "b_error": outcome.error,
+                "b_id": run_id, "b_status": outcome.status, "b_error": outcome.error,
                 "b_status_code": outcome.status_code, "b_run_id": outcome.run_id, "b_session_id": outcome.session_id,
                 "b_input": outcome.input, "b_output": outcome.output, "b_requirements": outcome.requirements,
             },
         ).first()
         if ended is not None and ended.lease_token:
-            release_lease(conn, schedule_id=ended.schedule_id, token=ended.lease_token, now=int(now))
+            release_lease(conn, schedule_id=ended.schedule_id, token=ended.lease_token)
         return None  # None also when it had finished already (the lost-attempt sweep got there first)
     row = conn.execute(
         select(_r, _s.c.max_retries, _s.c.retry_delay_seconds)
@@ -132,6 +135,7 @@ def finish_attempt(
     ).mappings().first()
     if row is None:
         return None  # finished already (the lost-attempt sweep got there first)
+    now = db_time(conn) if now is None else now
     retry = outcome.retryable and row["attempt"] <= row["max_retries"]
     fields = {
         "status_code": outcome.status_code,

@@ -13,7 +13,7 @@ from typing import Any, Callable, TypeVar
 import kombu.exceptions
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from kern_tasks.db import Database, db_time
+from kern_tasks.db import Database
 from kern_tasks.firing import records
 from kern_tasks.firing.http import FireRequest, fire
 from kern_tasks.runtime import runtime_for
@@ -33,7 +33,7 @@ def fire_task(self: Any, run_id: str) -> str:
     runtime = runtime_for(self.app)
     db = runtime.db
     attempt = _in_transaction(
-        db, lambda conn: records.start_attempt(conn, run_id, now=db_time(conn)), patient=True
+        db, lambda conn: records.start_attempt(conn, run_id), patient=True
     )
     if attempt is None:
         return "nothing to do"
@@ -56,7 +56,7 @@ def fire_task(self: Any, run_id: str) -> str:
         runtime.client, request, base_url=runtime.settings.base_url, service_token=runtime.settings.service_token
     )
     follow_up = _in_transaction(
-        db, lambda conn: records.finish_attempt(conn, run_id, outcome, now=db_time(conn)), patient=True
+        db, lambda conn: records.finish_attempt(conn, run_id, outcome), patient=True
     )
     if follow_up is not None:
         publish(self.app, [follow_up])

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 from sqlalchemy import Connection, RowMapping, bindparam, case, func, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from kern_tasks.db.clock import db_now, epoch_now
 from kern_tasks.db.tables import schedule_runs, schedules
 from kern_tasks.errors import CronError
 from kern_tasks.scheduler.slots import DEFAULT_GRACE_S, jitter_offset, plan_slots, skip_overlapped
@@ -189,7 +190,7 @@ _RELEASE_IF_NOTHING_DUE = (
         _s.c.id == bindparam("b_id"),
         _s.c.locked_by == bindparam("b_token"),
         or_(
-            _s.c.next_run_at.is_(None), _s.c.next_run_at > bindparam("b_now"),
+            _s.c.next_run_at.is_(None), _s.c.next_run_at > epoch_now(),
             _s.c.misfire_policy == "all", _s.c.cron_expr == "",
         ),  # fmt: skip
     )
@@ -200,12 +201,13 @@ _RELEASE_IF_NOTHING_DUE = (
 
 # Invariant: only the claim that took a lease gives it back (locked_by = its token), so a
 # run finishing after its lease went stale and was re-claimed cannot free the new holder.
-def release_lease(conn: Connection, *, schedule_id: str, token: str, now: int) -> bool:
+def release_lease(conn: Connection, *, schedule_id: str, token: str, now: int | None = None) -> bool:
     """Give the lease back; slots that fell due meanwhile follow the misfire policy
     (slots.skip_overlapped)."""
     # Usually no slot fell due while the run was in flight: then one UPDATE gives it back.
-    if conn.execute(_RELEASE_IF_NOTHING_DUE, {"b_id": schedule_id, "b_token": token, "b_now": now}).first():
+    if conn.execute(_RELEASE_IF_NOTHING_DUE, {"b_id": schedule_id, "b_token": token}).first():
         return True
+    now = db_now(conn) if now is None else now
     row = conn.execute(
         select(_s.c.cron_expr, _s.c.timezone, _s.c.next_run_at, _s.c.misfire_policy)
         .where(_s.c.id == schedule_id, _s.c.locked_by == token)
