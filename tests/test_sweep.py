@@ -87,3 +87,19 @@ def test_a_round_disables_a_row_whose_cron_only_agno_understands(pg_schema: str)
     assert odd_after.locked_by is None and manager.runs(odd.id).total_count == 0
     assert good_after.enabled and manager.runs(good.id).total_count == 1  # the batch went on
     flush_broker(REDIS_DB)
+
+
+def test_constructing_the_scheduler_does_no_io() -> None:
+    """Celery builds a scheduler lazily just to print its banner: with nothing listening
+    anywhere, constructing one (lazy or not) and reading its banner must not touch I/O."""
+    import time as clock
+
+    settings = Settings(database_url="postgresql://nobody@127.0.0.1:1/none",
+                        broker_url="redis://127.0.0.1:1/0")
+    app = create_app(settings)
+    started = clock.monotonic()
+    for lazy in (True, False):
+        scheduler = LeaseScheduler(app, lazy=lazy)
+        assert "lease scheduler" in scheduler.info and scheduler.schedule == {}
+    assert clock.monotonic() - started < 1.0
+    assert getattr(app, "_kern_runtime", None) is None  # no database engine was made
