@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from kern_tasks import __version__
-from kern_tasks.firing.http import OUTPUT_LIMIT_BYTES, FireOutcome, FireRequest, fire, make_client, run_form
+from kern_tasks.firing.http import FireOutcome, FireRequest, fire, make_client, run_form
+from kern_tasks.firing.response import OUTPUT_LIMIT_BYTES
 from tests.targets import (
     AgnoRun,
     Reply,

@@ -1,5 +1,12 @@
-"""Firing a schedule: one attempt as an HTTP call (`http`), and the waits between attempts
-(`backoff`). Neither touches the database or Celery: the task records what they return.
+"""Firing a schedule.
+
+    http.py      one attempt as an HTTP call, and how it ended (FireOutcome)
+    response.py  reading answers within the deadline; what is recorded, bounded and scrubbed
+    backoff.py   the waits between attempts
+    records.py   the attempt rows: queued -> running -> outcome (+ the retry), lease release
+    task.py      kern.fire: takes the attempt, fires it, records it
+
+http, response and backoff touch neither the database nor Celery.
 """
 
 from kern_tasks.firing.backoff import backoff_bound, backoff_delay, parse_retry_after, retry_budget_seconds

@@ -23,7 +23,6 @@ Contract (design.md, "Fire: the worker's task"):
 
 from __future__ import annotations
 
-import codecs
 import json
 import re
 import time
@@ -35,14 +34,23 @@ import httpx
 
 from kern_tasks import __version__
 from kern_tasks.firing.backoff import parse_retry_after
+from kern_tasks.firing.response import (
+    DeadlineExceeded,
+    Reply,
+    Scrubber,
+    bounded,
+    exchange,
+    json_object,
+    plain_output,
+    short,
+    snippet,
+    truncate,
+)
 
 # agno's pattern, but an id never holds "?" or "#" (the poll URL is built from it).
 RUN_ENDPOINT_RE = re.compile(r"^/(agents|teams|workflows)/([^/?#]+)/runs/?\Z")
 TERMINAL_RUN_STATUSES = frozenset({"COMPLETED", "PAUSED", "CANCELLED", "ERROR"})
 USER_AGENT = f"kern_tasks/{__version__}"
-ERROR_CHARS = 1000  # an error is a line for people, not a dump
-OUTPUT_LIMIT_BYTES = 32 * 1024  # what output/input keep; more is cut and marked truncated
-MAX_READ_BYTES = 16 * 1024 * 1024  # more than this is never read into memory
 
 Status = Literal["success", "failed", "timeout", "paused", "cancelled"]
 
@@ -199,7 +207,7 @@ class _Attempt:
         if remaining <= 0:
             raise DeadlineExceeded()
         timeout = min(remaining, self.timeout_s)
-        return _exchange(self.client, method, url, self.headers, timeout, self.deadline, self.clock, **kwargs)
+        return exchange(self.client, method, url, self.headers, timeout, self.deadline, self.clock, **kwargs)
 
     def failure(self, exc: Exception) -> FireOutcome:
         """The outcome of a request that raised: timeout, or failed (retryable or not)."""
@@ -208,7 +216,7 @@ class _Attempt:
         # A bad scheme, a request we cannot encode, a body we cannot decode: retrying won't help.
         permanent = isinstance(exc, (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.DecodingError))
         retryable = isinstance(exc, httpx.TransportError) and not permanent
-        error = _short(f"{_name(exc)}: {self.scrub.text(str(exc))}")
+        error = short(f"{_name(exc)}: {self.scrub.text(str(exc))}")
         return FireOutcome("failed", retryable=retryable, error=error)
 
     def plain(self, method: str, url: str) -> FireOutcome:
@@ -221,7 +229,7 @@ class _Attempt:
         failure = _status_failure(reply, self.scrub)
         if failure is not None:
             return failure
-        output = _plain_output(reply, self.scrub)
+        output = plain_output(reply, self.scrub)
         return FireOutcome("success", retryable=False, status_code=reply.status_code, output=output)
 
     def run(self, url: str, poll_base: str) -> FireOutcome:
@@ -232,15 +240,15 @@ class _Attempt:
         failure = _status_failure(reply, self.scrub)
         if failure is not None:
             return failure
-        code, body = reply.status_code, _json_object(reply, self.scrub)
+        code, body = reply.status_code, json_object(reply, self.scrub)
         if body is None:
-            error = _short(f"HTTP {code}: run endpoint answered without a JSON object: {_snippet(reply, self.scrub)}")
+            error = short(f"HTTP {code}: run endpoint answered without a JSON object: {snippet(reply, self.scrub)}")
             return FireOutcome("failed", retryable=False, status_code=code, error=error)
         run_id, session_id = _id(body.get("run_id")), _id(body.get("session_id"))
         if _is_terminal(body):  # the server ran it synchronously
             return _terminal(body, code, run_id, session_id)
         if run_id is None:
-            error = _short(f"HTTP {code}: run endpoint answered without a run_id: {_snippet(reply, self.scrub)}")
+            error = short(f"HTTP {code}: run endpoint answered without a run_id: {snippet(reply, self.scrub)}")
             return FireOutcome("failed", retryable=False, status_code=code, error=error, session_id=session_id)
         return self.poll(poll_base + quote(run_id, safe=""), run_id, session_id)
 
@@ -267,7 +275,7 @@ class _Attempt:
             failure = _status_failure(reply, self.scrub)
             if failure is not None:
                 return replace(failure, run_id=run_id, session_id=session_id)
-            body = _json_object(reply, self.scrub)
+            body = json_object(reply, self.scrub)
             if body is not None and _is_terminal(body):
                 return _terminal(body, code, run_id, session_id)
         error = f"run {run_id} did not finish within {self.timeout_s}s (last poll: {last_problem})"
@@ -289,8 +297,8 @@ def _status_failure(reply: Reply, scrub: Scrubber) -> FireOutcome | None:
         return FireOutcome("failed", retryable=False, status_code=code, error=error)
     retryable = code in (408, 429) or 500 <= code < 600
     retry_after = parse_retry_after(reply.headers.get("retry-after")) if code in (429, 503) else None
-    snippet = _snippet(reply, scrub)
-    error = _short(f"HTTP {code}: {snippet}" if snippet else f"HTTP {code}")
+    body = snippet(reply, scrub)
+    error = short(f"HTTP {code}: {body}" if body else f"HTTP {code}")
     return FireOutcome("failed", retryable=retryable, status_code=code, error=error, retry_after=retry_after)
 
 
@@ -307,7 +315,7 @@ def _is_terminal(body: dict[str, Any]) -> bool:
 def _terminal(body: dict[str, Any], code: int, run_id: str | None, session_id: str | None) -> FireOutcome:
     """The outcome of a run in a terminal status (body already scrubbed); none is retried."""
     status = str(body["status"]).upper()
-    content, size = _truncate(body.get("content"))
+    content, size = truncate(body.get("content"))
     output: dict[str, Any] = {"content": content, "content_type": body.get("content_type")}
     if size is not None:
         output.update(truncated=True, size_bytes=size)
@@ -318,7 +326,7 @@ def _terminal(body: dict[str, Any], code: int, run_id: str | None, session_id: s
         "output": output,
         "run_id": run_id,
         "session_id": session_id,
-        "input": _bounded(raw_input) if isinstance(raw_input, dict) else None,
+        "input": bounded(raw_input) if isinstance(raw_input, dict) else None,
     }
     if status == "COMPLETED":
         return FireOutcome("success", **common)
@@ -328,135 +336,5 @@ def _terminal(body: dict[str, Any], code: int, run_id: str | None, session_id: s
         error = body.get("error") or "run was cancelled"
     else:  # ERROR: agno puts the reason in `error`, or only in `content`
         error = body.get("error") or body.get("content") or "run ended with status ERROR"
-    error = _short(error if isinstance(error, str) else json.dumps(error, ensure_ascii=False))
+    error = short(error if isinstance(error, str) else json.dumps(error, ensure_ascii=False))
     return FireOutcome("cancelled" if status == "CANCELLED" else "failed", error=error, **common)
-
-
-# --- reading responses, and making what we record safe to store ----------------------------
-
-
-class DeadlineExceeded(Exception):
-    """The attempt's deadline passed while a response was still arriving."""
-
-
-@dataclass(frozen=True)
-class Reply:
-    """A response, read (up to MAX_READ_BYTES) before the deadline."""
-
-    status_code: int
-    headers: httpx.Headers
-    body: bytes
-    complete: bool  # False when the body was cut at MAX_READ_BYTES
-    encoding: str
-
-    def text(self) -> str:
-        return self.body.decode(self.encoding, errors="replace")
-
-
-class Scrubber:
-    """Makes text safe to record: no service token, no NUL, no lone surrogates."""
-
-    def __init__(self, token: str | None) -> None:
-        # The token as sent, JSON-escaped and percent-encoded: the ways an echo may show it.
-        variants = {token, json.dumps(token)[1:-1], quote(token, safe="")} if token else set()
-        self.variants = sorted(variants, key=len, reverse=True)
-
-    def text(self, text: str) -> str:
-        for variant in self.variants:
-            text = text.replace(variant, "[redacted]")
-        # Postgres text and jsonb reject NUL and invalid UTF-8: the run row must be writable.
-        return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
-
-    def value(self, value: Any) -> Any:
-        if isinstance(value, str):
-            return self.text(value)
-        if isinstance(value, list):
-            return [self.value(item) for item in value]
-        if isinstance(value, dict):
-            return {self.text(str(key)): self.value(item) for key, item in value.items()}
-        return value
-
-
-def _exchange(
-    client: httpx.Client,
-    method: str,
-    url: str,
-    headers: dict[str, str],
-    timeout: float,
-    deadline: float,
-    clock: Callable[[], float],
-    **kwargs: Any,
-) -> Reply:
-    """Send one request; read its body in chunks, checking the deadline between them."""
-    # follow_redirects=False here too, so a caller's client that follows them cannot.
-    with client.stream(method, url, headers=headers, timeout=timeout, follow_redirects=False, **kwargs) as response:
-        chunks: list[bytes] = []
-        size, complete = 0, True
-        for chunk in response.iter_bytes():
-            if clock() > deadline:
-                raise DeadlineExceeded()
-            if size + len(chunk) > MAX_READ_BYTES:
-                chunks.append(chunk[: MAX_READ_BYTES - size])
-                complete = False
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        try:
-            encoding = codecs.lookup(response.charset_encoding or "utf-8").name
-        except LookupError:
-            encoding = "utf-8"
-        return Reply(response.status_code, response.headers, b"".join(chunks), complete, encoding)
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")  # NaN, Infinity: jsonb cannot store them
-
-
-def _decoded(reply: Reply, scrub: Scrubber) -> tuple[bool, Any]:
-    """(True, the scrubbed JSON value) when the whole body is JSON, else (False, None)."""
-    if reply.complete and reply.body:
-        try:
-            return True, scrub.value(json.loads(reply.text(), parse_constant=_reject_constant))
-        except (ValueError, RecursionError):
-            pass
-    return False, None
-
-
-def _json_object(reply: Reply, scrub: Scrubber) -> dict[str, Any] | None:
-    ok, value = _decoded(reply, scrub)
-    return value if ok and isinstance(value, dict) else None
-
-
-def _snippet(reply: Reply, scrub: Scrubber) -> str:
-    """The body as one short line; JSON is re-serialised after scrubbing (escaped echoes)."""
-    ok, value = _decoded(reply, scrub)
-    text = json.dumps(value, ensure_ascii=False) if ok else scrub.text(reply.text())
-    return " ".join(text[: ERROR_CHARS * 2].split())
-
-
-def _short(error: str) -> str:
-    return error if len(error) <= ERROR_CHARS else error[: ERROR_CHARS - 1] + "\u2026"
-
-
-def _truncate(value: Any) -> tuple[Any, int | None]:
-    """(value, None) when it fits OUTPUT_LIMIT_BYTES, else (a prefix of its text, full size)."""
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    raw = text.encode("utf-8")
-    if len(raw) <= OUTPUT_LIMIT_BYTES:
-        return value, None
-    return raw[:OUTPUT_LIMIT_BYTES].decode("utf-8", "ignore"), len(raw)
-
-
-def _bounded(value: Any) -> Any:
-    """value, or {"truncated": True, "size_bytes": n, "content": prefix} when too big."""
-    kept, size = _truncate(value)
-    return value if size is None else {"truncated": True, "size_bytes": size, "content": kept}
-
-
-def _plain_output(reply: Reply, scrub: Scrubber) -> Any:
-    """A 2xx body: its JSON when it says it is JSON, else its text; bounded."""
-    if not reply.body:
-        return None
-    is_json = "json" in reply.headers.get("content-type", "").lower()
-    ok, value = _decoded(reply, scrub) if is_json else (False, None)
-    return _bounded(value if ok else scrub.text(reply.text()))

@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 
 from kern_tasks.db import Database, db_now
 from kern_tasks.db.tables import schedule_runs, schedules
-from kern_tasks.errors import Conflict, NotFound, ValidationError
+from kern_tasks.errors import Conflict, NotFound
 from kern_tasks.scheduler import cron as cron_engine
 from kern_tasks.scheduler import validation
 from kern_tasks.scheduler.models import Page, Schedule, ScheduleRun
