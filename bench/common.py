@@ -34,6 +34,7 @@ from sqlalchemy import create_engine, text
 
 from kern_tasks.db import Database
 from kern_tasks.settings import Settings
+from tests.cluster import wait_for  # noqa: F401 - one polling helper for tests and benchmarks
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -192,17 +193,6 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, interval: float = 0.02, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def sleep_until(epoch: float) -> None:

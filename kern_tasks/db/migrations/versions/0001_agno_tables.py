@@ -7,28 +7,19 @@ Revises:
 """
 
 import sqlalchemy as sa
-from alembic import context, op
-from sqlalchemy.dialects.postgresql import JSONB
+from alembic import op
+
+from kern_tasks.db.migrations.support import JSONType, has_table
+from kern_tasks.db.migrations.support import schema as _schema
 
 revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
 
-JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
-
-
-def _schema() -> str | None:
-    return context.config.attributes.get("schema")
-
-
-def _has_table(name: str) -> bool:
-    return sa.inspect(op.get_bind()).has_table(name, schema=_schema())
-
-
 def upgrade() -> None:
     schema = _schema()
-    if not _has_table("agno_schedules"):
+    if not has_table("agno_schedules"):
         op.create_table(
             "agno_schedules",
             sa.Column("id", sa.String, primary_key=True),
@@ -84,7 +75,7 @@ def upgrade() -> None:
                 sqlite_where=sa.text(where),
             )
 
-    if not _has_table("agno_schedule_runs"):
+    if not has_table("agno_schedule_runs"):
         op.create_table(
             "agno_schedule_runs",
             sa.Column("id", sa.String, primary_key=True),

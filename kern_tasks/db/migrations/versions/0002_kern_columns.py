@@ -7,7 +7,10 @@ Revises: 0001
 """
 
 import sqlalchemy as sa
-from alembic import context, op
+from alembic import op
+
+from kern_tasks.db.migrations.support import column_names, index_names
+from kern_tasks.db.migrations.support import schema as _schema
 
 revision = "0002"
 down_revision = "0001"
@@ -30,21 +33,15 @@ RUN_COLUMNS = [
 ]
 
 
-def _schema() -> str | None:
-    return context.config.attributes.get("schema")
-
-
 def _add_missing_columns(table: str, columns: list[sa.Column]) -> None:
-    inspector = sa.inspect(op.get_bind())
-    present = {c["name"] for c in inspector.get_columns(table, schema=_schema())}
+    present = column_names(table)
     for column in columns:
         if column.name not in present:
             op.add_column(table, column, schema=_schema())
 
 
 def _has_index(table: str, name: str) -> bool:
-    inspector = sa.inspect(op.get_bind())
-    return any(ix["name"] == name for ix in inspector.get_indexes(table, schema=_schema()))
+    return name in index_names(table)
 
 
 def upgrade() -> None:

@@ -8,24 +8,15 @@ Revises: 0002
 """
 
 import sqlalchemy as sa
-from alembic import context, op
-from sqlalchemy.dialects.postgresql import JSONB
+from alembic import op
+
+from kern_tasks.db.migrations.support import JSONType, has_table, index_names
+from kern_tasks.db.migrations.support import schema as _schema
 
 revision = "0003"
 down_revision = "0002"
 branch_labels = None
 depends_on = None
-
-JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
-
-
-def _schema() -> str | None:
-    return context.config.attributes.get("schema")
-
-
-def _has_table(name: str) -> bool:
-    return sa.inspect(op.get_bind()).has_table(name, schema=_schema())
-
 
 def _ref(table_column: str) -> str:
     schema = _schema()
@@ -33,7 +24,7 @@ def _ref(table_column: str) -> str:
 
 
 def _ensure_indexes(table: str, indexes: dict[str, list[str]]) -> None:
-    present = {ix["name"] for ix in sa.inspect(op.get_bind()).get_indexes(table, schema=_schema())}
+    present = index_names(table)
     for name, columns in indexes.items():
         if name not in present:
             op.create_index(name, table, columns, schema=_schema())
@@ -41,7 +32,7 @@ def _ensure_indexes(table: str, indexes: dict[str, list[str]]) -> None:
 
 def upgrade() -> None:
     schema = _schema()
-    if not _has_table("agno_sessions"):
+    if not has_table("agno_sessions"):
         op.create_table(
             "agno_sessions",
             sa.Column("session_id", sa.String, primary_key=True),
@@ -65,7 +56,7 @@ def upgrade() -> None:
         {"idx_agno_sessions_session_type": ["session_type"], "idx_agno_sessions_created_at": ["created_at"]},
     )
 
-    if not _has_table("agno_runs"):
+    if not has_table("agno_runs"):
         op.create_table(
             "agno_runs",
             sa.Column("run_id", sa.String, primary_key=True),
@@ -95,7 +86,7 @@ def upgrade() -> None:
     run_indexes["idx_agno_runs_session_id_run_index"] = ["session_id", "run_index"]
     _ensure_indexes("agno_runs", run_indexes)
 
-    if not _has_table("agno_traces"):
+    if not has_table("agno_traces"):
         op.create_table(
             "agno_traces",
             sa.Column("trace_id", sa.String, primary_key=True),
@@ -124,7 +115,7 @@ def upgrade() -> None:
         },
     )
 
-    if not _has_table("agno_spans"):
+    if not has_table("agno_spans"):
         op.create_table(
             "agno_spans",
             sa.Column("span_id", sa.String, primary_key=True),
