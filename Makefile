@@ -3,23 +3,30 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test install bench clean
+.PHONY: run test install install-test bench clean
 
+# The library and what it runs on.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
+# Plus the test tools (and agno, only to prove table interop).
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
 install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
 
 run: install
 	$(PY) -m kern_tasks run
 
-test: install
+test: install-test
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-bench: install
+bench: install-test
 	$(PY) -m bench.run
 
 clean:
