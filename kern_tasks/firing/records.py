@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 # (not_before) for the sweep, so no message outlives the broker's visibility timeout.
 MAX_COUNTDOWN_S = 300
 LOST_ATTEMPT_MARGIN_S = 30
+RESUME_WINDOW_S = 300
 
 _s, _r = schedules, schedule_runs
 
@@ -87,16 +88,28 @@ class NotYet:
     seconds: float
 
 
-def start_attempt(conn: Connection, run_id: str) -> Attempt | NotYet | None:
+def start_attempt(conn: Connection, run_id: str, *, resume: bool = False) -> Attempt | NotYet | None:
     """queued -> running, on the database's clock. None when there is nothing to do
     (already taken, finished, deleted); attempts of a schedule disabled meanwhile end
-    "cancelled" (manual ones run)."""
+    "cancelled" (manual ones run).
+
+    `resume`: the caller's previous try may have committed this very transition before
+    its connection died (the commit's answer was lost), so a run that became "running"
+    within the last RESUME_WINDOW_S is taken as its own rather than left to expire.
+    """
     row = conn.execute(_START, {"b_id": run_id}).mappings().first()
     if row is None:
-        waiting = conn.execute(
-            select(_r.c.not_before).where(_r.c.id == run_id, _r.c.status == "queued")
-        ).scalar()
-        return NotYet(max(0.0, waiting - db_time(conn))) if waiting is not None else None
+        current = conn.execute(
+            select(_r.c.status, _r.c.not_before, _r.c.triggered_at, epoch_now()).where(_r.c.id == run_id)
+        ).first()
+        if current is None:
+            return None
+        status, not_before, triggered_at, now = current
+        if status == "queued" and not_before is not None:
+            return NotYet(max(0.0, not_before - db_time(conn)))
+        if not (resume and status == "running" and (triggered_at or 0) >= now - RESUME_WINDOW_S):
+            return None
+        row = conn.execute(select(_r).where(_r.c.id == run_id)).mappings().one()
     schedule = conn.execute(_SCHEDULE, {"b_id": row["schedule_id"]}).mappings().first()
     if schedule is None:
         return None

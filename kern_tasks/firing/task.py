@@ -33,7 +33,7 @@ def fire_task(self: Any, run_id: str) -> str:
     runtime = runtime_for(self.app)
     db = runtime.db
     attempt = _in_transaction(
-        db, lambda conn: records.start_attempt(conn, run_id), patient=True
+        db, lambda conn, retrying: records.start_attempt(conn, run_id, resume=retrying), patient=True
     )
     if attempt is None:
         return "nothing to do"
@@ -56,7 +56,7 @@ def fire_task(self: Any, run_id: str) -> str:
         runtime.client, request, base_url=runtime.settings.base_url, service_token=runtime.settings.service_token
     )
     follow_up = _in_transaction(
-        db, lambda conn: records.finish_attempt(conn, run_id, outcome), patient=True
+        db, lambda conn, _retrying: records.finish_attempt(conn, run_id, outcome), patient=True
     )
     if follow_up is not None:
         publish(self.app, [follow_up])
@@ -104,20 +104,23 @@ def publish(app: Any, dispatches: list[Dispatch]) -> None:
             send(producer, dispatch)
 
 
-def _in_transaction(db: Database, work: Callable[[Any], T], *, patient: bool = False) -> T:
-    """Run `work` in a transaction; when `patient`, ride out a database outage."""
+def _in_transaction(db: Database, work: Callable[[Any, bool], T], *, patient: bool = False) -> T:
+    """Run `work(conn, retrying)` in a transaction; when `patient`, ride out a database
+    outage. `retrying` is True after a failed try, whose commit may have happened."""
     deadline = time.monotonic() + (RECORD_RETRY_S if patient else 0)
     delay = 0.25
+    retrying = False
     while True:
         try:
             with db.begin() as conn:
-                return work(conn)
+                return work(conn, retrying)
         except DBAPIError as exc:
             if not (exc.connection_invalidated or _is_transient(exc)) or time.monotonic() > deadline:
                 raise
             log.warning("database unavailable (%s: %s); retrying in %.1fs", type(exc.orig).__name__, exc.orig, delay)
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
+            retrying = True
 
 
 def _is_transient(exc: DBAPIError) -> bool:
