@@ -1,3 +1,37 @@
-"""kern_tasks: recurring and multi-step agent jobs on Celery, with schedules in SQL."""
+"""kern_tasks: recurring and multi-step agent jobs on Celery, with schedules in SQL.
+
+The names users call, importable from here or from their own modules (design.md's paths):
+
+    kern_tasks.Database          kern_tasks.db.Database
+    kern_tasks.ScheduleManager   kern_tasks.scheduler.ScheduleManager
+    kern_tasks.AgentOS           kern_tasks.os.AgentOS
+    kern_tasks.Agent             kern_tasks.agent.Agent
+    kern_tasks.SchedulerTools    kern_tasks.tools.scheduler.SchedulerTools
+    kern_tasks.Settings          kern_tasks.settings.Settings
+
+They load on first use, so `celery -A kern_tasks worker` does not import the web app.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "Agent": "kern_tasks.agent",
+    "AgentOS": "kern_tasks.os",
+    "Database": "kern_tasks.db",
+    "ScheduleManager": "kern_tasks.scheduler",
+    "SchedulerTools": "kern_tasks.tools.scheduler",
+    "Settings": "kern_tasks.settings",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'kern_tasks' has no attribute {name!r}")

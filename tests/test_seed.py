@@ -63,3 +63,23 @@ def test_seed_startup_pattern_runs_as_written(tmp_path: Path) -> None:
     schedules = ScheduleManager(db).list()
     assert [s.name for s in schedules] == ["daily_digest"]
     assert schedules.data[0].cron_expr == "0 9 * * 1-5"
+
+
+def test_the_package_exports_what_users_call() -> None:
+    import kern_tasks
+    from kern_tasks.agent import Agent
+    from kern_tasks.db import Database
+    from kern_tasks.os import AgentOS
+    from kern_tasks.scheduler import ScheduleManager
+    from kern_tasks.tools.scheduler import SchedulerTools
+
+    expected = {"Agent": Agent, "AgentOS": AgentOS, "Database": Database, "ScheduleManager": ScheduleManager,
+                "SchedulerTools": SchedulerTools, "Settings": Settings}
+    assert set(kern_tasks.__all__) == {"__version__", *expected}
+    for name, obj in expected.items():
+        assert getattr(kern_tasks, name) is obj
+    from celery import Celery
+    from celery.app.utils import find_app
+
+    # `celery -A kern_tasks` finds the app in kern_tasks.celery (kern_tasks.app is a module).
+    assert isinstance(find_app("kern_tasks"), Celery)
