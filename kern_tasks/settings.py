@@ -34,13 +34,15 @@ class Settings:
     openai_base_url  OPENAI_BASE_URL     default https://api.openai.com/v1 (Ollama, vLLM: their /v1 URL)
     """
 
-    database_url: str | None = None
+    # Secrets (and URLs that may carry passwords) stay out of repr: Celery and Flower
+    # print configuration, and a repr ends up in logs.
+    database_url: str | None = field(default=None, repr=False)
     db_schema: str | None = None
-    broker_url: str | None = None
-    result_backend: str | None = None
+    broker_url: str | None = field(default=None, repr=False)
+    result_backend: str | None = field(default=None, repr=False)
     base_url: str = "http://127.0.0.1:7777"
-    service_token: str | None = None
-    security_key: str | None = None
+    service_token: str | None = field(default=None, repr=False)
+    security_key: str | None = field(default=None, repr=False)
     app: str | None = None
     data_dir: Path = field(default=DEFAULT_DATA_DIR)
     openai_api_key: str | None = field(default=None, repr=False)

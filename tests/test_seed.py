@@ -83,3 +83,12 @@ def test_the_package_exports_what_users_call() -> None:
 
     # `celery -A kern_tasks` finds the app in kern_tasks.celery (kern_tasks.app is a module).
     assert isinstance(find_app("kern_tasks"), Celery)
+
+
+def test_settings_keep_secrets_out_of_their_repr() -> None:
+    settings = Settings.from_env({
+        "KERN_SERVICE_TOKEN": "svc-s3cret", "KERN_SECURITY_KEY": "key-s3cret", "OPENAI_API_KEY": "sk-s3cret",
+        "KERN_DATABASE_URL": "postgresql://u:pw-s3cret@db/app", "KERN_BROKER_URL": "redis://:rd-s3cret@r:6379/0",
+    })  # fmt: skip
+    assert settings.service_token == "svc-s3cret" and settings.database_url.endswith("@db/app")
+    assert "s3cret" not in repr(settings)
