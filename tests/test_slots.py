@@ -78,3 +78,17 @@ def test_jitter_is_deterministic_and_bounded() -> None:
     assert offsets <= set(range(31)) and len(offsets) > 10
     assert jitter_offset("s1", T, 30) == jitter_offset("s1", T, 30)
     assert jitter_offset("s1", T, 0) == 0
+
+
+def test_a_lease_outlasts_the_whole_retry_budget_of_its_slot() -> None:
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from kern_tasks.firing.backoff import retry_budget_seconds
+    from kern_tasks.scheduler.claims import lease_budget
+
+    @given(st.integers(1, 7 * 24 * 3600), st.integers(0, 20), st.integers(0, 24 * 3600))
+    def check(timeout: int, retries: int, delay: int) -> None:
+        assert lease_budget(timeout, retries) >= retry_budget_seconds(timeout, retries, delay)
+
+    check()

@@ -7,7 +7,7 @@ invariant it keeps written above it. The lease is two columns of agno_schedules:
 A claim may take a schedule when all of these hold:
   1. enabled, and next_run_at <= now (database clock);
   2. no lease, or a stale one: older than the schedule's whole retry budget
-     (timeout_seconds x (max_retries + 1) + max_retries x the backoff cap + a margin),
+     (lease_budget: every timeout, every retry wait at the backoff cap, a margin),
      so a run that legitimately lasts an hour is never claimed twice;
   3. no other transaction holds the row (FOR UPDATE SKIP LOCKED on Postgres; on SQLite
      the claim is one UPDATE ... RETURNING inside BEGIN IMMEDIATE).
@@ -28,12 +28,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from kern_tasks.db.clock import db_now, epoch_now
 from kern_tasks.db.tables import schedule_runs, schedules
 from kern_tasks.errors import CronError
+from kern_tasks.firing.backoff import DEFAULT_CAP_SECONDS
 from kern_tasks.scheduler.slots import DEFAULT_GRACE_S, jitter_offset, plan_slots, skip_overlapped
 
 log = logging.getLogger("kern_tasks.claims")
 
 LEASE_MARGIN_S = 60
-BACKOFF_CAP_S = 3600  # the longest single retry wait (kern_tasks.firing.backoff caps at this)
 LEASED_RECHECK_S = 0.5
 
 _s, _r = schedules, schedule_runs
@@ -51,8 +51,15 @@ def new_lease_token(replica: str) -> str:
     return f"{replica}/{uuid.uuid4().hex[:12]}"
 
 
+def lease_budget(timeout_seconds: Any, max_retries: Any) -> Any:
+    """How long a lease lasts: every attempt's timeout, every retry wait at the backoff cap,
+    and a margin. At least `backoff.retry_budget_seconds` of the slot (a test checks it).
+    Works on ints and on SQL columns alike, so the claim's SQL uses this very formula."""
+    return timeout_seconds * (max_retries + 1) + max_retries * DEFAULT_CAP_SECONDS + LEASE_MARGIN_S
+
+
 def _lease_is_stale(now: int) -> Any:
-    budget = _s.c.timeout_seconds * (_s.c.max_retries + 1) + _s.c.max_retries * BACKOFF_CAP_S + LEASE_MARGIN_S
+    budget = lease_budget(_s.c.timeout_seconds, _s.c.max_retries)
     return or_(_s.c.locked_at.is_(None), _s.c.locked_at <= now - budget)
 
 
