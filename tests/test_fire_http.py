@@ -52,7 +52,7 @@ def req(
 ) -> FireRequest:
     return FireRequest(
         schedule_id="sched-1",
-        run_row_id="row-1",
+        attempt_id="row-1",
         attempt=attempt,
         method=method,
         endpoint=endpoint,

@@ -200,7 +200,7 @@ def test_a_fire_with_the_service_token_completes_and_leads_to_session_and_trace(
         assert created.status_code == 201, created.text
         schedule = created.json()
         request = FireRequest(
-            schedule_id=schedule["id"], run_row_id=str(uuid.uuid4()), attempt=1, method=schedule["method"],
+            schedule_id=schedule["id"], attempt_id=str(uuid.uuid4()), attempt=1, method=schedule["method"],
             endpoint=schedule["endpoint"], payload=schedule["payload"], timeout_seconds=30, user_id="owner-1",
             idempotency_key=f"{schedule['id']}:1",
         )  # fmt: skip

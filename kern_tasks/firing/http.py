@@ -8,6 +8,8 @@ Contract (design.md, "Fire: the worker's task"):
 - Every request of an attempt, polls included, carries Authorization (when a token is
   given), Idempotency-Key, X-Kern-Schedule-Id, X-Kern-Run-Id, X-Kern-Attempt, User-Agent,
   and X-Schedule-Owner (percent-encoded, as agno sends it) when the run has an owner.
+  X-Kern-Run-Id keeps its wire name, but its value is our attempt id (agno_schedule_runs.id),
+  not agno's run id; in this module `run_id` means only agno's run id.
 - The attempt (POST and every poll) ends by `timeout_seconds`; each request gets what is
   left. Bodies are read in chunks with the deadline checked in between, so a peer that
   trickles bytes overruns by at most one read timeout.
@@ -60,7 +62,7 @@ class FireRequest:
     """Everything one attempt needs; the task builds it from the schedule and run rows."""
 
     schedule_id: str
-    run_row_id: str  # our agno_schedule_runs.id
+    attempt_id: str  # our agno_schedule_runs.id; agno's run id is FireOutcome.run_id
     attempt: int
     method: str
     endpoint: str  # a path, e.g. "/agents/digest/runs"
@@ -168,7 +170,7 @@ def _headers(request: FireRequest, service_token: str | None) -> dict[str, str]:
         "User-Agent": USER_AGENT,
         "Idempotency-Key": request.idempotency_key,
         "X-Kern-Schedule-Id": request.schedule_id,
-        "X-Kern-Run-Id": request.run_row_id,
+        "X-Kern-Run-Id": request.attempt_id,  # wire name kept; the value is our attempt id
         "X-Kern-Attempt": str(request.attempt),
     }
     if service_token:

@@ -42,7 +42,7 @@ def fire_task(self: Any, run_id: str) -> str:
         return "not yet"
     request = FireRequest(
         schedule_id=attempt.schedule["id"],
-        run_row_id=run_id,
+        attempt_id=run_id,
         attempt=attempt.run["attempt"],
         method=attempt.schedule["method"],
         endpoint=attempt.schedule["endpoint"],
