@@ -4,7 +4,7 @@ For each N (1,000 and 1,000,000; --quick: 1,000 and 100,000) in a schema of its 
   - N rows are bulk-inserted with one INSERT ... SELECT generate_series (every NOT NULL
     column set; random-looking UUID ids as ScheduleManager makes them); 500 of them are due
     (next_run_at a few seconds ago), the others are spread over the next day; ANALYZE.
-  - claim: one transaction of `claims.claim_due` + `claims.materialise` (+ commit) for the
+  - claim: one transaction of `lifecycle.claim_due` + `lifecycle.materialise` (+ commit) for the
     500 due rows, timed `reps` times; between repetitions the 500 rows are made due and
     unleased again and their run rows deleted (not timed).
   - dispatch: `LeaseScheduler.run_once()` in this process (the whole beat tick: claim,
@@ -26,16 +26,17 @@ from typing import Any
 from sqlalchemy import event
 
 from bench.common import (
-    POSTGRES_URL, REDIS_URL, Schema, fresh_schema, kern_env, log, loadavg, median, processes, redis_client,
-    rss_mib, wait_for,
+    POSTGRES_URL, REDIS_URL, Schema, bench_kern_env, fresh_schema, log, loadavg, median, processes, redis_client,
+    rss_mib,
 )  # fmt: skip
 from kern_tasks.app import create_app
 from kern_tasks.beat import LeaseScheduler
 from kern_tasks.db import db_time
-from kern_tasks.firing.task import publish
+from kern_tasks.dispatch import Dispatch, publish
 from kern_tasks.runtime import runtime_for
-from kern_tasks.scheduler import claims
+from kern_tasks.scheduler import lifecycle
 from kern_tasks.settings import Settings
+from tests.processes import wait_for
 
 DUE = 500
 QUEUE = "celery"  # the Redis list of Celery's default queue
@@ -63,7 +64,7 @@ def _capture_claim_sql(schema: Schema) -> tuple[str, Any]:
     event.listen(engine, "before_cursor_execute", grab)
     try:
         with schema.db.begin() as conn:
-            claims.claim_due(conn, token="explain", now=int(db_time(conn)), batch=DUE)
+            lifecycle.claim_due(conn, token="explain", now=int(db_time(conn)), batch=DUE)
             conn.rollback()
     finally:
         event.remove(engine, "before_cursor_execute", grab)
@@ -100,8 +101,8 @@ def measure(n: int, reps: int, explain: bool) -> dict[str, Any]:
                 t0 = time.perf_counter()
                 with conn.begin():
                     now = db_time(conn)
-                    claimed = claims.claim_due(conn, token="bench", now=int(now), batch=DUE)
-                    dispatches = claims.materialise(conn, claimed, token="bench", now=now)
+                    claimed = lifecycle.claim_due(conn, token="bench", now=int(now), batch=DUE)
+                    dispatches = lifecycle.materialise(conn, claimed, token="bench", now=now)
                     t1 = time.perf_counter()
                 t2 = time.perf_counter()
             assert len(dispatches) == DUE, len(dispatches)
@@ -128,7 +129,7 @@ def measure(n: int, reps: int, explain: bool) -> dict[str, Any]:
             run_ids = [row[0] for row in schema.execute(f"SELECT id FROM {schema.q}.agno_schedule_runs").all()]
             r.delete(QUEUE)
             t0 = time.perf_counter()
-            publish(app, [claims.Dispatch(i) for i in run_ids])
+            publish(app, [Dispatch(i) for i in run_ids])
             publish_ms.append((time.perf_counter() - t0) * 1000)
         r.delete(QUEUE)
         runtime_for(app).close()  # (the broker pool is kombu's, shared per URL: left open)
@@ -139,8 +140,8 @@ def measure(n: int, reps: int, explain: bool) -> dict[str, Any]:
         # a real beat process: RSS after dispatching the 500
         _reset(schema, ids, due_at)
         with processes() as procs:
-            env = kern_env(schema, "http://127.0.0.1:9", procs)
-            beat = procs.beat("beat", env)
+            env = bench_kern_env(schema, "http://127.0.0.1:9", procs)
+            beat = procs.beat("beat", max_interval=5, env=env)
             wait_for(lambda: schema.count_runs("queued") >= DUE and r.llen(QUEUE) >= DUE, 120, 0.1,
                      "beat to dispatch the due rows")  # fmt: skip
             time.sleep(2.5)  # another tick and sweep or two
@@ -160,8 +161,8 @@ def measure(n: int, reps: int, explain: bool) -> dict[str, Any]:
 def plain_celery_beat_rss() -> tuple[float, float]:
     """RSS of `celery beat` with Celery's own scheduler and a no-op app: the floor any beat pays."""
     with processes() as procs:
-        beat = procs.celery("celery-beat", "bench.noop_app", ["beat", "-l", "INFO", "-s", str(procs.logs / "schedule")],
-                            {"BENCH_REDIS_URL": REDIS_URL})  # fmt: skip
+        beat = procs.celery("celery-beat", ["beat", "-l", "INFO", "-s", str(procs.logs / "schedule")],
+                            app="bench.noop_app", env={"BENCH_REDIS_URL": REDIS_URL})  # fmt: skip
         wait_for(lambda: "beat: Starting" in procs.tail("celery-beat"), 60, 0.1, "celery beat to start")
         time.sleep(2.5)
         procs.check_alive()

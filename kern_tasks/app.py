@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from celery import Celery
 
+from kern_tasks.broker import TRANSPORT as REDIS_TRANSPORT
+from kern_tasks.dispatch import TASK_FIRE
+from kern_tasks.firing.task import fire_task
 from kern_tasks.settings import Settings
 
-TASK_FIRE = "kern.fire"
 # Redis re-delivers an unacknowledged message after this long; no wait we put in the
 # broker (countdowns) comes near it.
 VISIBILITY_TIMEOUT_S = 3600
@@ -42,9 +44,7 @@ def transport_class(url: str) -> str | None:
     """Redis goes through kern_tasks.broker (kombu's transport with a fix that keeps a
     worker alive when Redis restarts under in-flight tasks); others use kombu's own."""
     if url.startswith(("redis://", "rediss://")):
-        from kern_tasks.broker import TRANSPORT
-
-        return TRANSPORT
+        return REDIS_TRANSPORT
     return None
 
 
@@ -69,8 +69,6 @@ def create_app(settings: Settings | None = None, *, main: str = "kern_tasks") ->
 
 def install(app: Celery, settings: Settings | None = None) -> None:
     """Register kern_tasks' tasks on `app`; settings default to the environment."""
-    from kern_tasks.firing.task import fire_task
-
     if settings is not None:
         app.conf.kern_settings = settings
     app.task(

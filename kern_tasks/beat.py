@@ -1,11 +1,11 @@
 """LeaseScheduler: a Celery beat scheduler that reads its schedules from agno_schedules.
 
 Any number of replicas may run; the row lease is the only coordination (see
-kern_tasks.scheduler.claims for the rules). Each tick:
+kern_tasks.scheduler.lifecycle for the rules). Each tick:
 
   1. claim a batch of due schedules, materialise their run rows and advance
      next_run_at, all in one transaction;
-  2. after commit, publish kern.fire(run_id) for each new attempt;
+  2. after commit, publish kern.fire(attempt_id) for each new attempt;
   3. about once a second, sweep: publish queued attempts that have no message (a crash
      between 1 and 2, manual triggers, retries whose wait is over, messages lost with a
      broker restart) and end attempts whose worker was lost;
@@ -30,10 +30,9 @@ from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import DBAPIError
 
 from kern_tasks.db import db_time
-from kern_tasks.firing import records
-from kern_tasks.firing.task import publish
+from kern_tasks.dispatch import publish
 from kern_tasks.runtime import runtime_for
-from kern_tasks.scheduler import claims
+from kern_tasks.scheduler import lifecycle
 from kern_tasks.scheduler.slots import DEFAULT_GRACE_S
 
 log = logging.getLogger("kern_tasks.beat")
@@ -97,11 +96,11 @@ class LeaseScheduler(Scheduler):
 
     def run_once(self) -> float:
         db = runtime_for(self.app).db
-        token = claims.new_lease_token(self.replica)
+        token = lifecycle.new_lease_token(self.replica)
         with db.begin() as conn:
             now = db_time(conn)
-            claimed = claims.claim_due(conn, token=token, now=int(now), batch=self.batch)
-            dispatches = claims.materialise(conn, claimed, token=token, now=now, grace_s=self.grace_s)
+            claimed = lifecycle.claim_due(conn, token=token, now=int(now), batch=self.batch)
+            dispatches = lifecycle.materialise(conn, claimed, token=token, now=now, grace_s=self.grace_s)
         publish(self.app, dispatches)
         if claimed:
             log.info("beat: %d schedule(s) claimed, %d run(s) published", len(claimed), len(dispatches))
@@ -109,7 +108,7 @@ class LeaseScheduler(Scheduler):
         if len(claimed) >= self.batch:
             return 0.0  # more are due right now
         with db.connect() as conn:
-            wait = claims.seconds_until_due(conn, now=db_time(conn))
+            wait = lifecycle.seconds_until_due(conn, now=db_time(conn))
         until_sweep = max(0.0, self._last_sweep + self.sweep_interval - time.monotonic())
         return min(x for x in (wait, until_sweep, float(self.max_interval)) if x is not None)
 
@@ -120,12 +119,12 @@ class LeaseScheduler(Scheduler):
         db = runtime_for(self.app).db
         with db.begin() as conn:
             now = db_time(conn)
-            waiting = claims.count_maybe_lost(conn, now=int(now), republish_after_s=self.republish_after)
-            dispatches = claims.sweep_unpublished(
+            waiting = lifecycle.count_maybe_lost(conn, now=int(now), republish_after_s=self.republish_after)
+            dispatches = lifecycle.sweep_unpublished(
                 conn, now=int(now), republish_after_s=self.republish_after, limit=self.batch,
                 include_maybe_lost=waiting > 0 and self.broker_backlog() < waiting,
             )
-            dispatches += records.expire_lost_attempts(conn, now=now, limit=self.batch)
+            dispatches += lifecycle.expire_lost_attempts(conn, now=now, limit=self.batch)
         if dispatches:
             log.info("beat: sweep published %d attempt(s)", len(dispatches))
         publish(self.app, dispatches)

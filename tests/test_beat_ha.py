@@ -34,7 +34,7 @@ import pytest
 from sqlalchemy import RowMapping, func, select
 
 from kern_tasks.db import Database, db_now, db_time, schedule_runs, schedules
-from kern_tasks.firing.records import LOST_ATTEMPT_MARGIN_S
+from kern_tasks.scheduler.lifecycle import LOST_ATTEMPT_MARGIN_S
 from kern_tasks.scheduler import ScheduleManager
 from tests.cluster import PYTHON, ROOT, Cluster, broker_url_for, flush_broker, wait_for
 from tests.conftest import EMPTY_SETTINGS, POSTGRES_URL

@@ -1,4 +1,4 @@
-"""The attempt rows' transitions (firing/records.py) on real Postgres and SQLite."""
+"""The attempt rows' transitions (scheduler/lifecycle.py) on real Postgres and SQLite."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ from sqlalchemy import select, update
 
 from kern_tasks.db import Database, db_now
 from kern_tasks.db.tables import schedule_runs, schedules
-from kern_tasks.firing import records
 from kern_tasks.firing.http import FireOutcome
-from kern_tasks.scheduler import ScheduleManager
+from kern_tasks.scheduler import ScheduleManager, lifecycle
 
 
 def queued_run(db: Database, *, max_retries: int = 0, lease: bool = False, not_before_in: int | None = None):
@@ -39,29 +38,29 @@ def run_row(db: Database, run_id: str):
 def test_an_attempt_starts_once_unless_resuming_its_own_lost_commit(db: Database) -> None:
     _, _, run_id = queued_run(db)
     with db.begin() as conn:
-        first = records.start_attempt(conn, run_id)
-    assert isinstance(first, records.Attempt) and first.run["status"] == "running"
+        first = lifecycle.start_attempt(conn, run_id)
+    assert isinstance(first, lifecycle.Attempt) and first.run["status"] == "running"
     with db.begin() as conn:
-        assert records.start_attempt(conn, run_id) is None  # a duplicate message does nothing
+        assert lifecycle.start_attempt(conn, run_id) is None  # a duplicate message does nothing
     with db.begin() as conn:  # the same task retrying after its commit's answer was lost
-        resumed = records.start_attempt(conn, run_id, resume=True)
-    assert isinstance(resumed, records.Attempt) and resumed.run["id"] == run_id
+        resumed = lifecycle.start_attempt(conn, run_id, resume=True)
+    assert isinstance(resumed, lifecycle.Attempt) and resumed.run["id"] == run_id
     with db.begin() as conn:  # ... but not a run that has been running for long
         conn.execute(update(schedule_runs).where(schedule_runs.c.id == run_id)
-                     .values(triggered_at=schedule_runs.c.triggered_at - 10 * records.RESUME_WINDOW_S))
+                     .values(triggered_at=schedule_runs.c.triggered_at - 10 * lifecycle.RESUME_WINDOW_S))
     with db.begin() as conn:
-        assert records.start_attempt(conn, run_id, resume=True) is None
+        assert lifecycle.start_attempt(conn, run_id, resume=True) is None
 
 
 def test_an_early_delivery_waits_and_a_disabled_schedule_cancels(db: Database) -> None:
     _, _, early = queued_run(db, not_before_in=30)
     with db.begin() as conn:
-        waiting = records.start_attempt(conn, early)
-    assert isinstance(waiting, records.NotYet) and 25 <= waiting.seconds <= 31
+        waiting = lifecycle.start_attempt(conn, early)
+    assert isinstance(waiting, lifecycle.NotYet) and 25 <= waiting.seconds <= 31
     manager, schedule, run_id = queued_run(db)
     manager.disable(schedule.id)
     with db.begin() as conn:
-        assert records.start_attempt(conn, run_id) is None
+        assert lifecycle.start_attempt(conn, run_id) is None
     assert run_row(db, run_id)["status"] == "cancelled"
 
 
@@ -69,18 +68,18 @@ def test_finishing_retries_then_releases_the_lease(db: Database) -> None:
     manager, schedule, run_id = queued_run(db, max_retries=1, lease=True)
     failed = FireOutcome("failed", retryable=True, status_code=503, error="HTTP 503")
     with db.begin() as conn:
-        records.start_attempt(conn, run_id)
+        lifecycle.start_attempt(conn, run_id)
     with db.begin() as conn:
-        retry = records.finish_attempt(conn, run_id, failed)
+        retry = lifecycle.finish_attempt(conn, run_id, failed)
     assert retry is not None and 0 <= retry.countdown <= 1
     assert run_row(db, run_id)["status"] == "retrying"
     assert manager.get(schedule.id).locked_by == "replica/abc"  # held through the retry
-    second = run_row(db, retry.run_id)
+    second = run_row(db, retry.attempt_id)
     assert (second["attempt"], second["status"], second["scheduled_for"]) == (2, "queued", run_row(db, run_id)["scheduled_for"])
     time.sleep(retry.countdown + 1)  # not_before is whole seconds on the database clock
     with db.begin() as conn:
-        assert isinstance(records.start_attempt(conn, retry.run_id), records.Attempt)
+        assert isinstance(lifecycle.start_attempt(conn, retry.attempt_id), lifecycle.Attempt)
     with db.begin() as conn:
-        assert records.finish_attempt(conn, retry.run_id, failed) is None  # the budget is spent
-    assert run_row(db, retry.run_id)["status"] == "failed"
+        assert lifecycle.finish_attempt(conn, retry.attempt_id, failed) is None  # the budget is spent
+    assert run_row(db, retry.attempt_id)["status"] == "failed"
     assert manager.get(schedule.id).locked_by is None  # the slot's last attempt gave it back

@@ -12,10 +12,9 @@ from kern_tasks.app import create_app
 from kern_tasks.beat import LeaseScheduler
 from kern_tasks.db import Database, db_now
 from kern_tasks.db.tables import schedule_runs
-from kern_tasks.firing.task import publish
+from kern_tasks.dispatch import Dispatch, publish
 from kern_tasks.runtime import bind_runtime
 from kern_tasks.scheduler import ScheduleManager
-from kern_tasks.scheduler.claims import Dispatch
 from kern_tasks.settings import Settings
 
 from .cluster import broker_url_for, flush_broker

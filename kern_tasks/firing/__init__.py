@@ -3,8 +3,8 @@
     http.py      one attempt as an HTTP call, and how it ended (FireOutcome)
     response.py  reading answers within the deadline; what is recorded, bounded and scrubbed
     backoff.py   the waits between attempts
-    records.py   the attempt rows: queued -> running -> outcome (+ the retry), lease release
-    task.py      kern.fire: takes the attempt, fires it, records it
+    task.py      kern.fire: takes the attempt, fires it, records it (the rows are
+                 scheduler/lifecycle.py's, the messages dispatch.py's)
 
 http, response and backoff touch neither the database nor Celery.
 """

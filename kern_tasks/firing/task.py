@@ -1,7 +1,9 @@
-"""`kern.fire(run_id)`: fire one attempt of a schedule and record how it ended.
+"""`kern.fire(attempt_id)`: fire one attempt of a schedule and record how it ended.
 
 The task only fires: taking the attempt (queued -> running), the HTTP call, and
-recording the outcome (with the retry it may bring) are each one step below.
+recording the outcome (with the retry it may bring) are each one step below; the rows
+are scheduler.lifecycle's, the messages dispatch's. `attempt_id` is our
+agno_schedule_runs.id; `run_id` is only agno's run id (FireOutcome.run_id).
 """
 
 from __future__ import annotations
@@ -10,39 +12,36 @@ import logging
 import time
 from typing import Any, Callable, TypeVar
 
-import kombu.exceptions
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from kern_tasks.db import Database
-from kern_tasks.firing import records
+from kern_tasks.dispatch import Dispatch, publish
 from kern_tasks.firing.http import FireRequest, fire
 from kern_tasks.runtime import runtime_for
-from kern_tasks.scheduler.claims import Dispatch
+from kern_tasks.scheduler import lifecycle
 
 log = logging.getLogger("kern_tasks.fire")
 T = TypeVar("T")
 
 # A database outage while recording must not lose the outcome: keep trying this long.
 RECORD_RETRY_S = 120
-# kombu >= 5.7 raises this when a publish batch failed part-way; older kombu has no batches.
-_BatchPublishError: Any = getattr(kombu.exceptions, "BatchPublishError", ())
 
 
-def fire_task(self: Any, run_id: str) -> str:
+def fire_task(self: Any, attempt_id: str) -> str:
     """Celery task body (registered as kern.fire by kern_tasks.app.install)."""
     runtime = runtime_for(self.app)
     db = runtime.db
     attempt = _in_transaction(
-        db, lambda conn, retrying: records.start_attempt(conn, run_id, resume=retrying), patient=True
+        db, lambda conn, retrying: lifecycle.start_attempt(conn, attempt_id, resume=retrying), patient=True
     )
     if attempt is None:
         return "nothing to do"
-    if isinstance(attempt, records.NotYet):
-        publish(self.app, [Dispatch(run_id, countdown=attempt.seconds)])
+    if isinstance(attempt, lifecycle.NotYet):
+        publish(self.app, [Dispatch(attempt_id, countdown=attempt.seconds)])
         return "not yet"
     request = FireRequest(
         schedule_id=attempt.schedule["id"],
-        attempt_id=run_id,
+        attempt_id=attempt_id,
         attempt=attempt.run["attempt"],
         method=attempt.schedule["method"],
         endpoint=attempt.schedule["endpoint"],
@@ -56,52 +55,17 @@ def fire_task(self: Any, run_id: str) -> str:
         runtime.client, request, base_url=runtime.settings.base_url, service_token=runtime.settings.service_token
     )
     follow_up = _in_transaction(
-        db, lambda conn, _retrying: records.finish_attempt(conn, run_id, outcome), patient=True
+        db, lambda conn, _retrying: lifecycle.finish_attempt(conn, attempt_id, outcome), patient=True
     )
     if follow_up is not None:
         publish(self.app, [follow_up])
     log.info(
-        "fired %s: %s %s -> %s%s in %.2fs (attempt %d, run %s%s)",
+        "fired %s: %s %s -> %s%s in %.2fs (attempt %d, attempt id %s%s)",
         attempt.schedule["name"], request.method, request.endpoint, outcome.status,
         f" {outcome.status_code}" if outcome.status_code else "", time.monotonic() - started,
-        request.attempt, run_id, f", agent run {outcome.run_id}" if outcome.run_id else "",
+        request.attempt, attempt_id, f", agno run {outcome.run_id}" if outcome.run_id else "",
     )
     return outcome.status
-
-
-def publish(app: Any, dispatches: list[Dispatch]) -> None:
-    """Hand attempts to the broker, over one producer connection.
-
-    Several at once go as one batch where the transport can (kombu >= 5.7 on Redis: one
-    pipeline instead of a round trip and a client per message; 500 publish about 3x
-    faster). If a batch fails part-way its delivery is uncertain, so every message of it
-    is sent again one by one: a duplicate is harmless (an attempt leaves "queued" once)."""
-    if not dispatches:
-        return
-    from kern_tasks.app import TASK_FIRE
-
-    def send(producer: Any, dispatch: Dispatch) -> None:
-        app.send_task(
-            TASK_FIRE,
-            args=[dispatch.run_id],
-            task_id=dispatch.run_id,
-            countdown=dispatch.countdown or None,
-            producer=producer,
-            retry=True,
-            retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2},
-        )
-
-    with app.producer_or_acquire() as producer:
-        if len(dispatches) > 1 and hasattr(producer, "batch"):
-            try:
-                with producer.batch():
-                    for dispatch in dispatches:
-                        send(producer, dispatch)
-                return
-            except _BatchPublishError as exc:
-                log.warning("publishing %d run(s) as a batch failed (%s); sending one by one", len(dispatches), exc)
-        for dispatch in dispatches:
-            send(producer, dispatch)
 
 
 def _in_transaction(db: Database, work: Callable[[Any, bool], T], *, patient: bool = False) -> T:

@@ -1,4 +1,5 @@
-"""Schedules: cron and time zones, the ScheduleManager, and the claims beat makes."""
+"""Schedules: cron and time zones, the ScheduleManager, and the lifecycle of the run rows
+(lifecycle.py: claims, attempts, leases, sweeps)."""
 
 from kern_tasks.scheduler.cron import describe, next_run, next_runs
 from kern_tasks.scheduler.manager import ScheduleManager

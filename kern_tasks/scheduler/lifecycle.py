@@ -1,0 +1,557 @@
+"""The one module that writes agno_schedule_runs and the schedules' lease: every statement
+is a named function here, with the invariant it keeps written above it.
+
+Names: an attempt id is our agno_schedule_runs.id (`attempt_id`); `run_id` is only agno's
+run id, the column that points at agno_runs.
+
+One attempt row's life (each arrow one conditional UPDATE or INSERT below):
+
+    claim_due + materialise ---> queued <--- queue_manual (trigger)
+                                   |   <--- a retry (attempt + 1, same slot)
+                     start_attempt |       (sweep_unpublished publishes those without a message)
+                                   v
+                                running --finish_attempt--> success | failed | timeout
+                                   |                      | paused | cancelled
+                                   |                      | retrying (+ a queued retry)
+                                   +--expire_lost_attempts--> as finish_attempt, "failed"
+    queued, schedule disabled --start_attempt--> cancelled (manual attempts still run)
+
+- an attempt leaves "queued" once and "running" once, so duplicate messages and late
+  results change nothing;
+- a slot's attempts are unique per (schedule_id, scheduled_for, manual, attempt), an
+  index the database holds; a queued row is built by `queued_attempt` only;
+- when a slot's last attempt ends, the schedule's lease is released if this slot still
+  holds it (release_lease).
+
+The lease is two columns of agno_schedules: `locked_by` (a token unique to one claim) and
+`locked_at` (the database time of it). A claim may take a schedule when all of these hold:
+  1. enabled, and next_run_at <= now (database clock);
+  2. no lease, or a stale one: older than the schedule's whole retry budget
+     (lease_budget: every timeout, every retry wait at the backoff cap, a margin),
+     so a run that legitimately lasts an hour is never claimed twice;
+  3. no other transaction holds the row (FOR UPDATE SKIP LOCKED on Postgres; on SQLite
+     the claim is one UPDATE ... RETURNING inside BEGIN IMMEDIATE).
+Rows are taken oldest next_run_at first, at most `batch` per claim, so a claim costs
+O(due rows) through the (enabled, next_run_at) index, never O(all schedules).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from dataclasses import dataclass
+from typing import Any, Protocol, Sequence
+
+from sqlalchemy import JSON, Connection, RowMapping, bindparam, case, func, or_, select, true, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import JSONB
+
+from kern_tasks.db.clock import db_now, db_time, epoch_now
+from kern_tasks.db.tables import schedule_runs, schedules
+from kern_tasks.dispatch import Dispatch
+from kern_tasks.errors import CronError
+from kern_tasks.firing.backoff import DEFAULT_CAP_SECONDS, backoff_delay
+from kern_tasks.scheduler.slots import DEFAULT_GRACE_S, jitter_offset, plan_slots, skip_overlapped
+
+log = logging.getLogger("kern_tasks.lifecycle")
+
+LEASE_MARGIN_S = 60
+LEASED_RECHECK_S = 0.5
+# Retry waits up to this long ride on the broker (a countdown); longer ones wait in SQL
+# (not_before) for the sweep, so no message outlives the broker's visibility timeout.
+MAX_COUNTDOWN_S = 300
+LOST_ATTEMPT_MARGIN_S = 30
+RESUME_WINDOW_S = 300
+
+_s, _r = schedules, schedule_runs
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A running attempt (its agno_schedule_runs row), with its schedule's row."""
+
+    run: RowMapping
+    schedule: RowMapping
+
+    @property
+    def idempotency_key(self) -> str:
+        """The same for every attempt and every redelivery of one slot."""
+        kind = "manual" if self.run["manual"] else "slot"
+        return f"kern:{self.run['schedule_id']}:{kind}:{self.run['scheduled_for']}"
+
+
+@dataclass(frozen=True)
+class NotYet:
+    """The attempt's time has not come (an early redelivery): publish it again later."""
+
+    seconds: float
+
+
+class Outcome(Protocol):
+    """What the lifecycle records of a finished call (firing.http.FireOutcome is one); a
+    protocol, so the lifecycle does not depend on how calls are made."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def retryable(self) -> bool: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def retry_after(self) -> float | None: ...
+    @property
+    def status_code(self) -> int | None: ...
+    @property
+    def run_id(self) -> str | None: ...  # agno's run id
+    @property
+    def session_id(self) -> str | None: ...
+    @property
+    def input(self) -> Any: ...
+    @property
+    def output(self) -> Any: ...
+    @property
+    def requirements(self) -> Any: ...
+
+
+# --- queued rows ---------------------------------------------------------------------
+
+
+def queued_attempt(
+    *, schedule_id: str, attempt: int, scheduled_for: int, manual: bool, user_id: str | None, now: int,
+    not_before: int | None = None, enqueued_at: int | None = None, lease_token: str | None = None,
+) -> dict[str, Any]:
+    """The one way a queued attempt row is made: a slot's first attempt, a retry, a manual
+    run. `enqueued_at` None means "no message yet" (the sweep publishes it)."""
+    return {
+        "id": str(uuid.uuid4()), "schedule_id": schedule_id, "attempt": attempt, "status": "queued",
+        "scheduled_for": scheduled_for, "manual": manual, "not_before": not_before,
+        "enqueued_at": enqueued_at, "lease_token": lease_token, "user_id": user_id, "created_at": now,
+    }  # fmt: skip
+
+
+def _insert(conn: Connection) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING: a slot already materialised is left as it is."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(_r).on_conflict_do_nothing()
+
+
+def _insert_attempts(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(_insert(conn), list(rows))
+
+
+# --- the lease -----------------------------------------------------------------------
+
+
+def new_lease_token(replica: str) -> str:
+    return f"{replica}/{uuid.uuid4().hex[:12]}"
+
+
+def lease_budget(timeout_seconds: Any, max_retries: Any) -> Any:
+    """How long a lease lasts: every attempt's timeout, every retry wait at the backoff cap,
+    and a margin. At least `backoff.retry_budget_seconds` of the slot (a test checks it).
+    Works on ints and on SQL columns alike, so the claim's SQL uses this very formula."""
+    return timeout_seconds * (max_retries + 1) + max_retries * DEFAULT_CAP_SECONDS + LEASE_MARGIN_S
+
+
+def _lease_is_stale(now: int) -> Any:
+    budget = lease_budget(_s.c.timeout_seconds, _s.c.max_retries)
+    return or_(_s.c.locked_at.is_(None), _s.c.locked_at <= now - budget)
+
+
+# Invariant: a schedule is leased by at most one claim at a time (rules 1-3 above).
+def claim_due(conn: Connection, *, token: str, now: int, batch: int) -> list[RowMapping]:
+    """Lease up to `batch` due schedules for `token`; returns the leased rows."""
+    due = (
+        select(_s.c.id)
+        .where(
+            _s.c.enabled == true(),
+            _s.c.next_run_at <= now,
+            or_(_s.c.locked_by.is_(None), _lease_is_stale(now)),
+        )
+        .order_by(_s.c.next_run_at)
+        .limit(batch)
+        .with_for_update(skip_locked=True)
+    )
+    claimed = conn.execute(
+        update(_s)
+        .where(_s.c.id.in_(due.scalar_subquery()))
+        .values(locked_by=token, locked_at=now)
+        .returning(
+            _s.c.id, _s.c.cron_expr, _s.c.timezone, _s.c.next_run_at, _s.c.user_id,
+            _s.c.misfire_policy, _s.c.overlap_policy, _s.c.catchup_window_seconds, _s.c.jitter_seconds,
+        )
+    )
+    return list(claimed.mappings())
+
+
+# Invariants, in the claim's transaction:
+# - a slot is materialised at most once: unique (schedule_id, scheduled_for, manual, attempt),
+#   and next_run_at moves past every slot materialised or skipped;
+# - overlap "forbid" keeps the lease (released by the slot's last attempt); "allow", and a
+#   claim that fires nothing, give it back at once.
+def materialise(
+    conn: Connection, claimed: Sequence[RowMapping], *, token: str, now: float, grace_s: int = DEFAULT_GRACE_S
+) -> list[Dispatch]:
+    """Insert the first attempt of each slot to fire, advance next_run_at, count skips."""
+    now_s = int(now)
+    runs: list[dict[str, Any]] = []
+    changes: list[dict[str, Any]] = []
+    dispatches: list[Dispatch] = []
+    for row in claimed:
+        try:
+            plan = plan_slots(
+                cron_expr=row["cron_expr"], timezone=row["timezone"], next_run_at=row["next_run_at"], now=now_s,
+                misfire_policy=row["misfire_policy"], overlap_policy=row["overlap_policy"],
+                catchup_window_seconds=row["catchup_window_seconds"], grace_s=grace_s,
+            )
+        except CronError as exc:
+            # A row written elsewhere (agno, SQL) that cannot be read: disable it, visibly.
+            log.error("schedule %s disabled: %s", row["id"], exc)
+            conn.execute(
+                update(_s).where(_s.c.id == row["id"])
+                .values(enabled=False, disabled_reason=str(exc), locked_by=None, locked_at=None, updated_at=now_s)
+            )
+            continue
+        if plan.skipped:
+            log.warning(
+                "schedule %s: %s%d missed slot(s) skipped (misfire policy %s)",
+                row["id"], "" if plan.skipped_exact else "at least ", plan.skipped, row["misfire_policy"],
+            )
+        keep_lease = row["overlap_policy"] == "forbid" and bool(plan.fire)
+        for slot in plan.fire:
+            offset = jitter_offset(row["id"], slot, row["jitter_seconds"])
+            run = queued_attempt(
+                schedule_id=row["id"], attempt=1, scheduled_for=slot, manual=False, user_id=row["user_id"],
+                now=now_s, not_before=slot + offset if offset else None, enqueued_at=now_s,
+                lease_token=token if keep_lease else None,
+            )
+            runs.append(run)
+            dispatches.append(Dispatch(run["id"], countdown=max(0.0, slot + offset - now) if offset else 0.0))
+        changes.append(
+            {
+                "b_id": row["id"], "b_next": plan.next_run_at, "b_skipped": plan.skipped,
+                "b_locked_by": token if keep_lease else None, "b_locked_at": now_s if keep_lease else None,
+            }
+        )
+    _insert_attempts(conn, runs)
+    if changes:
+        conn.execute(
+            update(_s)
+            .where(_s.c.id == bindparam("b_id"))
+            .values(
+                next_run_at=bindparam("b_next"),
+                skipped_slots=_s.c.skipped_slots + bindparam("b_skipped"),
+                locked_by=bindparam("b_locked_by"),
+                locked_at=bindparam("b_locked_at"),
+            ),
+            changes,
+        )
+    return dispatches
+
+
+def seconds_until_due(conn: Connection, *, now: float) -> float | None:
+    """How long beat may sleep before some schedule can be claimed; None if never.
+
+    Unleased rows wake beat at their next_run_at. Leased rows (a run in flight) wake it
+    at their next_run_at too, since the run may end first; a leased row that is
+    already due is re-checked every LEASED_RECHECK_S until its lease is released.
+    Both read small partial indexes, not the table.
+    """
+    free = conn.execute(
+        select(func.min(_s.c.next_run_at)).where(_s.c.enabled == true(), _s.c.locked_by.is_(None))
+    ).scalar()
+    leased = conn.execute(
+        select(
+            func.min(case((_s.c.next_run_at > int(now), _s.c.next_run_at), else_=None)),
+            func.count(case((_s.c.next_run_at <= int(now), 1), else_=None)),
+        ).where(_s.c.enabled == true(), _s.c.locked_by.is_not(None))
+    ).one()
+    waits = [t - now for t in (free, leased[0]) if t is not None]
+    if leased[1]:
+        waits.append(LEASED_RECHECK_S)
+    return max(0.0, min(waits)) if waits else None
+
+
+# release_lease's common case, built once (it runs at the end of every fire).
+_RELEASE_IF_NOTHING_DUE = (
+    update(_s)
+    .where(
+        _s.c.id == bindparam("b_id"),
+        _s.c.locked_by == bindparam("b_token"),
+        or_(
+            _s.c.next_run_at.is_(None), _s.c.next_run_at > epoch_now(),
+            _s.c.misfire_policy == "all", _s.c.cron_expr == "",
+        ),  # fmt: skip
+    )
+    .values(locked_by=None, locked_at=None)
+    .returning(_s.c.id)
+)
+
+
+# Invariant: only the claim that took a lease gives it back (locked_by = its token), so a
+# run finishing after its lease went stale and was re-claimed cannot free the new holder.
+def release_lease(conn: Connection, *, schedule_id: str, token: str, now: int | None = None) -> bool:
+    """Give the lease back; slots that fell due meanwhile follow the misfire policy
+    (slots.skip_overlapped)."""
+    # Usually no slot fell due while the run was in flight: then one UPDATE gives it back.
+    if conn.execute(_RELEASE_IF_NOTHING_DUE, {"b_id": schedule_id, "b_token": token}).first():
+        return True
+    now = db_now(conn) if now is None else now
+    row = conn.execute(
+        select(_s.c.cron_expr, _s.c.timezone, _s.c.next_run_at, _s.c.misfire_policy)
+        .where(_s.c.id == schedule_id, _s.c.locked_by == token)
+        .with_for_update()
+    ).mappings().first()
+    if row is None:
+        return False
+    next_run_at, skipped = row["next_run_at"], 0
+    if row["misfire_policy"] != "all" and row["cron_expr"]:
+        try:
+            next_run_at, skipped = skip_overlapped(
+                row["cron_expr"], row["timezone"], row["next_run_at"], now, row["misfire_policy"]
+            )
+        except CronError:
+            pass  # beat disables such a row at its next claim
+    if skipped:
+        log.warning("schedule %s: %d slot(s) skipped while its previous run was in flight", schedule_id, skipped)
+    conn.execute(
+        update(_s)
+        .where(_s.c.id == schedule_id, _s.c.locked_by == token)
+        .values(locked_by=None, locked_at=None, next_run_at=next_run_at, skipped_slots=_s.c.skipped_slots + skipped)
+    )
+    return True
+
+
+# --- manual runs ---------------------------------------------------------------------
+
+
+# Invariant: one manual attempt per schedule and second (the unique slot index), so
+# repeated triggers within a second make one run; it holds no lease and has no message
+# yet (beat's sweep publishes it). The schedule's existence is the caller's to check.
+def queue_manual(conn: Connection, schedule_id: str, *, user_id: str | None, now: int) -> RowMapping:
+    """Queue a manual run of `schedule_id` at `now`; returns its row, or the row of the
+    manual run already queued in that second."""
+    run = queued_attempt(schedule_id=schedule_id, attempt=1, scheduled_for=now, manual=True, user_id=user_id, now=now)
+    inserted = conn.execute(_insert(conn).values(run).returning(*_r.c)).mappings().first()
+    if inserted is not None:
+        return inserted
+    return conn.execute(
+        select(_r).where(
+            _r.c.schedule_id == schedule_id, _r.c.scheduled_for == now, _r.c.manual.is_(True), _r.c.attempt == 1
+        )
+    ).mappings().one()
+
+
+# --- start and finish (the fire path) ------------------------------------------------
+
+# The fire path's statements, built once: building and hashing a statement costs a worker
+# more CPU (~0.2 ms each) than executing it. None binds as SQL NULL in the JSON columns, as
+# a literal None does in .values().
+_JSON_OR_NULL = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+_START = (
+    update(_r)
+    .where(
+        _r.c.id == bindparam("b_id"),
+        _r.c.status == "queued",
+        (_r.c.not_before.is_(None)) | (_r.c.not_before <= epoch_now()),
+    )
+    .values(status="running", triggered_at=epoch_now())
+    .returning(*_r.c)
+)
+_SCHEDULE = select(_s).where(_s.c.id == bindparam("b_id"))
+_FINISH = (
+    update(_r)
+    .where(_r.c.id == bindparam("b_id"), _r.c.status == "running")
+    .values(
+        status=bindparam("b_status"), completed_at=epoch_now(), error=bindparam("b_error"),
+        status_code=bindparam("b_status_code"), run_id=bindparam("b_run_id"), session_id=bindparam("b_session_id"),
+        input=bindparam("b_input", type_=_JSON_OR_NULL), output=bindparam("b_output", type_=_JSON_OR_NULL),
+        requirements=bindparam("b_requirements", type_=_JSON_OR_NULL),
+    )
+    .returning(_r.c.schedule_id, _r.c.lease_token)
+)
+_RECORDED = ("status_code", "run_id", "session_id", "input", "output", "requirements")
+
+
+# Invariant: queued -> running once (a conditional UPDATE), not before not_before.
+def start_attempt(conn: Connection, attempt_id: str, *, resume: bool = False) -> Attempt | NotYet | None:
+    """queued -> running, on the database's clock. None when there is nothing to do
+    (already taken, finished, deleted); attempts of a schedule disabled meanwhile end
+    "cancelled" (manual ones run).
+
+    `resume`: the caller's previous try may have committed this very transition before
+    its connection died (the commit's answer was lost), so an attempt that became
+    "running" within the last RESUME_WINDOW_S is taken as its own rather than left to expire.
+    """
+    row = conn.execute(_START, {"b_id": attempt_id}).mappings().first()
+    if row is None:
+        current = conn.execute(
+            select(_r.c.status, _r.c.not_before, _r.c.triggered_at, epoch_now()).where(_r.c.id == attempt_id)
+        ).first()
+        if current is None:
+            return None
+        status, not_before, triggered_at, now = current
+        if status == "queued" and not_before is not None:
+            return NotYet(max(0.0, not_before - db_time(conn)))
+        if not (resume and status == "running" and (triggered_at or 0) >= now - RESUME_WINDOW_S):
+            return None
+        row = conn.execute(select(_r).where(_r.c.id == attempt_id)).mappings().one()
+    schedule = conn.execute(_SCHEDULE, {"b_id": row["schedule_id"]}).mappings().first()
+    if schedule is None:
+        return None
+    if not schedule["enabled"] and not row["manual"]:
+        _end(conn, row, status="cancelled", now=db_now(conn), error="the schedule was disabled before this run started")
+        return None
+    return Attempt(run=row, schedule=schedule)
+
+
+# Invariant: running -> an outcome once (a conditional UPDATE); a late result after the
+# lost-attempt sweep ended the attempt changes nothing.
+def finish_attempt(
+    conn: Connection, attempt_id: str, outcome: Outcome, *, now: float | None = None,
+    rng: random.Random | None = None,
+) -> Dispatch | None:
+    """running -> its outcome. Returns the next attempt to publish when one follows now
+    (its wait fits a countdown); a longer wait is left to the sweep. `now` defaults to the
+    database's clock, read only when a retry needs it."""
+    recorded = {name: getattr(outcome, name) for name in _RECORDED}
+    if not outcome.retryable:
+        # Final at any attempt number (the common case, success): one UPDATE takes the row
+        # lock and ends it, without first reading the run and its retry settings.
+        binds = {f"b_{name}": value for name, value in recorded.items()}
+        ended = conn.execute(
+            _FINISH, {"b_id": attempt_id, "b_status": outcome.status, "b_error": outcome.error, **binds}
+        ).first()
+        if ended is not None and ended.lease_token:
+            release_lease(conn, schedule_id=ended.schedule_id, token=ended.lease_token)
+        return None  # None also when it had finished already (the lost-attempt sweep got there first)
+    return _retry_or_end(
+        conn, attempt_id, status=outcome.status, error=outcome.error, retry_after=outcome.retry_after,
+        recorded=recorded, now=now, rng=rng,
+    )
+
+
+# Invariant: a retry is a new queued row (attempt + 1, same slot and lease token), made
+# only while attempts <= max_retries; the slot keeps its lease until its last attempt ends.
+def _retry_or_end(
+    conn: Connection, attempt_id: str, *, status: str, error: str | None, retry_after: float | None,
+    recorded: dict[str, Any], now: float | None, rng: random.Random | None,
+) -> Dispatch | None:
+    """End a running attempt whose failure may be retried: "retrying" plus the next
+    attempt while the budget lasts, else `status`."""
+    row = conn.execute(
+        select(_r, _s.c.max_retries, _s.c.retry_delay_seconds)
+        .join(_s, _s.c.id == _r.c.schedule_id)
+        .where(_r.c.id == attempt_id, _r.c.status == "running")
+        .with_for_update(of=_r)
+    ).mappings().first()
+    if row is None:
+        return None  # finished already (the lost-attempt sweep, or the worker, got there first)
+    now = db_time(conn) if now is None else now
+    if row["attempt"] > row["max_retries"]:
+        _end(conn, row, status=status, now=int(now), error=error, **recorded)
+        return None
+    _end(conn, row, status="retrying", now=int(now), error=error, release=False, **recorded)
+    delay = backoff_delay(row["retry_delay_seconds"], row["attempt"], retry_after=retry_after, rng=rng)
+    rides_broker = delay <= MAX_COUNTDOWN_S
+    retry = queued_attempt(
+        schedule_id=row["schedule_id"], attempt=row["attempt"] + 1, scheduled_for=row["scheduled_for"],
+        manual=row["manual"], user_id=row["user_id"], now=int(now), not_before=int(now + delay),
+        enqueued_at=int(now) if rides_broker else None, lease_token=row["lease_token"],
+    )
+    _insert_attempts(conn, [retry])
+    return Dispatch(retry["id"], countdown=delay) if rides_broker else None
+
+
+def _end(
+    conn: Connection, row: RowMapping, *, status: str, now: int, error: str | None,
+    release: bool = True, **recorded: Any,
+) -> None:
+    """An open attempt (queued or running) -> `status`; the slot's lease goes back unless
+    a retry follows (`release=False`)."""
+    conn.execute(
+        update(_r)
+        .where(_r.c.id == row["id"], _r.c.status.in_(("queued", "running")))
+        .values(status=status, completed_at=now, error=error, **recorded)
+    )
+    if release and row["lease_token"]:
+        release_lease(conn, schedule_id=row["schedule_id"], token=row["lease_token"], now=now)
+
+
+# --- sweeps (beat, about once a second) ----------------------------------------------
+
+
+# Invariant: every queued attempt whose time has come is in the broker at least once.
+# Publishing twice is harmless: an attempt leaves "queued" exactly once (start_attempt).
+def _unpublished(now: int) -> Any:
+    """Queued attempts never handed to the broker whose time has come."""
+    return _r.c.enqueued_at.is_(None) & or_(_r.c.not_before.is_(None), _r.c.not_before <= now)
+
+
+def _maybe_lost(now: int, republish_after_s: int) -> Any:
+    """Queued attempts handed over long enough ago that their message may be gone."""
+    lost_before = now - republish_after_s
+    return (_r.c.enqueued_at <= lost_before) & or_(_r.c.not_before.is_(None), _r.c.not_before <= lost_before)
+
+
+def count_maybe_lost(conn: Connection, *, now: int, republish_after_s: int) -> int:
+    """How many queued attempts have waited in the broker longer than republish_after_s."""
+    return conn.execute(
+        select(func.count()).select_from(_r).where(_r.c.status == "queued", _maybe_lost(now, republish_after_s))
+    ).scalar_one()
+
+
+def sweep_unpublished(
+    conn: Connection, *, now: int, republish_after_s: int, limit: int, include_maybe_lost: bool = True
+) -> list[Dispatch]:
+    """Queued attempts never handed to the broker (a crash between commit and publish, a
+    manual trigger, a long retry wait), and, with `include_maybe_lost`, those handed over
+    long ago whose message may be lost (a broker restart): mark them enqueued now and
+    return them for publishing."""
+    wanted = _unpublished(now)
+    if include_maybe_lost:
+        wanted = or_(wanted, _maybe_lost(now, republish_after_s))
+    orphans = (
+        select(_r.c.id)
+        .where(_r.c.status == "queued", wanted)
+        # No ORDER BY: it would walk the whole run history by created_at; the partial
+        # index on open attempts finds these directly.
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    rows = conn.execute(
+        update(_r).where(_r.c.id.in_(orphans.scalar_subquery())).values(enqueued_at=now).returning(_r.c.id)
+    )
+    return [Dispatch(attempt_id) for attempt_id in rows.scalars()]
+
+
+def _lost(now: float, margin_s: int) -> Any:
+    """Running attempts taken for lost: past their deadline (timeout_seconds + margin), so
+    their worker was killed mid-call. (Add further rules here, OR-ed in.)"""
+    return _r.c.triggered_at <= int(now) - _s.c.timeout_seconds - margin_s
+
+
+# Invariant: an attempt is "running" only while a worker may still report on it; a lost
+# one ends "failed" (retryable) exactly as a failed call would, through _retry_or_end.
+def expire_lost_attempts(
+    conn: Connection, *, now: float, limit: int, margin_s: int = LOST_ATTEMPT_MARGIN_S
+) -> list[Dispatch]:
+    """End lost attempts (see _lost) failed, retryable; return the retries to publish."""
+    lost = conn.execute(
+        select(_r.c.id, _s.c.timeout_seconds)
+        .join(_s, _s.c.id == _r.c.schedule_id)
+        .where(_r.c.status == "running", _lost(now, margin_s))
+        .limit(limit)
+        .with_for_update(of=_r, skip_locked=True)
+    ).all()
+    dispatches = []
+    for attempt_id, timeout_seconds in lost:
+        error = f"no result within timeout_seconds ({timeout_seconds}) + {margin_s}s: the worker was lost"
+        dispatch = _retry_or_end(
+            conn, attempt_id, status="failed", error=error, retry_after=None, recorded={}, now=now, rng=None
+        )
+        if dispatch is not None:
+            dispatches.append(dispatch)
+    return dispatches
