@@ -4,30 +4,13 @@
     manager.create(name="daily_digest", cron="0 9 * * 1-5",
                    endpoint="/workflows/daily-digest/runs", if_exists="update")
 
-Two APIs on one class (README.md, "Schedules from code", has the table):
-- agno 3.1's, with its names, parameters, defaults and return conventions, so agno code
-  runs unchanged: `create`, `list` and `list_all` (plain lists), `get` (None when
-  missing), `update`, `enable`, `disable` (None when missing), `delete` (a bool),
-  `get_runs` (a plain list), `stamp_provenance`, `trigger`, `close`, and their async
-  twins. `user_id` scopes a call to one owner exactly as agno's does: a row of another
-  owner is "missing"; None means any owner (in `create` it is the owner, None: unowned);
-  `get_runs(user_id=)` keeps the attempts stamped with that owner.
-- ours, under names agno does not use: `list_page` and `runs` (pages with the total),
-  `get_or_raise`, `get_by_name`, `get_run` (raise `NotFound`), `trigger_run` (queues a
-  run and returns it), and our options of `create` (misfire_policy, overlap_policy, ...).
-
 Promises:
 - every write validates first and writes nothing on error (`ValidationError`);
-- with an endpoint policy (scheduler/policy.py), a schedule is refused a route the
-  policy does not serve on create, on a change of endpoint or method, when it is
-  enabled and when it is triggered, with the policy's `ValidationError`: every way in
-  (Python, HTTP, SchedulerTools) gets the same check and the same message;
-- a trigger needs an enabled schedule (`ScheduleDisabled`);
 - `next_run_at` is stored on every write that can move it, computed from the
   database's clock, strictly after "now";
-- names are unique per owner, enforced by the database; a taken name raises `Conflict`
-  (a ValueError, as agno's); `create(if_exists=...)` is safe when several processes
-  start at once: exactly one row, and with "update" or "skip" nobody raises;
+- names are unique per owner, enforced by the database; `create(if_exists=...)` is
+  safe when several processes start at once: exactly one row, and with "update" or
+  "skip" nobody raises;
 - `if_exists="update"` with unchanged arguments writes nothing (not even updated_at);
   it keeps the stored enabled state, as agno does;
 - every method has an async twin (`acreate`, `aget`, ...) that runs it on a thread.
@@ -41,17 +24,16 @@ import re
 import uuid
 from typing import Any, Awaitable, Callable, ParamSpec, TypeVar
 
-from sqlalchemy import ColumnElement, Connection, and_, delete, func, insert, select, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy import Connection, and_, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from kern_tasks.db import Database, db_now
 from kern_tasks.db.tables import schedule_runs, schedules
-from kern_tasks.errors import Conflict, NotFound, ScheduleDisabled, ValidationError
+from kern_tasks.errors import Conflict, NotFound
 from kern_tasks.scheduler import cron as cron_engine
 from kern_tasks.scheduler import lifecycle
 from kern_tasks.scheduler import validation
 from kern_tasks.scheduler.models import Page, Schedule, ScheduleRun
-from kern_tasks.scheduler.policy import EndpointPolicy
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -62,12 +44,6 @@ MAX_PAGE_LIMIT = 1000
 
 # Fields whose change moves the next fire time.
 TIMING_FIELDS = frozenset({"cron_expr", "timezone", "enabled"})
-# What `create(provenance=)` may carry (agno's list); `stamp_provenance` may also write
-# the updated_by_* pair.
-CREATE_PROVENANCE = frozenset(
-    {"managed_by", "target_type", "target_id", "created_by_run_id", "created_by_session_id"}
-)
-STAMPABLE_PROVENANCE = CREATE_PROVENANCE | {"updated_by_run_id", "updated_by_session_id"}
 
 
 def compute_next_run_at(cron_expr: str, timezone: str, now: int) -> int | None:
@@ -100,52 +76,11 @@ def _paging(limit: int, page: int) -> tuple[int, int]:
     return limit, page
 
 
-def _missing(schedule_id: str) -> NotFound:
-    return NotFound(f"no schedule with id {schedule_id}")
-
-
-def _owned_by(user_id: str | None) -> list[ColumnElement[bool]]:
-    """agno's owner scope: None is any owner."""
-    return [] if user_id is None else [schedules.c.user_id == user_id]
-
-
-def _schedule_filter(enabled: bool | None, user_id: str | None) -> ColumnElement[bool]:
-    conditions = _owned_by(user_id)
-    if enabled is not None:
-        conditions.append(schedules.c.enabled.is_(validation.enabled(enabled)))
-    return and_(True, *conditions)
-
-
-def _provenance(given: dict[str, str] | None, allowed: frozenset[str]) -> dict[str, Any]:
-    if given is None:
-        return {}
-    if not isinstance(given, dict) or not set(given) <= allowed:
-        keys = sorted(given) if isinstance(given, dict) else given
-        raise ValidationError("provenance", f"may only carry {', '.join(sorted(allowed))}; got {keys!r}")
-    return validation.fields(given)
-
-
 class ScheduleManager:
-    """The schedules of one database. Thread-safe; cheap to construct.
+    """The schedules of one database. Thread-safe; cheap to construct."""
 
-    `db=None` means `Database()`: the database `Settings.from_env()` names (the embedded
-    SQLite file when KERN_DATABASE_URL is unset). The first use migrates a database that
-    lacks our tables, unless its auto-upgrade is off (then `NotMigrated`).
-
-    `endpoint_policy` decides which routes a schedule may call (scheduler/policy.py);
-    None accepts any path. AgentOS hands its manager the routes it serves.
-    """
-
-    def __init__(self, db: Database | None = None, *, endpoint_policy: EndpointPolicy | None = None) -> None:
-        self._owns_db = db is None
+    def __init__(self, db: Database | None = None) -> None:
         self.db = db if db is not None else Database()
-        self.endpoint_policy = endpoint_policy
-
-    def close(self) -> None:
-        """Release what this manager holds: the engine of a Database it made itself
-        (db=None). A Database passed in stays open; it is its owner's to dispose."""
-        if self._owns_db:
-            self.db.dispose()
 
     # --- create ---------------------------------------------------------------
 
@@ -162,24 +97,17 @@ class ScheduleManager:
         max_retries: int = 0,
         retry_delay_seconds: int = 60,
         if_exists: str = "raise",
-        user_id: str | None = None,
-        provenance: dict[str, str] | None = None,
-        enabled_on_create: bool = True,
         *,
+        enabled: bool = True,
+        user_id: str | None = None,
         misfire_policy: str = "once",
         catchup_window_seconds: int = 3600,
         overlap_policy: str = "forbid",
         jitter_seconds: int = 0,
+        provenance: dict[str, str] | None = None,
     ) -> Schedule:
-        """Create a schedule (agno's parameters, in agno's order, then our options).
-
-        `if_exists` says what to do when this owner already has a schedule by this name:
-        "raise" raises `Conflict` (a ValueError), "skip" returns it unchanged, "update"
-        writes what differs and keeps its stored enabled state. `user_id` owns the new
-        schedule (None: unowned; names are unique per owner). `enabled_on_create` is the
-        enabled state of a new row, written with the insert. `provenance` may carry
-        managed_by, target_type, target_id, created_by_run_id, created_by_session_id.
-        With an endpoint policy, the endpoint must be a route it serves."""
+        """Create a schedule, or per `if_exists` ("raise" | "update" | "skip") handle one
+        that already has this name for this owner. Raises `Conflict` with "raise"."""
         mode = validation.if_exists(if_exists)
         given = validation.fields(
             {
@@ -199,12 +127,7 @@ class ScheduleManager:
                 "jitter_seconds": jitter_seconds,
             }
         )
-        if not isinstance(enabled_on_create, bool):
-            raise ValidationError("enabled_on_create", "must be true or false")
-        owner = validation.fields(
-            {"user_id": user_id, "enabled": enabled_on_create, **_provenance(provenance, CREATE_PROVENANCE)}
-        )
-        given["method"], given["endpoint"] = self._allowed(given["method"], given["endpoint"])
+        owner = validation.fields({"user_id": user_id, "enabled": enabled, **(provenance or {})})
         try:
             with self.db.begin() as conn:
                 return self._insert(conn, {**given, **owner})
