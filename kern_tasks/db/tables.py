@@ -35,8 +35,9 @@ JSONType = JSON().with_variant(JSONB(), "postgresql")
 SCHEDULE_STATUSES = (
     "queued", "running", "success", "failed", "retrying", "timeout", "paused", "cancelled",
 )
-MISFIRE_POLICIES = ("skip", "once", "all")
-OVERLAP_POLICIES = ("forbid", "allow")
+# The values our policy columns take, and every field's default, are
+# kern_tasks.scheduler.spec's; the server defaults below are migration 0002's DDL
+# (tests/test_validation.py checks they agree with the spec).
 
 schedules = Table(
     "agno_schedules",

@@ -2,63 +2,47 @@
 (agno/os/routers/schedules/schema.py, agno/os/schema.py PaginatedResponse) plus our
 schedule fields (misfire_policy, overlap_policy, jitter_seconds, catchup_window_seconds).
 
-Request models type-check only (strict: "5" is not an integer); the bounds and formats
-are checked once, by kern_tasks.scheduler.validation, so the API and ScheduleManager
-agree on every rule.
+The schedule request bodies derive from kern_tasks.scheduler.spec: the same checks run
+here as in ScheduleManager, and the OpenAPI document states their bounds (maxLength,
+pattern, minimum/maximum, enums). Responses describe stored rows, which agno may have
+written too, so they state types only.
 """
 
 from __future__ import annotations
 
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, create_model
+from pydantic.fields import FieldInfo
 
 from kern_tasks.scheduler.models import Page
+from kern_tasks.scheduler.spec import NULLABLE, ScheduleFields
 
 T = TypeVar("T")
 
 
-class ScheduleCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: StrictStr
-    cron_expr: StrictStr = Field(description='5 or 6 fields ("*/5 * * * * *") or a macro (@daily)')
-    endpoint: StrictStr = Field(description='a route of this AgentOS, e.g. "/agents/my-agent/runs"')
-    method: StrictStr = "POST"
-    description: StrictStr | None = None
-    payload: dict[str, Any] | None = None
-    timezone: StrictStr = "UTC"
-    timeout_seconds: StrictInt = 3600
-    max_retries: StrictInt = 0
-    retry_delay_seconds: StrictInt = 60
-    misfire_policy: StrictStr = Field("once", description="skip | once | all")
-    overlap_policy: StrictStr = Field("forbid", description="forbid | allow")
-    jitter_seconds: StrictInt = 0
-    catchup_window_seconds: StrictInt = 3600
+class ScheduleCreate(ScheduleFields):
+    """A new schedule: the spec's fields and defaults (unknown keys are refused)."""
 
 
-class ScheduleUpdate(BaseModel):
-    """Only the fields sent are changed; description and payload may be set to null."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: StrictStr | None = None
-    cron_expr: StrictStr | None = None
-    endpoint: StrictStr | None = None
-    method: StrictStr | None = None
-    description: StrictStr | None = None
-    payload: dict[str, Any] | None = None
-    timezone: StrictStr | None = None
-    timeout_seconds: StrictInt | None = None
-    max_retries: StrictInt | None = None
-    retry_delay_seconds: StrictInt | None = None
-    misfire_policy: StrictStr | None = None
-    overlap_policy: StrictStr | None = None
-    jitter_seconds: StrictInt | None = None
-    catchup_window_seconds: StrictInt | None = None
+def _leave_out_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)  # an update has no defaults: a key not sent is not changed
 
 
-NULLABLE_UPDATES = frozenset({"description", "payload"})
+def _optional(info: FieldInfo) -> tuple[Any, FieldInfo]:
+    """The field, not required: absent means unchanged; null only where the spec allows it."""
+    return info.annotation, FieldInfo.merge_field_infos(info, default=None, json_schema_extra=_leave_out_default)
+
+
+# Only the fields sent are changed; description and payload may be set to null.
+ScheduleUpdate = create_model(  # type: ignore[call-overload]
+    "ScheduleUpdate",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__="Only the fields sent are changed; description and payload may be set to null.",
+    **{key: _optional(info) for key, info in ScheduleFields.model_fields.items()},
+)
+
+NULLABLE_UPDATES = frozenset(NULLABLE & set(ScheduleFields.model_fields))
 
 
 class ScheduleResponse(BaseModel):
@@ -82,11 +66,11 @@ class ScheduleResponse(BaseModel):
     disabled_reason: str | None = None
     created_at: int | None = None
     updated_at: int | None = None
-    misfire_policy: str = "once"
-    overlap_policy: str = "forbid"
-    jitter_seconds: int = 0
-    catchup_window_seconds: int = 3600
-    skipped_slots: int = 0
+    misfire_policy: str
+    overlap_policy: str
+    jitter_seconds: int
+    catchup_window_seconds: int
+    skipped_slots: int
 
 
 class ScheduleStateResponse(BaseModel):

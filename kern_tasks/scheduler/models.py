@@ -6,6 +6,8 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Generic, Iterator, Mapping, TypeVar
 
+from kern_tasks.scheduler.spec import DEFAULTS
+
 T = TypeVar("T")
 
 
@@ -16,7 +18,8 @@ def _from_row(cls: type[T], row: Mapping[str, Any]) -> T:
 
 @dataclass(frozen=True)
 class Schedule:
-    """One row of agno_schedules. Times are epoch seconds."""
+    """One row of agno_schedules. Times are epoch seconds; field meanings, bounds and
+    defaults are kern_tasks.scheduler.spec's (agno's rows may hold values it refuses)."""
 
     id: str
     name: str
@@ -44,10 +47,10 @@ class Schedule:
     updated_by_session_id: str | None = None
     disabled_reason: str | None = None
     updated_at: int | None = None
-    misfire_policy: str = "once"
-    catchup_window_seconds: int = 3600
-    overlap_policy: str = "forbid"
-    jitter_seconds: int = 0
+    misfire_policy: str = DEFAULTS["misfire_policy"]
+    catchup_window_seconds: int = DEFAULTS["catchup_window_seconds"]
+    overlap_policy: str = DEFAULTS["overlap_policy"]
+    jitter_seconds: int = DEFAULTS["jitter_seconds"]
     skipped_slots: int = 0
 
     @classmethod

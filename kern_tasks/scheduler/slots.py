@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from kern_tasks.scheduler import cron as cron_engine
+from kern_tasks.scheduler.spec import DEFAULTS
 
 DEFAULT_GRACE_S = 60
 MAX_SLOTS_PER_CLAIM = 100
@@ -59,9 +60,9 @@ def plan_slots(
     timezone: str,
     next_run_at: int,
     now: int,
-    misfire_policy: str = "once",
-    overlap_policy: str = "forbid",
-    catchup_window_seconds: int = 3600,
+    misfire_policy: str = DEFAULTS["misfire_policy"],
+    overlap_policy: str = DEFAULTS["overlap_policy"],
+    catchup_window_seconds: int = DEFAULTS["catchup_window_seconds"],
     grace_s: int = DEFAULT_GRACE_S,
     max_slots: int = MAX_SLOTS_PER_CLAIM,
     max_scan: int = MAX_SCAN,
@@ -127,7 +128,7 @@ def jitter_offset(schedule_id: str, slot: int, jitter_seconds: int) -> int:
 
 
 def skip_overlapped(
-    cron_expr: str, timezone: str, next_run_at: int | None, now: int, misfire_policy: str = "once"
+    cron_expr: str, timezone: str, next_run_at: int | None, now: int, misfire_policy: str = DEFAULTS["misfire_policy"]
 ) -> tuple[int | None, int]:
     """When a run ends under overlap "forbid", the slots that fell due while it ran follow
     the misfire policy: "skip" passes over them all (agno's behaviour); "once" keeps the

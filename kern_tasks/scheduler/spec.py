@@ -1,0 +1,337 @@
+"""A schedule's fields, once: type, default, bounds and the check with its message.
+
+    ScheduleFields   what a caller describes: when, what to call, retries, policies
+                     (the HTTP create body is exactly this)
+    ScheduleSpec     ScheduleFields plus what the store stamps: enabled, owner, provenance
+    DEFAULTS         {field: default} of every field that has one
+    check(field, value), check_fields(values)
+                     one field / several, normalised, or `ValidationError(field, message)`
+
+Everything else reads these: `validation` (the per-field functions callers use),
+`os/schemas.py` (request bodies derive from these models, so the OpenAPI document
+states the same maxLength, pattern, minimum/maximum and enums), `models.Schedule`,
+`slots.plan_slots` and the manager (their defaults are `DEFAULTS`).
+
+How a check speaks: each field's validator raises a `ValueError` whose text says how to
+fix the value (it may be shown to a model as is); the cron engine raises `CronError`
+itself. `check`/`check_fields` turn pydantic's error into `ValidationError(field,
+message)` chained `from` it, and `message_of` does the same for a request body's errors
+(os/errors.py), so Python and HTTP callers read the same words. The bounds a check
+enforces are the ones its JSON schema states: both come from one `Field(...)`.
+
+The SQL server defaults of our columns (db/tables.py, migration 0002) are DDL history,
+not a second copy to edit: a test checks they equal `DEFAULTS`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from functools import partial
+from typing import Annotated, Any, Literal, Optional, get_args
+from urllib.parse import unquote
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
+
+from kern_tasks.errors import KernError, ValidationError
+from kern_tasks.runs.safe import has_unstorable_text
+from kern_tasks.scheduler import cron as cron_engine
+
+Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+MisfirePolicy = Literal["skip", "once", "all"]
+OverlapPolicy = Literal["forbid", "allow"]
+IfExists = Literal["raise", "update", "skip"]
+METHODS: tuple[str, ...] = get_args(Method)
+MISFIRE_POLICIES: tuple[str, ...] = get_args(MisfirePolicy)
+OVERLAP_POLICIES: tuple[str, ...] = get_args(OverlapPolicy)
+IF_EXISTS: tuple[str, ...] = get_args(IfExists)
+
+NAME_MAX = 255
+# Python's `$` also matches before a final newline; `\Z` does not (the JSON schema's `$` is ECMA's).
+NAME_CHARS = r"^[A-Za-z0-9][A-Za-z0-9 _.:@/\-]{0,254}$"
+NAME_PATTERN = re.compile(NAME_CHARS[:-1] + r"\Z")
+ENDPOINT_MAX = 2048
+# What the JSON schema can say of an endpoint: a path, no whitespace, backslash or control character.
+# ".." segments (also percent-encoded) are refused by the check beyond it.
+ENDPOINT_CHARS = r"^/[^\s\\\x00-\x1f\x7f-\x9f]*$"
+DESCRIPTION_MAX = 10_000
+TEXT_MAX = 255
+PAYLOAD_MAX_BYTES = 256 * 1024
+MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
+MAX_RETRIES = 20
+MAX_RETRY_DELAY_SECONDS = 24 * 3600
+MAX_JITTER_SECONDS = 3600
+MAX_CATCHUP_WINDOW_SECONDS = 30 * 24 * 3600
+
+# A field's errors are reported under the name its callers pass (manager.create(cron=...)).
+ERROR_NAMES = {"cron_expr": "cron"}
+
+
+# --- checks: each returns the normalised value or raises ValueError(how to fix it) -------------
+
+
+def whole_number(value: Any, *, low: int, high: int) -> int:
+    """An integer in [low, high]; a whole float (30.0) is that integer; bool and text are not numbers."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"must be an integer between {low} and {high}")
+    if isinstance(value, float) and (not math.isfinite(value) or not value.is_integer()):
+        raise ValueError(f"must be a whole number, got {value}")
+    value = int(value)
+    if not low <= value <= high:
+        raise ValueError(f"must be between {low} and {high}, got {value}")
+    return value
+
+
+def _name(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be a non-empty string")
+    value = value.strip()
+    if len(value) > NAME_MAX:
+        raise ValueError(f"must be at most {NAME_MAX} characters, got {len(value)}")
+    if not NAME_PATTERN.match(value):
+        raise ValueError(
+            f'"{value}" has characters outside letters, digits, space and _ . : @ / - '
+            "(and must start with a letter or digit)"
+        )
+    return value
+
+
+def _endpoint(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError('must be a path such as "/agents/my-agent/runs"')
+    if "://" in value or value.startswith("//"):
+        raise ValueError(
+            f'"{value}" is a full URL; give only the path (such as "/agents/my-agent/runs"): '
+            "schedules fire at KERN_BASE_URL + endpoint"
+        )
+    if not value.startswith("/"):
+        raise ValueError(f'"{value}" must start with "/"')
+    if len(value) > ENDPOINT_MAX:
+        raise ValueError(f"must be at most {ENDPOINT_MAX} characters")
+    if any(ch.isspace() or not ch.isprintable() for ch in value) or "\\" in value:
+        raise ValueError(f"{value!r} must not contain whitespace, control characters or backslashes")
+    # Percent-decoded too: proxies and servers resolve "%2e%2e" (and "%2f") like "..".
+    if any(part == ".." for part in unquote(value.split("?")[0]).split("/")):
+        raise ValueError(f'"{value}" must not contain ".." segments')
+    return value
+
+
+def _method(value: Any) -> str:
+    if not isinstance(value, str) or value.upper() not in METHODS:
+        raise ValueError(f"{value!r} is not one of {', '.join(METHODS)}")
+    return value.upper()
+
+
+def _choice(value: Any, *, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{value!r} is not one of {', '.join(allowed)}")
+    return value  # type: ignore[no-any-return]
+
+
+def _description(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    if len(value) > DESCRIPTION_MAX:
+        raise ValueError(f"must be at most {DESCRIPTION_MAX} characters")
+    return value
+
+
+def _payload(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError(f"must be a JSON object (a dict), got {type(value).__name__}")
+    try:
+        encoded = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"must be JSON-serialisable: {exc}") from exc
+    if len(encoded.encode()) > PAYLOAD_MAX_BYTES:
+        raise ValueError(f"must be at most {PAYLOAD_MAX_BYTES} bytes as JSON")
+    return json.loads(encoded)  # type: ignore[no-any-return]  # a plain copy: what is stored is what we checked
+
+
+def _enabled(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
+def _text(value: Any, *, max_length: int) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > max_length:
+        raise ValueError(f"must be a string of at most {max_length} characters")
+    return value
+
+
+def _user_id(value: Any) -> str | None:
+    value = _text(value, max_length=TEXT_MAX)
+    # agno's executor refuses blank owners and its own reserved name when firing.
+    if value is not None and (not value.strip() or value == "__scheduler__"):
+        raise ValueError(f"{value!r} cannot own a schedule: give a real user id or none")
+    return value
+
+
+def _cron(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError('must be a cron expression such as "0 9 * * 1-5"')
+    cron_engine.parse(value)  # raises CronError naming the field and what to fix
+    return value.strip()
+
+
+def _timezone(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError('must be an IANA name such as "America/New_York"')
+    cron_engine.validate_timezone(value)  # raises CronError
+    return value
+
+
+# --- field types: the bounds stated once, for the check and the JSON schema ----------------------
+
+
+def _bounded(low: int, high: int) -> Any:
+    return Annotated[int, Field(ge=low, le=high), BeforeValidator(partial(whole_number, low=low, high=high))]
+
+
+def _optional_text(max_length: int, check: Any = None) -> Any:
+    validator = check or partial(_text, max_length=max_length)
+    return Annotated[Optional[Annotated[str, Field(max_length=max_length)]], BeforeValidator(validator)]
+
+
+def _one_of(kind: Any) -> Any:
+    return Annotated[kind, BeforeValidator(partial(_choice, allowed=get_args(kind)))]
+
+
+Name = Annotated[str, Field(max_length=NAME_MAX, pattern=NAME_CHARS), BeforeValidator(_name)]
+CronExpr = Annotated[str, Field(min_length=1), BeforeValidator(_cron)]
+Endpoint = Annotated[str, Field(min_length=1, max_length=ENDPOINT_MAX, pattern=ENDPOINT_CHARS), BeforeValidator(_endpoint)]
+HttpMethod = Annotated[Method, BeforeValidator(_method)]
+Description = _optional_text(DESCRIPTION_MAX, _description)
+Payload = Annotated[Optional[dict[str, Any]], BeforeValidator(_payload)]
+Timezone = Annotated[str, Field(min_length=1), BeforeValidator(_timezone)]
+TimeoutSeconds = _bounded(1, MAX_TIMEOUT_SECONDS)
+Retries = _bounded(0, MAX_RETRIES)
+RetryDelaySeconds = _bounded(0, MAX_RETRY_DELAY_SECONDS)
+JitterSeconds = _bounded(0, MAX_JITTER_SECONDS)
+CatchupWindowSeconds = _bounded(1, MAX_CATCHUP_WINDOW_SECONDS)
+Enabled = Annotated[bool, BeforeValidator(_enabled)]
+OptionalText = _optional_text(TEXT_MAX)
+UserId = _optional_text(TEXT_MAX, _user_id)
+
+
+class ScheduleFields(BaseModel):
+    """What a caller describes of a schedule. Only name, cron_expr and endpoint are required."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name = Field(description="unique per owner: letters, digits, space and _ . : @ / -")
+    cron_expr: CronExpr = Field(description='5 fields, 6 with leading seconds ("*/5 * * * * *"), or a macro (@daily)')
+    endpoint: Endpoint = Field(description='a route of this AgentOS, e.g. "/agents/my-agent/runs"')
+    method: HttpMethod = "POST"
+    description: Description = None
+    payload: Payload = Field(None, description=f"a JSON object, at most {PAYLOAD_MAX_BYTES} bytes as JSON")
+    timezone: Timezone = Field("UTC", description='an IANA name, e.g. "America/New_York"')
+    timeout_seconds: TimeoutSeconds = 3600
+    max_retries: Retries = 0
+    retry_delay_seconds: RetryDelaySeconds = 60
+    misfire_policy: _one_of(MisfirePolicy) = Field(  # type: ignore[valid-type]
+        "once", description="slots missed while no beat ran: skip none fire, once the newest fires, all fire "
+        "(within catchup_window_seconds)"
+    )
+    overlap_policy: _one_of(OverlapPolicy) = Field(  # type: ignore[valid-type]
+        "forbid", description="forbid: a slot waits for the previous one's last attempt; allow: slots overlap"
+    )
+    jitter_seconds: JitterSeconds = Field(0, description="a fixed per-slot delay in [0, jitter_seconds]")
+    catchup_window_seconds: CatchupWindowSeconds = 3600
+
+
+class ScheduleSpec(ScheduleFields):
+    """Every field a caller may set: ScheduleFields plus state, owner and provenance."""
+
+    enabled: Enabled = True
+    user_id: UserId = None
+    managed_by: OptionalText = None
+    target_type: OptionalText = None
+    target_id: OptionalText = None
+    disabled_reason: _optional_text(DESCRIPTION_MAX) = None  # type: ignore[valid-type]
+    created_by_run_id: OptionalText = None
+    created_by_session_id: OptionalText = None
+    updated_by_run_id: OptionalText = None
+    updated_by_session_id: OptionalText = None
+
+
+FIELDS: tuple[str, ...] = tuple(ScheduleSpec.model_fields)
+DEFAULTS: dict[str, Any] = {
+    key: info.default for key, info in ScheduleSpec.model_fields.items() if not info.is_required()
+}
+NULLABLE: frozenset[str] = frozenset(
+    key for key, info in ScheduleSpec.model_fields.items() if info.default is None
+)
+_ADAPTERS: dict[str, TypeAdapter[Any]] = {
+    key: TypeAdapter(Annotated[info.annotation, *info.metadata]) for key, info in ScheduleSpec.model_fields.items()
+}
+_IF_EXISTS: TypeAdapter[Any] = TypeAdapter(_one_of(IfExists))
+
+
+# --- the boundary: pydantic's errors in, ValidationError out ------------------------------------
+
+
+def message_of(error: Any) -> str:
+    """The how-to-fix text of one pydantic error (an item of `exc.errors()`)."""
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, KernError):
+        return str(getattr(cause, "message", cause))
+    if isinstance(cause, ValueError):
+        return str(cause)
+    return str(error.get("msg", "is invalid"))
+
+
+def _translate(exc: PydanticValidationError, field: str) -> ValidationError:
+    error = exc.errors()[0]
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, ValidationError):  # the cron engine's CronError, as it raised it
+        return cause
+    return ValidationError(ERROR_NAMES.get(field, field), message_of(error))
+
+
+def check(field: str, value: Any) -> Any:
+    """`value` checked and normalised as schedule field `field`; raises `ValidationError`."""
+    adapter = _ADAPTERS.get(field)
+    if adapter is None:
+        raise ValidationError(field, f"is not a schedule field (known: {', '.join(sorted(FIELDS))})")
+    try:
+        checked = adapter.validate_python(value)
+    except PydanticValidationError as exc:
+        raise _translate(exc, field) from exc
+    # Postgres stores neither in text nor jsonb (SQLite no surrogates): refused for every field.
+    if has_unstorable_text(checked):
+        raise ValidationError(field, "must not contain NUL characters or unpaired surrogates")
+    return checked
+
+
+def check_fields(values: dict[str, Any]) -> dict[str, Any]:
+    """Every given field checked, in the given order; an unknown name is an error too."""
+    unknown = sorted(set(values) - set(FIELDS))
+    if unknown:
+        check(unknown[0], None)
+    return {key: check(key, value) for key, value in values.items()}
+
+
+def if_exists(value: Any) -> str:
+    """What create does with a taken name: raise | update | skip."""
+    try:
+        return _IF_EXISTS.validate_python(value)  # type: ignore[no-any-return]
+    except PydanticValidationError as exc:
+        raise _translate(exc, "if_exists") from exc
+
+
+def bounded_int(field: str, value: Any, low: int, high: int) -> int:
+    """An integer argument in [low, high] (paging), with the message a schedule field would give."""
+    try:
+        return whole_number(value, low=low, high=high)
+    except ValueError as exc:
+        raise ValidationError(field, str(exc)) from exc
