@@ -20,8 +20,10 @@ import time
 from typing import Any
 
 from bench.common import (
-    POSTGRES_URL, PYTHON, SERVICE_TOKEN, drop_schema, loadavg, log, processes, sleep_until, start_target, wait_for,
+    POSTGRES_URL, SERVICE_TOKEN, drop_schema, loadavg, log, processes, sleep_until,
 )  # fmt: skip
+from tests.processes import PYTHON, wait_for
+from tests.targets import start_target_process
 
 TIMEOUT_S = 240
 
@@ -55,13 +57,12 @@ def agno_fires(n: int, max_concurrent: int, poll_interval: int = 1) -> dict[str,
 
     try:
         with processes() as procs:
-            target = start_target(procs)
+            target = start_target_process(procs)
             child = procs.start("agno-poller", [
                 PYTHON, "-m", "bench.agno_peer", "--child", "--schema", schema, "--base-url", target.url,
                 "--poll-interval", str(poll_interval), "--max-concurrent", str(max_concurrent),
             ])  # fmt: skip
-            wait_for(lambda: "POLLER_STARTED" in (procs.logs / "agno-poller.log").read_text(), 60, 0.1,
-                     "agno's poller to start")  # fmt: skip
+            procs.wait_for_log("agno-poller", "POLLER_STARTED", 60)
             time.sleep(1.5)  # a poll or two, idle
             slot = math.ceil(float(scalar("SELECT EXTRACT(EPOCH FROM clock_timestamp())")) + 1.5)
             scalar(f"UPDATE {q}.agno_schedules SET next_run_at = :slot", slot=slot)

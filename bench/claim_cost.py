@@ -26,8 +26,8 @@ from typing import Any
 from sqlalchemy import event
 
 from bench.common import (
-    POSTGRES_URL, REDIS_URL, Schema, fresh_schema, kern_env, log, loadavg, median, processes, redis_client,
-    rss_mib, wait_for,
+    POSTGRES_URL, REDIS_URL, Schema, bench_kern_env, fresh_schema, log, loadavg, median, processes, redis_client,
+    rss_mib,
 )  # fmt: skip
 from kern_tasks.app import create_app
 from kern_tasks.beat import LeaseScheduler
@@ -36,6 +36,7 @@ from kern_tasks.dispatch import Dispatch, publish
 from kern_tasks.runtime import runtime_for
 from kern_tasks.scheduler import lifecycle
 from kern_tasks.settings import Settings
+from tests.processes import wait_for
 
 DUE = 500
 QUEUE = "celery"  # the Redis list of Celery's default queue
@@ -139,8 +140,8 @@ def measure(n: int, reps: int, explain: bool) -> dict[str, Any]:
         # a real beat process: RSS after dispatching the 500
         _reset(schema, ids, due_at)
         with processes() as procs:
-            env = kern_env(schema, "http://127.0.0.1:9", procs)
-            beat = procs.beat("beat", env)
+            env = bench_kern_env(schema, "http://127.0.0.1:9", procs)
+            beat = procs.beat("beat", max_interval=5, env=env)
             wait_for(lambda: schema.count_runs("queued") >= DUE and r.llen(QUEUE) >= DUE, 120, 0.1,
                      "beat to dispatch the due rows")  # fmt: skip
             time.sleep(2.5)  # another tick and sweep or two
@@ -160,8 +161,8 @@ def measure(n: int, reps: int, explain: bool) -> dict[str, Any]:
 def plain_celery_beat_rss() -> tuple[float, float]:
     """RSS of `celery beat` with Celery's own scheduler and a no-op app: the floor any beat pays."""
     with processes() as procs:
-        beat = procs.celery("celery-beat", "bench.noop_app", ["beat", "-l", "INFO", "-s", str(procs.logs / "schedule")],
-                            {"BENCH_REDIS_URL": REDIS_URL})  # fmt: skip
+        beat = procs.celery("celery-beat", ["beat", "-l", "INFO", "-s", str(procs.logs / "schedule")],
+                            app="bench.noop_app", env={"BENCH_REDIS_URL": REDIS_URL})  # fmt: skip
         wait_for(lambda: "beat: Starting" in procs.tail("celery-beat"), 60, 0.1, "celery beat to start")
         time.sleep(2.5)
         procs.check_alive()

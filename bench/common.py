@@ -4,9 +4,9 @@ Services (override with environment variables):
   BENCH_POSTGRES_URL  postgresql+psycopg://postgres@127.0.0.1:5432/test  (a schema per benchmark, dropped after)
   BENCH_REDIS_URL     redis://127.0.0.1:6379/12                          (flushed by every benchmark)
 
-Processes are real ones (`celery -A ... worker|beat`, `python -m tests.targets`), each
-started in a session of its own and stopped by its process group id; logs go to a
-temporary folder that is kept (and printed) when something fails.
+Processes are real ones (`celery -A ... worker|beat`, `python -m tests.targets`), started
+and stopped by tests/processes.py (the tests' own helpers); logs go to a temporary folder
+that is kept (and printed) when something fails.
 """
 
 from __future__ import annotations
@@ -16,28 +16,22 @@ import os
 import platform
 import re
 import shutil
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import redis
 from sqlalchemy import create_engine, text
 
 from kern_tasks.db import Database
 from kern_tasks.settings import Settings
-from tests.cluster import wait_for  # noqa: F401 - one polling helper for tests and benchmarks
-
-ROOT = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
+from tests.processes import Processes, kern_env
 POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 SERVICE_TOKEN = "bench-service-token"
@@ -289,77 +283,15 @@ def redis_client() -> redis.Redis:
     return redis.Redis.from_url(REDIS_URL)
 
 
-# --- processes --------------------------------------------------------------------------------
-
-
-@dataclass
-class Procs:
-    """Processes of one benchmark; logs in `logs`. Stop with stop_all() (SIGTERM, then SIGKILL)."""
-
-    logs: Path
-    procs: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
-
-    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None,
-              cwd: Path | None = None) -> subprocess.Popen:
-        out = open(self.logs / f"{name}.log", "ab")
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("KERN_")}
-        full_env.update(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
-        full_env.update(env or {})
-        proc = subprocess.Popen(
-            argv, env=full_env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd or self.logs, start_new_session=True
-        )
-        self.procs.append((name, proc))
-        return proc
-
-    def celery(self, name: str, app: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-        return self.start(name, [PYTHON, "-m", "celery", "-A", app, *args], env)
-
-    def worker(self, name: str, app: str, pool: str, concurrency: int, env: dict[str, str] | None = None,
-               level: str = "WARNING") -> subprocess.Popen:
-        return self.celery(
-            name, app,
-            ["worker", "-P", pool, "-c", str(concurrency), "-l", level, "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h",
-             "--without-gossip", "--without-mingle", "--without-heartbeat"],
-            env,
-        )  # fmt: skip
-
-    def beat(self, name: str, env: dict[str, str], max_interval: float = 5) -> subprocess.Popen:
-        return self.celery(name, "kern_tasks", ["beat", "-l", "INFO", "--max-interval", str(max_interval)], env)
-
-    def stop(self, proc: subprocess.Popen, timeout: float = 15) -> None:
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(timeout=10)
-
-    def stop_all(self) -> None:
-        for _, proc in reversed(self.procs):
-            self.stop(proc)
-        self.procs.clear()
-
-    def check_alive(self) -> None:
-        for name, proc in self.procs:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{self.tail(name)}")
-
-    def tail(self, name: str, lines: int = 40) -> str:
-        path = self.logs / f"{name}.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+# --- processes (tests/processes.py's, in a temporary folder) ----------------------------------
 
 
 @contextmanager
-def processes(keep_logs: bool = False) -> Iterator[Procs]:
+def processes(keep_logs: bool = False) -> Iterator[Processes]:
+    """A Processes logging to a temporary folder, every process stopped on exit; the folder
+    is removed unless the block failed or `keep_logs`."""
     logs = Path(tempfile.mkdtemp(prefix="kern-bench-"))
-    procs = Procs(logs)
+    procs = Processes(logs)
     ok = False
     try:
         yield procs
@@ -372,40 +304,14 @@ def processes(keep_logs: bool = False) -> Iterator[Procs]:
             log(f"logs kept in {logs}")
 
 
-@dataclass
-class Target:
-    url: str
-    log_path: Path
-
-    def arrivals(self) -> list[tuple[str, str, float]]:
-        from tests.targets import read_log
-
-        return read_log(str(self.log_path)) if self.log_path.exists() else []
-
-
-def start_target(procs: Procs, name: str = "target") -> Target:
-    """`python -m tests.targets` in its own process; returns its URL and arrival log."""
-    log_path = procs.logs / f"{name}-arrivals.tsv"
-    proc = procs.start(name, [PYTHON, "-m", "tests.targets", "--port", "0", "--log", str(log_path)], cwd=ROOT)
-
-    def url() -> str | None:
-        if proc.poll() is not None:
-            raise RuntimeError(f"target exited:\n{procs.tail(name)}")
-        found = re.search(r"TARGET_URL (\S+)", (procs.logs / f"{name}.log").read_text(errors="replace"))
-        return found.group(1) if found else None
-
-    return Target(wait_for(url, 30, 0.05, "the target's URL"), log_path)
-
-
-def kern_env(schema: Schema, base_url: str, procs: Procs) -> dict[str, str]:
-    return {
-        "KERN_DATABASE_URL": f"{POSTGRES_URL}{'&' if '?' in POSTGRES_URL else '?'}application_name={PG_APP}",
-        "KERN_DB_SCHEMA": schema.name,
-        "KERN_BROKER_URL": REDIS_URL,
-        "KERN_BASE_URL": base_url,
-        "KERN_SERVICE_TOKEN": SERVICE_TOKEN,
-        "KERN_DATA_DIR": str(procs.logs / "kern"),
-    }
+def bench_kern_env(schema: Schema, base_url: str, procs: Processes) -> dict[str, str]:
+    """The settings of the benchmark's kern processes: `schema`, the bench Redis, and a
+    Postgres application_name that postgres_backends_cpu_s() finds them by."""
+    return kern_env(
+        database_url=f"{POSTGRES_URL}{'&' if '?' in POSTGRES_URL else '?'}application_name={PG_APP}",
+        schema=schema.name, broker_url=REDIS_URL, base_url=base_url, service_token=SERVICE_TOKEN,
+        data_dir=procs.logs / "kern",
+    )  # fmt: skip
 
 
 _CELERY_TS = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}): (\w+)/[^\]]*\] (.*)$")

@@ -20,8 +20,9 @@ import math
 from collections import Counter
 from typing import Any
 
-from bench.common import fresh_schema, loadavg, log, median, percentile, processes, sleep_until, wait_for
+from bench.common import fresh_schema, loadavg, log, median, percentile, processes, sleep_until
 from bench.throughput import start_kern
+from tests.processes import wait_for
 
 EVERY_SECOND = "* * * * * *"
 

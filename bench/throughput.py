@@ -27,9 +27,11 @@ import uuid
 from typing import Any
 
 from bench.common import (
-    REDIS_URL, CpuMeter, Procs, Schema, celery_log_lines, fresh_schema, kern_env, loadavg, log, processes,
-    redis_client, sleep_until, start_target, wait_for,
+    REDIS_URL, CpuMeter, Schema, bench_kern_env, celery_log_lines, fresh_schema, loadavg, log, processes, redis_client,
+    sleep_until,
 )  # fmt: skip
+from tests.processes import Processes, wait_for
+from tests.targets import TargetProcess, start_target_process
 
 WARMUP = 50
 TIMEOUT_S = 300
@@ -60,7 +62,8 @@ def raw_celery(pool: str, concurrency: int, n: int, reps: int) -> list[dict[str,
     with processes() as procs:
         redis_client().flushdb()
         declare_default_queue(app)  # this process may have declared it before the flush: again
-        worker = procs.worker("noop-worker", "bench.noop_app", pool, concurrency, {"BENCH_REDIS_URL": REDIS_URL})
+        worker = procs.worker("noop-worker", concurrency, pool, app="bench.noop_app", level="WARNING",
+                              env={"BENCH_REDIS_URL": REDIS_URL})  # fmt: skip
         r = redis_client()
         publish_noop(app, WARMUP)
         wait_for(lambda: int(r.get(COUNTER) or 0) >= WARMUP, 120, 0.05, "the no-op warm-up")
@@ -82,14 +85,14 @@ def raw_celery(pool: str, concurrency: int, n: int, reps: int) -> list[dict[str,
     return runs
 
 
-def start_kern(procs: Procs, schema: Schema, pool: str, concurrency: int) -> tuple[Any, dict[str, str]]:
+def start_kern(procs: Processes, schema: Schema, pool: str, concurrency: int) -> tuple[TargetProcess, dict[str, str]]:
     """Target, worker and beat on `schema`, warmed up by firing WARMUP schedules."""
     redis_client().flushdb()
-    target = start_target(procs)
-    env = kern_env(schema, target.url, procs)
-    procs.worker("worker", "kern_tasks", pool, concurrency, env)
+    target = start_target_process(procs)
+    env = bench_kern_env(schema, target.url, procs)
+    procs.worker("worker", concurrency, pool, level="WARNING", env=env)
     schema.insert_schedules(WARMUP, due_at=int(schema.now()), prefix="warm")
-    procs.beat("beat", env)
+    procs.beat("beat", max_interval=5, env=env)
     wait_for(lambda: schema.count_runs("success") >= WARMUP, 120, 0.1, "the kern warm-up fires")
     return target, env
 

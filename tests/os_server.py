@@ -9,53 +9,19 @@ The app's lifespan runs (startup on start(), shutdown on stop()), like in produc
 
 from __future__ import annotations
 
-import socket
 import threading
-import time
 from typing import Any
-
-import uvicorn
 
 from kern_tasks.agent import Agent
 from kern_tasks.agent.models import Model, ModelResponse
+from tests.processes import ServerThread
 
 
-class LiveServer:
+class LiveServer(ServerThread):
+    """The app on its own loopback port, its lifespan run by start() and stop()."""
+
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind((host, port))
-        self._sock.listen(128)
-        self.port: int = self._sock.getsockname()[1]
-        self.url = f"http://{host}:{self.port}"
-        config = uvicorn.Config(
-            app, log_config=None, log_level="warning", access_log=False, lifespan="on", http="h11",
-            ws="none", loop="asyncio", timeout_graceful_shutdown=5,
-        )  # fmt: skip
-        self._server = uvicorn.Server(config)
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> "LiveServer":
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"AgentOS on port {self.port} did not start")
-            time.sleep(0.005)
-        return self
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=15)
-        self._sock.close()
-
-    def __enter__(self) -> "LiveServer":
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+        super().__init__(app, host, port, name="AgentOS", lifespan="on")
 
 
 class GateModel(Model):
@@ -88,14 +54,3 @@ class RaisingAgent:
 
     def run(self, message: str, **_: Any) -> Any:
         raise RuntimeError(f"agent bug while handling {message!r}")
-
-
-def wait_for(predicate: Any, timeout_s: float = 10.0, interval_s: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s}s")
-        time.sleep(interval_s)

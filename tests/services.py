@@ -5,8 +5,8 @@ the same time, so outage tests never touch them: they start their own, on free p
 and restart those.
 
     with PrivateRedis() as broker, PrivatePostgres() as pg:
-        cluster = Cluster.create(tmp_path, database_url=pg.url, schema=None, base_url=...,
-                                 broker_url=broker.url)
+        procs = Processes(tmp_path / "logs", env=kern_env(database_url=pg.url, base_url=...,
+                                                          data_dir=tmp_path / "kern", broker_url=broker.url))
         ...
         broker.restart(down_for=3)   # SIGKILL, 3 s of nothing, start again: its data is gone
         pg.restart(down_for=5)       # pg_ctl stop -m fast, 5 s, pg_ctl start
@@ -25,12 +25,12 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+
+from tests.processes import free_port, wait_for
 
 POSTGRES_ROOT = Path("/usr/lib/postgresql")
 READY_TIMEOUT_S = 30.0
@@ -38,20 +38,6 @@ READY_TIMEOUT_S = 30.0
 
 class ServiceUnavailable(RuntimeError):
     """A binary this service needs is missing (the reason says which)."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} not ready after {timeout}s")
-        time.sleep(0.05)
 
 
 # --- Redis -------------------------------------------------------------------------------
@@ -86,7 +72,7 @@ class PrivateRedis:
         )  # fmt: skip
         log.close()
         self.starts += 1
-        _wait(self.ping, READY_TIMEOUT_S, f"redis on port {self.port}")
+        wait_for(self.ping, READY_TIMEOUT_S, 0.05, f"redis on port {self.port}")
         return self
 
     def ping(self) -> bool:
@@ -203,7 +189,7 @@ class PrivatePostgres:
             self._initialised = True
         options = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
         self._pg_ctl("-o", options, "-l", str(self.logfile), "-w", "-t", str(int(READY_TIMEOUT_S)), "start")
-        _wait(self.ready, READY_TIMEOUT_S, f"postgres on port {self.port}")
+        wait_for(self.ready, READY_TIMEOUT_S, 0.05, f"postgres on port {self.port}")
         return self
 
     def ready(self) -> bool:

@@ -19,12 +19,14 @@ server that ran it synchronously: 200 {"run_id", "session_id", "status": "COMPLE
 
 As a process, for multi-process tests and benchmarks:
 
-    python -m tests.targets --port 0 --log arrivals.log
+    python -m tests.targets --port 0 --log arrivals.log [--slow /hook/1 --slow-delay 1.5]
 
-prints "TARGET_URL http://127.0.0.1:PORT" once it accepts connections, answers the
-defaults above, records nothing in memory, and appends one line per request to the log:
-raw path, Idempotency-Key ("-" if absent), arrival epoch seconds, tab-separated
-(`read_log` parses it). Thread-safe: tests read while the server's loop writes.
+(`start_target_process(procs)` starts it as one of a tests.processes.Processes) prints
+"TARGET_URL http://127.0.0.1:PORT" once its socket listens, answers the defaults above
+(the --slow paths after --slow-delay seconds), records nothing in memory, and appends one
+line per request to the log: raw path, Idempotency-Key ("-" if absent), arrival epoch
+seconds, tab-separated (`read_log` parses it). Thread-safe: tests read while the server's
+loop writes.
 """
 
 from __future__ import annotations
@@ -33,16 +35,16 @@ import argparse
 import asyncio
 import json as jsonlib
 import re
-import socket
 import threading
 import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Any, Awaitable, Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from urllib.parse import parse_qsl
 
-import uvicorn
+from tests.processes import PYTHON, ROOT, Processes, ServerThread, listening_socket, wait_for
 
 RUN_PATH = re.compile(r"^/(agents|teams|workflows)/([^/]+)/runs/?$")
 TERMINAL = {"COMPLETED", "PAUSED", "CANCELLED", "ERROR"}
@@ -153,45 +155,27 @@ class TargetServer:
         self._runs: dict[str, _Run] = {}
         self._requests: list[Request] = []
         self._log: IO[str] | None = open(log, "a", encoding="utf-8") if log else None
-        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so, and
-        # without it each answer (headers, then body) stalls ~40 ms on a delayed ACK.
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind((host, port))
-        self._sock.listen(4096)  # connections made before the loop runs wait in the backlog
-        self.port: int = self._sock.getsockname()[1]
-        self.url = f"http://{host}:{self.port}"
-        config = uvicorn.Config(
-            self, log_config=None, log_level="warning", access_log=False, lifespan="off", http="h11",
-            ws="none", loop="asyncio", proxy_headers=False, timeout_graceful_shutdown=1, backlog=4096,
+        self._served = ServerThread(
+            self, host, port, backlog=4096, name="target", proxy_headers=False, timeout_graceful_shutdown=1
         )  # fmt: skip
-        self._server = uvicorn.Server(config)
-        self._thread: threading.Thread | None = None
+        self.port: int = self._served.port
+        self.url = self._served.url
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
 
     # --- life ----------------------------------------------------------------------------
     def start(self) -> "TargetServer":
-        self._thread = threading.Thread(target=self.serve_forever, name=f"target:{self.port}", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"target server on port {self.port} did not start")
-            time.sleep(0.005)
+        self._served.start()
         return self
 
     def serve_forever(self) -> None:
         """Serve in this thread until stop() (or SIGINT/SIGTERM in the main thread)."""
-        self._server.run(sockets=[self._sock])
+        self._served.serve_forever()
 
     def stop(self) -> None:
         if self._loop is not None and self._stopping is not None:
             self._loop.call_soon_threadsafe(self._stopping.set)  # ends every hanging reply
-        self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._sock.close()
+        self._served.stop(timeout=10)
         if self._log is not None:
             self._log.close()
 
@@ -335,21 +319,12 @@ async def _send(send: Any, reply: Reply, request: Request, pause: Callable[[], A
     await send({"type": "http.response.body", "body": body})
 
 
-def unused_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on (it was free a moment ago): for connection-refused tests."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def dropping_server(host: str = "127.0.0.1") -> Iterator[str]:
     """A TCP server that reads a request and closes without answering; yields its URL.
 
     For "the peer went away" tests (httpx raises RemoteProtocolError)."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    listener.bind((host, 0))
-    listener.listen(64)
+    listener = listening_socket(host, backlog=64)
     listener.settimeout(0.05)
     stop = threading.Event()
 
@@ -403,13 +378,60 @@ if pytest is not None:
         return target_server
 
 
+@dataclass
+class TargetProcess:
+    """`python -m tests.targets` running as a process of its own (see start_target_process)."""
+
+    url: str
+    log: Path
+    proc: Any  # subprocess.Popen
+
+    def arrivals(self) -> list[tuple[str, str, float]]:
+        return read_log(str(self.log)) if self.log.exists() else []
+
+
+def start_target_process(procs: Processes, name: str = "target", log: Path | None = None,
+                         slow: Sequence[str] = (), delay: float = 1.0) -> TargetProcess:  # fmt: skip
+    """Start the target as one of `procs` (its output in logs/<name>.log, its arrivals in
+    `log`, default logs/<name>-arrivals.tsv; the paths in `slow` answer after `delay` s);
+    returns once it printed its URL. It stops with the other processes."""
+    log = log or procs.logs / f"{name}-arrivals.tsv"
+    argv = [PYTHON, "-m", "tests.targets", "--port", "0", "--log", str(log)]
+    argv += [arg for path in slow for arg in ("--slow", path)] + (["--slow-delay", str(delay)] if slow else [])
+    proc = procs.start(name, argv, cwd=ROOT)
+
+    def url() -> str | None:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the target exited:\n{procs.tail(name)}")
+        found = re.search(r"^TARGET_URL (\S+)$", procs.log_text(name), re.M)
+        return found.group(1) if found else None
+
+    return TargetProcess(wait_for(url, 30, 0.05, "the target's URL"), log, proc)
+
+
+@contextmanager
+def target_process(logs: Path, log: Path | None = None, slow: Sequence[str] = (),
+                   delay: float = 1.0) -> Iterator[TargetProcess]:  # fmt: skip
+    """start_target_process in a Processes of its own (output in `logs`, printed with a
+    cluster's logs sharing the folder), stopped on exit."""
+    procs = Processes(logs)
+    try:
+        yield start_target_process(procs, log=log, slow=slow, delay=delay)
+    finally:
+        procs.stop_all()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.targets", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed)")
     parser.add_argument("--log", help="append 'path<TAB>idempotency-key<TAB>epoch' per request")
+    parser.add_argument("--slow", action="append", default=[], help="a path that answers after --slow-delay")
+    parser.add_argument("--slow-delay", type=float, default=1.0, help="seconds (default 1)")
     args = parser.parse_args(argv)
     server = TargetServer(args.host, args.port, log=args.log, record=False)
+    for path in args.slow:
+        server.script(path, Reply(200, json={"ok": True}, delay=args.slow_delay))
     print(f"TARGET_URL {server.url}", flush=True)
     try:
         server.serve_forever()  # in the main thread: uvicorn handles SIGINT and SIGTERM

@@ -1,4 +1,4 @@
-"""Beat and worker high availability, with real processes (tests/cluster.py).
+"""Beat and worker high availability, with real processes (tests/processes.py).
 
 Real Postgres, real Redis (database 8), real `celery -A kern_tasks worker|beat`
 processes and a real HTTP target on loopback:
@@ -13,7 +13,7 @@ processes and a real HTTP target on loopback:
    its deadline passes, or is retried on a fresh worker when the schedule allows it.
 
 Beat's timing knobs are lowered per replica through Celery's command line
-(Cluster.beat_with_conf), never through the library. Runtime: about 2 minutes.
+(Processes.beat(conf=...)), never through the library. Runtime: about 2 minutes.
 
 When one fails, the processes' logs are printed (captured output of the teardown).
 """
@@ -25,7 +25,6 @@ import signal
 import socket
 import subprocess
 from collections import Counter, defaultdict
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -36,9 +35,9 @@ from sqlalchemy import RowMapping, func, select
 from kern_tasks.db import Database, db_now, db_time, schedule_runs, schedules
 from kern_tasks.scheduler.lifecycle import LOST_ATTEMPT_MARGIN_S
 from kern_tasks.scheduler import ScheduleManager
-from tests.cluster import PYTHON, ROOT, Cluster, broker_url_for, flush_broker, wait_for
 from tests.conftest import EMPTY_SETTINGS, POSTGRES_URL
-from tests.targets import Reply, TargetServer, read_log, unused_port
+from tests.processes import Processes, broker_url_for, flush_broker, free_port, kern_env, wait_for
+from tests.targets import Reply, TargetServer, read_log, target_process
 
 pytestmark = pytest.mark.slow
 
@@ -62,18 +61,19 @@ def pg_db(pg_schema: str) -> Iterator[Database]:
 @pytest.fixture
 def cluster_for(
     request: pytest.FixtureRequest, tmp_path: Path, pg_schema: str
-) -> Iterator[Callable[[str], Cluster]]:
-    """Makes the test's Cluster once its target's URL is known; stops it after the test and,
+) -> Iterator[Callable[[str], Processes]]:
+    """Makes the test's Processes once its target's URL is known; stops it after the test and,
     when the test failed, prints the processes' logs."""
     flush_broker(REDIS_DB)
     failed_before = request.session.testsfailed
-    made: list[Cluster] = []
+    made: list[Processes] = []
 
-    def make(base_url: str) -> Cluster:
-        cluster = Cluster.create(
-            tmp_path, database_url=POSTGRES_URL, schema=pg_schema, base_url=base_url,
+    def make(base_url: str) -> Processes:
+        settings = kern_env(
+            database_url=POSTGRES_URL, schema=pg_schema, base_url=base_url, data_dir=tmp_path / "kern",
             broker_url=broker_url_for(REDIS_DB),
         )  # fmt: skip
+        cluster = Processes(tmp_path / "logs", env=settings)
         made.append(cluster)
         return cluster
 
@@ -82,37 +82,6 @@ def cluster_for(
         cluster.stop_all()
         if request.session.testsfailed > failed_before:
             print(cluster.dump_logs(tail=150))
-
-
-@contextmanager
-def target_process(arrivals: Path, output: Path) -> Iterator[str]:
-    """`python -m tests.targets --log arrivals` as a process of its own; yields its URL."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with open(output, "ab") as err:
-        proc = subprocess.Popen(
-            [PYTHON, "-m", "tests.targets", "--port", "0", "--log", str(arrivals)],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=err, start_new_session=True,
-        )  # fmt: skip
-    try:
-        line = proc.stdout.readline().decode().strip() if proc.stdout else ""
-        assert line.startswith("TARGET_URL "), f"the target process did not start: {line!r}"
-        yield line.split(" ", 1)[1]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-        if proc.stdout:
-            proc.stdout.close()
-
-
-def wait_for_log(cluster: Cluster, name: str, text: str, timeout: float = 60) -> None:
-    path = cluster.logs / f"{name}.log"
-    wait_for(
-        lambda: path.exists() and text in path.read_text(errors="replace"), timeout, 0.2, f"{name} to log {text!r}"
-    )
 
 
 def replica_prefix(proc: subprocess.Popen) -> str:
@@ -180,17 +149,17 @@ EDGE_S = 3  # slots this close to the stop are not checked for gaps
 
 
 def test_three_replicas_fire_every_slot_exactly_once_without_gaps(
-    pg_db: Database, cluster_for: Callable[[str], Cluster], tmp_path: Path
+    pg_db: Database, cluster_for: Callable[[str], Processes], tmp_path: Path
 ) -> None:
     arrivals = tmp_path / "arrivals.log"
-    with target_process(arrivals, tmp_path / "logs" / "target.log") as url:
-        cluster = cluster_for(url)
+    with target_process(tmp_path / "logs", log=arrivals) as target:
+        cluster = cluster_for(target.url)
         manager = ScheduleManager(pg_db)
         cluster.worker("worker", concurrency=16)
         beats = [cluster.beat(f"beat{i}", max_interval=1) for i in range(3)]
-        wait_for_log(cluster, "worker", "ready.")
+        cluster.wait_for_log("worker", "ready.")
         for i in range(3):
-            wait_for_log(cluster, f"beat{i}", "beat: Starting...")
+            cluster.wait_for_log(f"beat{i}", "beat: Starting...")
         allow = [every_second(manager, f"allow-{i}", f"/hook/{i}", overlap_policy="allow") for i in range(N_ALLOW)]
         forbid = [every_second(manager, f"forbid-{i}", f"/hook/{N_ALLOW + i}") for i in range(N_FORBID)]
         ids = allow + forbid
@@ -288,7 +257,7 @@ N_ORPHANED = 4
 
 
 def test_sigkill_beat_holding_leases_other_replica_carries_on(
-    pg_db: Database, cluster_for: Callable[[str], Cluster]
+    pg_db: Database, cluster_for: Callable[[str], Processes]
 ) -> None:
     with TargetServer() as target:
         target.script("/slow", Reply(delay=SLOW_S))
@@ -296,12 +265,12 @@ def test_sigkill_beat_holding_leases_other_replica_carries_on(
         manager = ScheduleManager(pg_db)
         cluster.worker("worker", concurrency=16)
         beats = {
-            name: cluster.beat_with_conf(name, max_interval=1, conf={"kern_republish_after": REPUBLISH_AFTER_S})
+            name: cluster.beat(name, max_interval=1, conf={"kern_republish_after": REPUBLISH_AFTER_S})
             for name in ("beat-a", "beat-b")
         }
-        wait_for_log(cluster, "worker", "ready.")
+        cluster.wait_for_log("worker", "ready.")
         for name in beats:
-            wait_for_log(cluster, name, "beat: Starting...")
+            cluster.wait_for_log(name, "beat: Starting...")
         ids = [every_second(manager, f"slow-{i}", "/slow", timeout_seconds=20) for i in range(N_SLOW)]
         prefixes = {name: replica_prefix(proc) for name, proc in beats.items()}
         wait_for(lambda: sum(r["status"] == "success" for r in all_runs(pg_db)) >= N_SLOW, 60, 0.5, "a first round")
@@ -372,7 +341,7 @@ def test_sigkill_beat_holding_leases_other_replica_carries_on(
 
 
 def test_sigkill_beat_between_commit_and_publish_sweep_republishes(
-    pg_db: Database, cluster_for: Callable[[str], Cluster]
+    pg_db: Database, cluster_for: Callable[[str], Processes]
 ) -> None:
     """The crash window between a claim's commit and its publish, made wide on purpose: the
     victim's broker URL leads nowhere, so its claims commit (leases held, attempts queued)
@@ -382,11 +351,11 @@ def test_sigkill_beat_between_commit_and_publish_sweep_republishes(
         cluster = cluster_for(target.url)
         manager = ScheduleManager(pg_db)
         conf = {"kern_republish_after": REPUBLISH_AFTER_S}
-        nowhere = {"KERN_BROKER_URL": f"redis://127.0.0.1:{unused_port()}/{REDIS_DB}"}
+        nowhere = {"KERN_BROKER_URL": f"redis://127.0.0.1:{free_port()}/{REDIS_DB}"}
         cluster.worker("worker", concurrency=8)
-        victim = cluster.beat_with_conf("victim", max_interval=1, conf=conf, extra_env=nowhere)
-        wait_for_log(cluster, "worker", "ready.")
-        wait_for_log(cluster, "victim", "beat: Starting...")
+        victim = cluster.beat("victim", max_interval=1, conf=conf, env=nowhere)
+        cluster.wait_for_log("worker", "ready.")
+        cluster.wait_for_log("victim", "beat: Starting...")
         ids = [every_second(manager, f"orphaned-{i}", "/quick", timeout_seconds=20) for i in range(N_ORPHANED)]
         prefix = replica_prefix(victim)
 
@@ -400,9 +369,9 @@ def test_sigkill_beat_between_commit_and_publish_sweep_republishes(
             return runs if ok else None
 
         queued = wait_for(orphans, 30, 0.2, "the victim to lease every schedule and queue its first slot")
-        wait_for_log(cluster, "victim", "broker unavailable")
-        survivor = cluster.beat_with_conf("survivor", max_interval=1, conf=conf)
-        wait_for_log(cluster, "survivor", "beat: Starting...")
+        cluster.wait_for_log("victim", "broker unavailable")
+        survivor = cluster.beat("survivor", max_interval=1, conf=conf)
+        cluster.wait_for_log("survivor", "beat: Starting...")
         cluster.kill(victim)  # SIGKILL
         assert victim.returncode == -signal.SIGKILL
         killed_at = now_db(pg_db)
@@ -456,7 +425,7 @@ def one_shot_cron(slot: int) -> str:
 
 
 def test_sigkill_worker_mid_request_fails_or_retries_on_a_fresh_worker(
-    pg_db: Database, cluster_for: Callable[[str], Cluster]
+    pg_db: Database, cluster_for: Callable[[str], Processes]
 ) -> None:
     with TargetServer() as target:
         target.script("/hang/no-retry", Reply(delay=30))
@@ -465,8 +434,8 @@ def test_sigkill_worker_mid_request_fails_or_retries_on_a_fresh_worker(
         manager = ScheduleManager(pg_db)
         first = cluster.worker("worker1", concurrency=4)
         beat = cluster.beat("beat", max_interval=1)
-        wait_for_log(cluster, "worker1", "ready.")
-        wait_for_log(cluster, "beat", "beat: Starting...")
+        cluster.wait_for_log("worker1", "ready.")
+        cluster.wait_for_log("beat", "beat: Starting...")
         cron = one_shot_cron(int(now_db(pg_db)) + 3)
         common = {"cron": cron, "timeout_seconds": HANG_TIMEOUT_S, "retry_delay_seconds": 1}
         no_retry = manager.create(name="hang-no-retry", endpoint="/hang/no-retry", max_retries=0, **common).id

@@ -24,16 +24,13 @@ from kern_tasks.os import AgentOS
 from kern_tasks.scheduler import ScheduleManager
 from kern_tasks.settings import Settings
 
-from .cluster import wait_for
 from .os_server import LiveServer
-from .targets import unused_port
-
-ROOT = Path(__file__).resolve().parent.parent
+from .processes import ROOT, free_port, wait_for
 
 
 @pytest.mark.slow
 def test_a_scheduled_fire_ends_as_a_success_row_linked_to_its_session_and_trace(tmp_path: Path) -> None:
-    port = unused_port()
+    port = free_port()
     settings = Settings(data_dir=tmp_path / "kern", base_url=f"http://127.0.0.1:{port}", security_key="user-key")
     db = Database(settings=settings)
     agent = Agent(model="offline", name="Briefer", id="briefer")
@@ -74,7 +71,7 @@ def test_the_main_command_from_a_clean_checkout_fires_and_stops_on_sigint(tmp_pa
         pytest.skip("needs the project's git checkout")
     checkout = tmp_path / "checkout"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(checkout)], check=True)
-    port = unused_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KERN_")}
     env.update(KERN_DATA_DIR=str(tmp_path / "data"), KERN_BASE_URL=f"http://127.0.0.1:{port}",
                PYTHONPATH=str(checkout), PYTHONUNBUFFERED="1")
@@ -107,7 +104,7 @@ def test_the_main_command_from_a_clean_checkout_fires_and_stops_on_sigint(tmp_pa
 
 @pytest.mark.slow
 def test_two_web_replicas_with_the_scheduler_fire_each_slot_once(tmp_path: Path) -> None:
-    port = unused_port()
+    port = free_port()
     settings = Settings(data_dir=tmp_path / "kern", base_url=f"http://127.0.0.1:{port}")
     replicas = []
     for _ in range(2):

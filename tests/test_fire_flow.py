@@ -1,7 +1,7 @@
 """End to end: schedules fired by real beat and worker processes at a real HTTP target.
 
 Two stacks, each one beat and one worker (`celery -A kern_tasks beat|worker`, see
-tests/cluster.py) and a loopback `TargetServer` whose answers are scripted per path:
+tests/processes.py) and a loopback `TargetServer` whose answers are scripted per path:
 
 - `pg`: Postgres (a schema of its own) and Redis database 9, shared by most tests of
   this module; each test uses its own schedules and target paths. The broker database
@@ -38,8 +38,8 @@ from kern_tasks.scheduler import ScheduleManager
 from kern_tasks.scheduler.cron import next_run_epoch
 from kern_tasks.scheduler.models import Schedule
 from kern_tasks.settings import Settings
-from tests.cluster import Cluster, broker_url_for, flush_broker, wait_for
 from tests.conftest import EMPTY_SETTINGS, POSTGRES_URL, drop_schema, fresh_schema_name
+from tests.processes import Processes, broker_url_for, flush_broker, kern_env, wait_for
 from tests.targets import AgnoRun, Reply, Request, TargetServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -61,7 +61,7 @@ class Stack:
 
     db: Database
     target: TargetServer
-    cluster: Cluster
+    cluster: Processes
     manager: ScheduleManager = field(init=False)
     staged: dict[str, Any] = field(default_factory=dict)  # scenarios set up before beat ran
 
@@ -130,18 +130,10 @@ class Stack:
             raise
 
 
-def wait_for_log(cluster: Cluster, name: str, text: str, timeout: float) -> None:
-    path = cluster.logs / f"{name}.log"
-    wait_for(
-        lambda: path.exists() and text in path.read_text(errors="replace"), timeout,
-        what=f"{text!r} in {name}.log",
-    )  # fmt: skip
-
-
 def start_processes(stack: Stack, stage: Callable[[Stack], None] | None = None) -> None:
     """Worker first (ready before anything is published), then stage, then beat."""
     stack.cluster.worker(concurrency=8)
-    wait_for_log(stack.cluster, "worker", " ready.", timeout=60)
+    stack.cluster.wait_for_log("worker", " ready.", timeout=60)
     if stage is not None:
         stage(stack)
     stack.cluster.beat(max_interval=5)
@@ -180,10 +172,12 @@ def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     db.upgrade()
     flush_broker(REDIS_DB)
     target = TargetServer().start()
-    cluster = Cluster.create(
-        tmp_path_factory.mktemp("pg-stack"), database_url=POSTGRES_URL, schema=schema, base_url=target.url,
+    folder = tmp_path_factory.mktemp("pg-stack")
+    settings = kern_env(
+        database_url=POSTGRES_URL, schema=schema, base_url=target.url, data_dir=folder / "kern",
         broker_url=broker_url_for(REDIS_DB),
     )  # fmt: skip
+    cluster = Processes(folder / "logs", env=settings)
     stack = Stack(db, target, cluster)
     try:
         with stack.logs_on_failure():
@@ -513,7 +507,7 @@ def test_embedded_sqlite_default(tmp_path: Path) -> None:
     """No KERN_DATABASE_URL, no KERN_BROKER_URL: the same code on files in KERN_DATA_DIR."""
     data_dir = tmp_path / "kern-data"
     with TargetServer() as target:
-        cluster = Cluster.create(tmp_path, database_url="unused", schema=None, base_url=target.url, data_dir=data_dir)
+        cluster = Processes(tmp_path / "logs", env=kern_env(database_url="unused", base_url=target.url, data_dir=data_dir))
         del cluster.env["KERN_DATABASE_URL"]
         assert not any(k in cluster.env for k in ("KERN_DATABASE_URL", "KERN_BROKER_URL", "KERN_DB_SCHEMA"))
         settings = Settings.from_env(cluster.env)

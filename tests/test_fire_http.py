@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -24,9 +22,10 @@ from tests.targets import (
     dropping_server,
     read_log,
     target,
+    target_process,
     target_server,
-    unused_port,
 )
+from tests.processes import free_port
 
 __all__ = ["target", "target_server"]  # the fixtures, imported for pytest
 
@@ -378,7 +377,7 @@ def test_retry_after_as_an_http_date(target: TargetServer, client: httpx.Client)
 
 def test_connection_refused_is_retryable(client: httpx.Client) -> None:
     started = time.monotonic()
-    outcome = fire(client, req("/hook"), base_url=f"http://127.0.0.1:{unused_port()}", service_token=TOKEN)
+    outcome = fire(client, req("/hook"), base_url=f"http://127.0.0.1:{free_port()}", service_token=TOKEN)
     assert (outcome.status, outcome.retryable, outcome.status_code) == ("failed", True, None)
     assert "ConnectError" in (outcome.error or "")
     assert time.monotonic() - started < 1
@@ -456,7 +455,7 @@ def test_programming_errors_raise(client: httpx.Client) -> None:
 
 
 def test_fires_ignore_proxy_settings_in_the_environment(target: TargetServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    dead_proxy = f"http://127.0.0.1:{unused_port()}"
+    dead_proxy = f"http://127.0.0.1:{free_port()}"
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "all_proxy"):
         monkeypatch.setenv(name, dead_proxy)
     monkeypatch.delenv("NO_PROXY", raising=False)
@@ -527,14 +526,11 @@ def test_the_token_is_never_recorded_from_a_run(target: TargetServer, client: ht
 
 def test_fires_reach_a_target_process_that_logs_arrivals(client: httpx.Client, tmp_path: Path) -> None:
     log = tmp_path / "arrivals.log"
-    command = [sys.executable, "-m", "tests.targets", "--port", "0", "--log", str(log)]
-    proc = subprocess.Popen(command, cwd=Path(__file__).parents[1], stdout=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline() if proc.stdout else ""
-        assert line.startswith("TARGET_URL http://127.0.0.1:")
+    with target_process(tmp_path / "logs", log=log) as process:  # returns once it printed TARGET_URL
+        assert process.url.startswith("http://127.0.0.1:")
         before = time.time()
         paths = ["/hook", "/agents/a1/runs", "/hook"]
-        outcomes = [fire(client, req(path), base_url=line.split()[1], service_token=TOKEN) for path in paths]
+        outcomes = [fire(client, req(path), base_url=process.url, service_token=TOKEN) for path in paths]
         after = time.time()
         # The process answers everything; a run endpoint as if it ran synchronously.
         assert [o.status for o in outcomes] == ["success"] * 3
@@ -542,6 +538,3 @@ def test_fires_reach_a_target_process_that_logs_arrivals(client: httpx.Client, t
         arrivals = read_log(str(log))
         assert [(path, key) for path, key, _ in arrivals] == [(path, KEY) for path in paths]
         assert all(before <= at <= after for *_, at in arrivals)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)

@@ -26,7 +26,8 @@ from kern_tasks.os import AgentOS
 from kern_tasks.settings import Settings
 
 from .conftest import EMPTY_SETTINGS, POSTGRES_URL, drop_schema, fresh_schema_name
-from .os_server import LiveServer, RaisingAgent, gate_agent, wait_for
+from .os_server import LiveServer, RaisingAgent, gate_agent
+from .processes import wait_for
 
 USER_KEY = "user-key-3f9a"
 SERVICE_TOKEN = "service-token-7c21"

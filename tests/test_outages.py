@@ -25,8 +25,6 @@ config, `kern_republish_after=(int)10`).
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import time
 from collections import Counter, defaultdict
 from contextlib import contextmanager
@@ -39,10 +37,10 @@ from sqlalchemy import select
 
 from kern_tasks.db import Database, db_time, schedule_runs, schedules
 from kern_tasks.scheduler import ScheduleManager
-from tests.cluster import ROOT, Cluster, wait_for
 from tests.conftest import EMPTY_SETTINGS
+from tests.processes import Processes, kern_env, wait_for
 from tests.services import PrivatePostgres, PrivateRedis, skip_unless_available
-from tests.targets import read_log
+from tests.targets import TargetProcess, target_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -76,60 +74,14 @@ def private_pg() -> Iterator[PrivatePostgres]:
         yield server
 
 
-@dataclass
-class TargetProcess:
-    url: str
-    log: Path
-    proc: subprocess.Popen
-
-    def arrivals(self) -> list[tuple[str, str, float]]:
-        return read_log(str(self.log)) if self.log.exists() else []
-
-
-# The target as a process of its own (it outlives everything we restart): tests.targets'
-# server with a few slow paths, so that some attempts are always mid-call when a service
-# goes away (their outcome must still be recorded).
-TARGET_PROCESS = """
-import sys
-from tests.targets import Reply, TargetServer
-log, delay, slow = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
-server = TargetServer(port=0, log=log, record=False)
-for path in slow:
-    server.script(path, Reply(200, json={"ok": True}, delay=delay))
-print(f"TARGET_URL {server.url}", flush=True)
-try:
-    server.serve_forever()
-finally:
-    server.stop()
-"""
-
-
 @pytest.fixture
-def target_process(tmp_path: Path) -> Iterator[TargetProcess]:
-    log = tmp_path / "arrivals.log"
-    output = tmp_path / "logs" / "target.log"  # printed with the cluster's logs on failure
-    output.parent.mkdir(exist_ok=True)
+def target(tmp_path: Path) -> Iterator[TargetProcess]:
+    """The target as a process of its own (it outlives everything we restart), with a few
+    slow paths, so that some attempts are always mid-call when a service goes away (their
+    outcome must still be recorded). Its output is printed with the cluster's logs."""
     slow_paths = [f"/hook/{i}" for i in SLOW]
-    with open(output, "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", TARGET_PROCESS, str(log), str(SLOW_DELAY_S), *slow_paths],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-
-        def url() -> str | None:
-            assert proc.poll() is None, f"the target exited: {output.read_text(errors='replace')}"
-            found = re.search(r"^TARGET_URL (\S+)$", output.read_text(errors="replace"), re.M)
-            return found.group(1) if found else None
-
-        yield TargetProcess(wait_for(url, timeout=30, what="the target to listen"), log, proc)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+    with target_process(tmp_path / "logs", log=tmp_path / "arrivals.log", slow=slow_paths, delay=SLOW_DELAY_S) as proc:
+        yield proc
 
 
 # --- the firing setup ------------------------------------------------------------------------
@@ -140,7 +92,7 @@ class Firing:
     """Schedules firing through a worker and two beats, and what happened to them."""
 
     db: Database
-    cluster: Cluster
+    cluster: Processes
     target: TargetProcess
     allow: list[str] = field(default_factory=list)
     forbid: list[str] = field(default_factory=list)
@@ -174,15 +126,15 @@ class Firing:
 
 @pytest.fixture
 def firing(tmp_path: Path, private_redis: PrivateRedis, private_pg: PrivatePostgres,
-           target_process: TargetProcess) -> Iterator[Firing]:  # fmt: skip
+           target: TargetProcess) -> Iterator[Firing]:  # fmt: skip
     db = Database(private_pg.url, schema=None, settings=EMPTY_SETTINGS)
     db.upgrade()
     manager = ScheduleManager(db)
-    cluster = Cluster.create(
-        tmp_path, database_url=private_pg.url, schema=None, base_url=target_process.url,
-        broker_url=private_redis.url,
-    )  # fmt: skip
-    setup = Firing(db=db, cluster=cluster, target=target_process)
+    settings = kern_env(
+        database_url=private_pg.url, base_url=target.url, data_dir=tmp_path / "kern", broker_url=private_redis.url
+    )
+    cluster = Processes(tmp_path / "logs", env=settings)
+    setup = Firing(db=db, cluster=cluster, target=target)
     for i in range(N_ALLOW + N_FORBID):
         policy = "allow" if i < N_ALLOW else "forbid"
         created = manager.create(
@@ -194,10 +146,7 @@ def firing(tmp_path: Path, private_redis: PrivateRedis, private_pg: PrivatePostg
     try:
         cluster.worker(concurrency=WORKER_CONCURRENCY)
         for name in ("beat-a", "beat-b"):
-            # Cluster.beat() takes no extra arguments; celery beat reads `key=(type)value`
-            # after "--" into the app's config, where LeaseScheduler finds its knobs.
-            cluster._start(name, ["beat", "-l", "INFO", "--max-interval", "15", "--",
-                                  f"kern_republish_after=(int){REPUBLISH_AFTER_S}"])  # fmt: skip
+            cluster.beat(name, max_interval=15, conf={"kern_republish_after": REPUBLISH_AFTER_S})
         yield setup
     finally:
         cluster.stop_all()

@@ -17,7 +17,7 @@ from kern_tasks.runtime import bind_runtime
 from kern_tasks.scheduler import ScheduleManager
 from kern_tasks.settings import Settings
 
-from .cluster import broker_url_for, flush_broker
+from .processes import broker_url_for, flush_broker
 
 REDIS_DB = 11
 
@@ -101,4 +101,4 @@ def test_constructing_the_scheduler_does_no_io() -> None:
         scheduler = LeaseScheduler(app, lazy=lazy)
         assert "lease scheduler" in scheduler.info and scheduler.schedule == {}
     assert clock.monotonic() - started < 1.0
-    assert getattr(app, "_kern_runtime", None) is None  # no database engine was made
+    assert app._kern_runtime._db is None  # no database was made
