@@ -1,12 +1,17 @@
-"""JSON schemas of Python type annotations, and Google-style docstrings, for tools.
+"""JSON schemas of tool parameters, from the pydantic validator that checks them, and
+Google-style docstrings.
 
-`json_schema(annotation)` maps what tool signatures use to the JSON Schema subset that
-chat-completions APIs accept:
+`adapter(annotation)` is the pydantic `TypeAdapter` a tool's argument is validated with;
+`schema_of(adapter)` is that adapter's own JSON schema, cut to the subset chat-completions
+APIs accept: local `$defs` references inlined (some OpenAI-compatible servers reject
+`$ref`), titles dropped, `X | None` written as `"type": [X, "null"]`, and the no-op
+`items: {}` / `additionalProperties: true` left out. What the model is told and what is
+accepted therefore come from one object and cannot disagree:
 
     str -> string   int -> integer   float -> number   bool -> boolean   Any -> {}
-    list[X] / tuple[X, ...] / set[X] -> array of X      dict / dict[str, X] -> object
-    Literal["a", "b"] / Enum -> enum   X | None -> X plus "null"   X | Y -> anyOf
-    pydantic models, dataclasses, TypedDicts -> pydantic's schema of them
+    list[X] / tuple[X, ...] / set[X] -> array of X   tuple[X, Y] -> prefixItems [X, Y]
+    dict / dict[str, X] -> object   Literal / Enum -> enum   X | Y -> anyOf
+    pydantic models, dataclasses, TypedDicts -> their properties
 
 `parse_docstring(doc)` returns (description, {param: description}): the first paragraph
 is the description; lines under `Args:` (``name: text`` or ``name (type): text``, with
@@ -15,100 +20,99 @@ indented continuation lines) describe the parameters.
 
 from __future__ import annotations
 
-import enum
 import inspect
 import re
-import types
-from collections.abc import Sequence
-from collections.abc import Set as AbstractSet
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any
 
 from pydantic import TypeAdapter
 
-_SCALARS: dict[Any, str] = {str: "string", int: "integer", float: "number", bool: "boolean"}
 _SECTION = re.compile(r"^\s*([A-Z][A-Za-z ]*):\s*$")
 _ARG_LINE = re.compile(r"^\s*\*{0,2}(\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
 _ARG_SECTIONS = {"Args", "Arguments", "Parameters", "Params"}
+# Keys whose values are schemas, or lists / maps of schemas; every other key holds data.
+_SCHEMA_KEYS = {"items", "additionalProperties", "not"}
+_SCHEMA_LISTS = {"anyOf", "oneOf", "allOf", "prefixItems"}
+_SCHEMA_MAPS = {"properties", "patternProperties"}
+_MAX_DEPTH = 20  # a recursive model is left open below this depth rather than expanded forever
+
+
+def adapter(annotation: Any) -> TypeAdapter[Any]:
+    """The validator of one parameter annotation (none: Any); TypeError if pydantic has none."""
+    if annotation is inspect.Parameter.empty:
+        annotation = Any
+    try:
+        return TypeAdapter(annotation)
+    except Exception as exc:
+        raise TypeError(f"cannot validate {annotation!r} as a tool parameter: {exc}") from exc
+
+
+def schema_of(validator: TypeAdapter[Any]) -> dict[str, Any]:
+    """The JSON schema of what `validator` accepts, in the subset described above."""
+    try:
+        raw = validator.json_schema()
+    except Exception as exc:
+        raise TypeError(f"cannot describe {validator!r} as a JSON schema for a tool parameter") from exc
+    defs = raw.pop("$defs", {})
+    return _simplify(raw, defs, 0)
 
 
 def json_schema(annotation: Any) -> dict[str, Any]:
     """The JSON schema of one parameter annotation; TypeError if it has none."""
-    if annotation is inspect.Parameter.empty or annotation is Any or annotation is object:
-        return {}
-    if annotation is None or annotation is type(None):
-        return {"type": "null"}
-    if annotation in _SCALARS:
-        return {"type": _SCALARS[annotation]}
-    origin, args = get_origin(annotation), get_args(annotation)
-    if origin is Union or origin is types.UnionType:
-        return _union(args)
-    if origin is Literal:
-        return _enum(list(args))
-    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
-        return _enum([member.value for member in annotation])
-    if annotation in (list, tuple, set, frozenset) or origin in (list, tuple, set, frozenset, Sequence, AbstractSet):
-        schema: dict[str, Any] = {"type": "array"}
-        items = [a for a in args if a is not Ellipsis]
-        if len(items) == 1 or (items and all(a == items[0] for a in items)):
-            item_schema = json_schema(items[0])
-            if item_schema:
-                schema["items"] = item_schema
-        return schema
-    if annotation is dict or origin is dict:
-        schema = {"type": "object"}
-        if len(args) == 2 and json_schema(args[1]):
-            schema["additionalProperties"] = json_schema(args[1])
-        return schema
-    try:  # pydantic models, dataclasses, TypedDicts: pydantic knows them (inlined, no $refs)
-        return _inline_refs(TypeAdapter(annotation).json_schema())
-    except Exception as exc:
-        raise TypeError(f"cannot describe {annotation!r} as a JSON schema for a tool parameter") from exc
+    return schema_of(adapter(annotation))
 
 
-def _union(args: tuple[Any, ...]) -> dict[str, Any]:
-    options = [a for a in args if a is not type(None)]
-    nullable = len(options) < len(args)
-    if len(options) == 1:
-        schema = dict(json_schema(options[0]))
-    else:
-        schema = {"anyOf": [json_schema(a) for a in options]}
-    if not nullable or not schema:
-        return schema
-    if isinstance(schema.get("type"), str) and "enum" not in schema:
-        schema["type"] = [schema["type"], "null"]
-    elif "anyOf" in schema:
-        schema["anyOf"].append({"type": "null"})
-    else:
-        schema = {"anyOf": [schema, {"type": "null"}]}
+def without_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` without its null alternative (a parameter defaulting to None: omit it instead)."""
+    kind = schema.get("type")
+    if isinstance(kind, list) and "null" in kind:
+        rest = [k for k in kind if k != "null"]
+        return {**schema, "type": rest[0] if len(rest) == 1 else rest}
+    options = schema.get("anyOf")
+    if isinstance(options, list) and {"type": "null"} in options:
+        rest = [o for o in options if o != {"type": "null"}]
+        siblings = {k: v for k, v in schema.items() if k != "anyOf"}
+        return {**rest[0], **siblings} if len(rest) == 1 else {**siblings, "anyOf": rest}
     return schema
 
 
-def _enum(values: list[Any]) -> dict[str, Any]:
-    schema: dict[str, Any] = {"enum": values}
-    kinds = {_SCALARS.get(type(v)) for v in values}
-    if len(kinds) == 1 and None not in kinds:
-        schema = {"type": kinds.pop(), "enum": values}
-    return schema
-
-
-def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
-    """Resolve local "$defs" references: some OpenAI-compatible servers reject $ref."""
-    defs = schema.pop("$defs", {})
-
-    def resolve(node: Any, depth: int = 0) -> Any:
-        if depth > 20:  # a recursive model: leave it open rather than loop
-            return {}
-        if isinstance(node, dict):
-            ref = node.get("$ref")
-            if isinstance(ref, str) and ref.startswith("#/$defs/") and ref[8:] in defs:
-                return resolve(defs[ref[8:]], depth + 1)
-            return {k: resolve(v, depth) for k, v in node.items()}
-        if isinstance(node, list):
-            return [resolve(v, depth) for v in node]
+def _simplify(node: Any, defs: dict[str, Any], depth: int) -> Any:
+    if not isinstance(node, dict):
         return node
+    if depth > _MAX_DEPTH:
+        return {}
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/") and ref[8:] in defs:
+        target = _simplify(defs[ref[8:]], defs, depth + 1)
+        node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "title":
+            continue
+        if key in _SCHEMA_KEYS and isinstance(value, dict):
+            out[key] = _simplify(value, defs, depth)
+        elif key in _SCHEMA_LISTS and isinstance(value, list):
+            out[key] = [_simplify(v, defs, depth) for v in value]
+        elif key in _SCHEMA_MAPS and isinstance(value, dict):
+            out[key] = {name: _simplify(v, defs, depth) for name, v in value.items()}
+        else:
+            out[key] = value
+    if out.get("items") == {}:
+        del out["items"]
+    if out.get("additionalProperties") is True:
+        del out["additionalProperties"]
+    return _nullable_as_type_list(out)
 
-    resolved: dict[str, Any] = resolve(schema)
-    return resolved
+
+def _nullable_as_type_list(schema: dict[str, Any]) -> dict[str, Any]:
+    """{"anyOf": [{"type": "string"}, {"type": "null"}]} -> {"type": ["string", "null"]}."""
+    options = schema.get("anyOf")
+    if not (isinstance(options, list) and len(options) == 2 and {"type": "null"} in options):
+        return schema
+    other = options[0] if options[1] == {"type": "null"} else options[1]
+    if not isinstance(other.get("type"), str) or "enum" in other or "const" in other:
+        return schema
+    siblings = {k: v for k, v in schema.items() if k != "anyOf"}
+    return {**other, **siblings, "type": [other["type"], "null"]}
 
 
 def parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:

@@ -10,12 +10,12 @@
         '''
         return a + b
 
-A tool's JSON schema comes from its signature (see `kern_tasks.agent.schema`) and its
-docstring (first paragraph = description, `Args:` = parameter descriptions). A plain
-typed function is a tool too; `@tool` only adds a name/description override and marks
-methods of a `Toolkit` subclass. Arguments the model sends are checked against the
-signature (pydantic, lax mode) before the call; a mismatch raises `ToolArgumentError`
-with a message meant for the model.
+Each parameter has one pydantic `TypeAdapter` (see `kern_tasks.agent.schema`): its JSON
+schema is what the model is told, and it validates (lax mode) what the model sends, so
+the two cannot disagree. Descriptions come from the docstring (first paragraph =
+description, `Args:` = parameter descriptions). A plain typed function is a tool too;
+`@tool` only adds a name/description override and marks methods of a `Toolkit`
+subclass. A mismatch raises `ToolArgumentError` with a message meant for the model.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import concurrent.futures
 import dataclasses
 import inspect
 import json
-import types
 import typing
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
-from kern_tasks.agent.schema import json_schema, parse_docstring
+from kern_tasks.agent.schema import adapter, parse_docstring, schema_of, without_null
 
 _MARK = "__kern_tool__"
 
@@ -84,12 +83,13 @@ class Function:
         for param in inspect.signature(fn).parameters.values():
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD) or param.name == "self":
                 continue
-            annotation = hints.get(param.name, Any)
-            optional_none = param.default is None and _is_optional(annotation)
             try:
-                schema = json_schema(_strip_none(annotation) if optional_none else annotation)
+                validator = adapter(hints.get(param.name, Any))
+                schema = schema_of(validator)  # the validator's own schema: told == accepted
             except TypeError as exc:
                 raise TypeError(f"tool {name}, parameter {param.name}: {exc}") from exc
+            if param.default is None:
+                schema = without_null(schema)  # the model omits it rather than sending null
             if param.name in doc_params:
                 schema = {**schema, "description": doc_params[param.name]}
             if param.default is param.empty:
@@ -97,7 +97,7 @@ class Function:
             elif param.default is not None and _json_able(param.default):
                 schema = {**schema, "default": param.default}
             properties[param.name] = schema
-            adapters[param.name] = TypeAdapter(annotation)
+            adapters[param.name] = validator
         parameters: dict[str, Any] = {"type": "object", "properties": properties, "required": required}
         parameters["additionalProperties"] = False
         return cls(name, description, parameters, fn, adapters, frozenset(required))
@@ -127,7 +127,8 @@ class Function:
         bound: dict[str, Any] = {}
         for key, value in arguments.items():
             expected = self.parameters["properties"][key].get("type")
-            if isinstance(value, str) and expected in ("object", "array"):
+            kinds = set(expected) if isinstance(expected, list) else {expected}
+            if isinstance(value, str) and kinds & {"object", "array"}:
                 # Models often send nested values as JSON text; accept that form too.
                 try:
                     value = json.loads(value)
@@ -170,16 +171,6 @@ def _run_coroutine(awaitable: Any) -> Any:
     # Called from inside an event loop (a sync run in async code): use a fresh loop elsewhere.
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(asyncio.run, wait()).result()
-
-
-def _is_optional(annotation: Any) -> bool:
-    origin = typing.get_origin(annotation)
-    return origin in (typing.Union, types.UnionType) and type(None) in typing.get_args(annotation)
-
-
-def _strip_none(annotation: Any) -> Any:
-    options = tuple(a for a in typing.get_args(annotation) if a is not type(None))
-    return options[0] if len(options) == 1 else typing.Union[options]  # noqa: UP007 - built at runtime
 
 
 def _json_able(value: Any) -> bool:
