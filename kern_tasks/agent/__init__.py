@@ -2,13 +2,15 @@
 
     from kern_tasks.agent import Agent, tool
 
-See `agent.py` for the loop, `models.py` for model strings ("openai:<model>",
-"ollama:<model>", "vllm:<model>", "offline"), `tools.py` for toolkits.
+See `agent.py` for the loop, `models.py` for the Model contract, `providers.py` for model
+strings ("openai:<model>", "ollama:<model>", "vllm:<model>", "offline"), `tools.py` for
+toolkits.
 """
 
 from kern_tasks.agent.agent import Agent
-from kern_tasks.agent.models import Model, ModelError, ModelResponse, OfflineModel, ScriptedModel, ToolCall, get_model
+from kern_tasks.agent.models import Model, ModelError, ModelResponse, OfflineModel, ScriptedModel, ToolCall
 from kern_tasks.agent.openai_chat import OpenAIChat
+from kern_tasks.agent.providers import get_model
 from kern_tasks.agent.run import RunOutput, Span
 from kern_tasks.agent.tools import Function, ToolArgumentError, Toolkit, tool
 

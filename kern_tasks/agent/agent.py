@@ -27,7 +27,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from kern_tasks.agent.models import Model, ModelError, ModelResponse, ToolCall, get_model
+from kern_tasks.agent.models import Model, ModelError, ModelResponse, ToolCall
+from kern_tasks.agent.providers import get_model
 from kern_tasks.agent.run import COMPLETED, ERROR, RunOutput, Span, Tracer
 from kern_tasks.agent.tools import Function, ToolArgumentError, Toolkit, resolve_tools
 from kern_tasks.settings import Settings

@@ -1,13 +1,10 @@
 """Model adapters: what an Agent calls to get the next assistant message.
 
-    get_model("openai:gpt-4o-mini")      OpenAIChat over httpx, OPENAI_API_KEY / OPENAI_BASE_URL
-    get_model("ollama:llama3.1")         same adapter, default base http://localhost:11434/v1, no key needed
-    get_model("vllm:Qwen/Qwen2.5-7B")    same adapter, default base http://localhost:8000/v1, no key needed
-    get_model("offline")                 OfflineModel: no network, deterministic (demos, tests)
-
-To reach Ollama or vLLM somewhere else, use `openai:<model>` with OPENAI_BASE_URL set to
-that server's /v1 URL. A Model is stateless between calls and safe to share between
-threads; `invoke` raises `ModelError` (with a message fit for a run's `error`) on failure.
+`Model` is the contract: stateless between calls and safe to share between threads;
+`invoke` returns a `ModelResponse` or raises `ModelError` (with a message fit for a run's
+`error`). Here too the two models that need no network: `OfflineModel` (deterministic,
+for demos) and `ScriptedModel` (replies given in advance, for tests). `OpenAIChat` lives in
+openai_chat.py; `get_model` (providers.py) turns a "provider:model" string into one.
 """
 
 from __future__ import annotations
@@ -18,10 +15,6 @@ import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
-
-from kern_tasks.settings import Settings
-
-PROVIDERS = ("openai", "ollama", "vllm", "offline")
 
 
 class ModelError(RuntimeError):
@@ -148,26 +141,3 @@ class ScriptedModel(Model):
         ]
         return ModelResponse(content=reply.get("content"), tool_calls=calls,
                              finish_reason="tool_calls" if calls else "stop")
-
-
-def get_model(model: str | Model, settings: Settings | None = None) -> Model:
-    """The Model for "provider:model" (or `model` itself if already a Model).
-
-    Constructing one does no I/O; a missing API key is reported when the model is
-    called. ValueError for an unknown provider or a missing model name.
-    """
-    if isinstance(model, Model):
-        return model
-    if not isinstance(model, str) or not model.strip():
-        raise ValueError(f'model must be "provider:model" (providers: {", ".join(PROVIDERS)}), got {model!r}')
-    provider, _, name = model.strip().partition(":")
-    provider = provider.lower()
-    if provider == "offline":
-        return OfflineModel(name or "echo")
-    if provider not in PROVIDERS:
-        raise ValueError(f'unknown model provider "{provider}" in {model!r}; known providers: {", ".join(PROVIDERS)}')
-    if not name:
-        raise ValueError(f'model {model!r} names no model: write "{provider}:<model>", e.g. "openai:gpt-4o-mini"')
-    from kern_tasks.agent.openai_chat import OpenAIChat  # here: it imports this module
-
-    return OpenAIChat(name, provider=provider, settings=settings)
