@@ -22,12 +22,36 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from kern_tasks.errors import Conflict, KernError, NotFound, ValidationError
+from kern_tasks.os.schemas import ErrorBody
+from kern_tasks.scheduler.spec import message_of
 
 log = logging.getLogger("kern_tasks.os")
 
 # The store's argument names that the HTTP API calls otherwise.
 FIELD_ALIASES = {"cron": "cron_expr"}
 MAX_ERRORS_IN_DETAIL = 5
+
+
+# Every status a route may answer besides its success, for its `responses=` (the OpenAPI
+# document lists them, so a client knows each one's body is ErrorBody).
+ERROR_STATUSES: dict[int, str] = {
+    401: "missing or invalid bearer token",
+    403: "the service token may not call this route",
+    404: "no such schedule, run or component",
+    409: "a name is taken, or the schedule is disabled",
+    413: "request body too large",
+    415: "a body kind this route does not read",
+    422: "invalid input, or a body that cannot be parsed: detail, field and errors say what to fix",
+    429: "run pool full: retry after Retry-After",
+    503: "database unavailable or shutting down: retry after Retry-After",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` entries of these error statuses (all of them when none are named)."""
+    return {
+        code: {"model": ErrorBody, "description": ERROR_STATUSES[code]} for code in (codes or tuple(ERROR_STATUSES))
+    }
 
 
 class RequestRefused(KernError):
@@ -54,8 +78,9 @@ async def _validation_error(_: Request, exc: ValidationError) -> JSONResponse:
 
 
 async def _request_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    # message_of: a schedule field's check says how to fix it in the words the manager uses.
     errors = [
-        {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+        {"loc": [str(p) for p in e.get("loc", ())], "msg": message_of(e), "type": str(e.get("type", ""))}
         for e in exc.errors()
     ]
     if not errors:

@@ -158,6 +158,18 @@ class Health(BaseModel):
     instantiated_at: str
 
 
+class ErrorItem(BaseModel):
+    """One problem of a request that failed validation."""
+
+    loc: list[str]
+    msg: str
+    type: str
+
+
 class ErrorBody(BaseModel):
+    """Every error answer: `detail` says what is wrong; `field` names the input at fault, and a
+    request that failed validation lists each problem in `errors`."""
+
     detail: str
     field: str | None = None
+    errors: list[ErrorItem] | None = None

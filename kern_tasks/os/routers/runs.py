@@ -22,7 +22,8 @@ from fastapi.responses import JSONResponse
 
 from kern_tasks.errors import NotFound, ValidationError
 from kern_tasks.os.forms import read_run_request
-from kern_tasks.os.schemas import ComponentSummary, ErrorBody, RunAccepted, RunBody
+from kern_tasks.os.errors import error_responses
+from kern_tasks.os.schemas import ComponentSummary, RunAccepted, RunBody
 from kern_tasks.os.targets import KINDS
 from kern_tasks.runs.safe import has_unstorable_text
 
@@ -47,10 +48,7 @@ FORM_DOC = {
 def run_router(kind: str) -> APIRouter:
     """The run routes of `kind` ("agents" or "workflows")."""
     singular = KINDS[kind]
-    errors: dict[int | str, dict[str, Any]] = {
-        code: {"model": ErrorBody} for code in (401, 403, 404, 409, 413, 415, 422, 429)
-    }
-    router = APIRouter(tags=[kind.capitalize()], responses=errors)
+    router = APIRouter(tags=[kind.capitalize()], responses=error_responses(401, 403, 404, 409, 413, 415, 422, 429, 503))
 
     @router.get(f"/{kind}", response_model=list[ComponentSummary], summary=f"List {kind}")
     async def list_components(request: Request) -> list[dict[str, Any]]:
