@@ -1,0 +1,32 @@
+"""Workflows: agno 3.1.10's Workflow, Step, Steps, Parallel, Loop, Router and Condition.
+
+    from kern_tasks.workflow import Workflow, Step, Parallel, Loop, Router, Condition
+
+Modules, one idea each: `types` (StepInput, StepOutput, RunContext, WorkflowRunOutput),
+`cel` (CEL expressions, compiled and checked when a workflow is defined), `step` (Step
+and one attempt at it), `containers` (what Steps, Parallel, Loop, Condition and Router
+decide), `runner` (driving a run in this process), `workflow` (Workflow, run/arun).
+"""
+
+from kern_tasks.workflow.cel import CelError
+from kern_tasks.workflow.containers import Condition, Loop, Parallel, Router, Steps
+from kern_tasks.workflow.step import Step
+from kern_tasks.workflow.types import RunContext, RunStatus, StepInput, StepOutput, StepType, WorkflowRunOutput
+from kern_tasks.workflow.workflow import Workflow
+
+__all__ = [
+    "CelError",
+    "Condition",
+    "Loop",
+    "Parallel",
+    "Router",
+    "RunContext",
+    "RunStatus",
+    "Step",
+    "StepInput",
+    "StepOutput",
+    "StepType",
+    "Steps",
+    "Workflow",
+    "WorkflowRunOutput",
+]

@@ -1,0 +1,160 @@
+"""Workflow: a named list of steps, run with agno 3.1.10's parameters and results.
+
+    workflow = Workflow(name="content_pipeline", steps=[
+        Step(name="research", agent=researcher),
+        Loop(name="draft_review", steps=[...], end_condition='last_step_content.contains("APPROVED")'),
+    ])
+    result = workflow.run("AI agents in 2026")        # a WorkflowRunOutput; .to_dict() as agno's
+
+The steps are prepared (agents and functions wrapped in Steps) and every CEL expression
+compiled when the workflow is built, so a bad definition fails here, not in a run.
+`id` defaults to agno's id for the name ("content_pipeline" -> "content-pipeline").
+
+A run's session_state starts from `session_state` given here, updated by the one given to
+`run`, plus agno's workflow_id, workflow_name, current_session_id, current_user_id and
+current_run_id; every step of the run shares that one dict. `db` is accepted for agno's
+signature; persisting sessions and runs is not done in-process yet (issue 8, part 6).
+
+`run` returns the run when it COMPLETED. When the run ends in ERROR, `run` raises the error
+that ended it, as agno does; the run itself is then `get_last_run_output()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import uuid
+from typing import Any
+
+from kern_tasks.workflow.runner import Drive, execute_workflow
+from kern_tasks.workflow.step import Node, as_node
+from kern_tasks.workflow.types import RunContext, WorkflowRunOutput
+
+
+def id_from_name(name: str | None) -> str | None:
+    """agno's `generate_id_from_name`: lower case, spaces and underscores as dashes."""
+    return name.lower().replace(" ", "-").replace("_", "-") if name else None
+
+
+class Workflow:
+    """A workflow definition. Steps may be Steps, containers, agents or functions of a StepInput."""
+
+    def __init__(
+        self,
+        *,
+        id: str | None = None,
+        name: str | None = None,
+        description: str | None = None,
+        db: Any = None,
+        steps: list[Any] | None = None,
+        session_id: str | None = None,
+        session_state: dict[str, Any] | None = None,
+        user_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        dependencies: dict[str, Any] | None = None,
+    ) -> None:
+        self.id = id or id_from_name(name) or str(uuid.uuid4())
+        self.name = name
+        self.description = description
+        self.db = db
+        self.steps: list[Node] = [as_node(item, f"step_{i + 1}") for i, item in enumerate(steps or [])]
+        self.session_id = session_id
+        self.session_state = session_state
+        self.user_id = user_id
+        self.metadata = metadata
+        self.dependencies = dependencies
+        self._last_run: WorkflowRunOutput | None = None
+
+    def __repr__(self) -> str:
+        return f"Workflow(id={self.id!r}, steps={[step.name for step in self.steps]})"
+
+    def run(
+        self,
+        input: Any = None,
+        additional_data: dict[str, Any] | None = None,
+        user_id: str | None = None,
+        run_id: str | None = None,
+        session_id: str | None = None,
+        session_state: dict[str, Any] | None = None,
+        audio: list[Any] | None = None,
+        images: list[Any] | None = None,
+        videos: list[Any] | None = None,
+        files: list[Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+        dependencies: dict[str, Any] | None = None,
+    ) -> WorkflowRunOutput:
+        """Run every step in this process and return the run (see the module docstring)."""
+        return self._run(locals(), allow_async=False)
+
+    async def arun(
+        self,
+        input: Any = None,
+        additional_data: dict[str, Any] | None = None,
+        user_id: str | None = None,
+        run_id: str | None = None,
+        session_id: str | None = None,
+        session_state: dict[str, Any] | None = None,
+        audio: list[Any] | None = None,
+        images: list[Any] | None = None,
+        videos: list[Any] | None = None,
+        files: list[Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+        dependencies: dict[str, Any] | None = None,
+    ) -> WorkflowRunOutput:
+        """`run` on a worker thread; there, coroutine-function executors are run too (each on
+        an event loop of its own, since the steps are driven synchronously)."""
+        arguments = dict(locals())
+        return await asyncio.to_thread(self._run, arguments, True)
+
+    def get_last_run_output(self, session_id: str | None = None) -> WorkflowRunOutput | None:
+        """The last run of this Workflow object in this process (of `session_id`, if given)."""
+        run = self._last_run
+        if run is None or (session_id is not None and run.session_id != session_id):
+            return None
+        return run
+
+    def _run(self, arguments: dict[str, Any], allow_async: bool) -> WorkflowRunOutput:
+        run_id = arguments["run_id"] or str(uuid.uuid4())
+        session_id = arguments["session_id"] or self.session_id or str(uuid.uuid4())
+        # agno keeps a generated session id on the instance, so later runs share it.
+        self.session_id = session_id
+        user_id = arguments["user_id"] or self.user_id
+        metadata = {**(self.metadata or {}), **(arguments["metadata"] or {})}
+        run_context = RunContext(
+            run_id=run_id, session_id=session_id, user_id=user_id, workflow_id=self.id, workflow_name=self.name,
+            session_state=self._session_state(arguments["session_state"], session_id, user_id, run_id),
+            dependencies={**(self.dependencies or {}), **(arguments["dependencies"] or {})} or None,
+            metadata=metadata,
+        )
+        run = WorkflowRunOutput(
+            run_id=run_id, input=arguments["input"], session_id=session_id, user_id=user_id,
+            workflow_id=self.id, workflow_name=self.name, metadata=metadata,
+            **{name: list(arguments[name]) for name in ("images", "videos", "audio", "files") if arguments[name]},
+        )
+        run, error = execute_workflow(self.steps, run, Drive(run_context, allow_async), arguments["additional_data"])
+        self._last_run = run
+        if error is not None:
+            raise error
+        return run
+
+    def _session_state(self, given: dict[str, Any] | None, session_id: str, user_id: str | None,
+                       run_id: str) -> dict[str, Any]:
+        state = copy.deepcopy(self.session_state) if self.session_state else {}
+        _merge(state, given or {})
+        state["workflow_id"] = self.id
+        if self.name:
+            state["workflow_name"] = self.name
+        if user_id:
+            state["current_user_id"] = user_id
+        state["current_session_id"] = session_id
+        state["current_run_id"] = run_id
+        return state
+
+
+def _merge(into: dict[str, Any], given: dict[str, Any]) -> None:
+    """agno's `merge_dictionaries`: nested dicts merged key by key, `given` winning."""
+    for key, value in given.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
