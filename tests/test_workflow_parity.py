@@ -375,3 +375,91 @@ def test_nested_containers() -> None:
                 step(ns, "last", echo("last", calls))]
 
     assert_parity(build, input="go now")
+
+
+# CEL itself: our engine (cel-expr-python) against agno's (cel-python), value by value
+
+from agno.workflow import cel as agno_cel  # noqa: E402
+from agno.workflow.types import StepInput as AgnoStepInput, StepOutput as AgnoStepOutput  # noqa: E402
+
+from kern_tasks.workflow import cel as our_cel  # noqa: E402
+from kern_tasks.workflow.types import StepInput as OurStepInput, StepOutput as OurStepOutput  # noqa: E402
+
+ITERATIONS = [
+    [("draft", "text v1", True), ("review", "needs work", True)],
+    [("draft", "text v2", True), ("review", "APPROVED", True)],
+    [("draft", "", False), ("review", "APPROVED with notes", True)],
+    [],
+]
+LOOP_EXPRESSIONS = [
+    'last_step_content.contains("APPROVED")',
+    'last_step_content.startsWith("APP") || last_step_content.endsWith("work")',
+    "all_success && current_iteration >= 2",
+    "current_iteration >= max_iterations",
+    'step_outputs.review == "APPROVED"',
+    '"review" in step_outputs && size(step_outputs.draft) > 6',
+    "step_outputs.exists(k, step_outputs[k].contains(\"v2\"))",
+    'last_step_content.matches("^APP.*notes$")',
+    "size(step_outputs) == 0",
+    "step_outputs.missing == \"x\"",
+]
+
+
+def outcome(evaluate: Callable[[], Any]) -> Any:
+    try:
+        return evaluate()
+    except Exception:  # noqa: BLE001 - a failed evaluation is an outcome to compare
+        return "failed"
+
+
+@pytest.mark.parametrize("expression", LOOP_EXPRESSIONS)
+def test_loop_cel_values_equal_agnos(expression: str) -> None:
+    expr = our_cel.CelExpression(expression, our_cel.LOOP_END_CONDITION, "test")
+    for iteration, rows in enumerate(ITERATIONS, start=1):
+        theirs_outputs = [AgnoStepOutput(step_name=n, content=c, success=s) for n, c, s in rows]
+        ours_outputs = [OurStepOutput(step_name=n, content=c, success=s) for n, c, s in rows]
+        theirs = outcome(lambda: agno_cel.evaluate_cel_loop_end_condition(expression, theirs_outputs, iteration, 3))
+        mine = outcome(lambda: our_cel.as_bool(expr.evaluate(our_cel.loop_variables(ours_outputs, iteration, 3))))
+        assert mine == theirs, (expression, iteration)
+
+
+INPUTS = [
+    ("urgent: the video is broken", {"priority": 7, "route": "video", "tags": ["a", "b"]},
+     {"retries": 1, "user": {"tier": "gold"}}, {"classify": "billing question"}),
+    ({"topic": "images", "n": 2}, {"priority": 1}, {}, {}),
+    (None, None, None, {"classify": ""}),
+]
+STEP_INPUT_EXPRESSIONS = [
+    ('input.contains("urgent")', False),
+    ("additional_data.priority > 5", False),
+    ('"b" in additional_data.tags', False),
+    ("session_state.retries < 3 && session_state.user.tier == \"gold\"", False),
+    ('previous_step_outputs.classify.contains("billing")', False),
+    ('previous_step_content == ""', False),
+    ('input.contains("video") ? "video" : "image"', True),
+    ("additional_data.route", True),
+    ('step_choices.exists(c, input.contains(c)) ? step_choices.filter(c, input.contains(c))[0] : "image"', True),
+    ('has(additional_data.route) ? additional_data.route : step_choices[0]', True),
+]
+
+
+@pytest.mark.parametrize("expression, is_router", STEP_INPUT_EXPRESSIONS)
+def test_condition_and_router_cel_values_equal_agnos(expression: str, is_router: bool) -> None:
+    scope = our_cel.ROUTER_SELECTOR if is_router else our_cel.CONDITION_EVALUATOR
+    expr = our_cel.CelExpression(expression, scope, "test")
+    choices = ["image", "video"]
+    for text, data, state, previous in INPUTS:
+        theirs_input = AgnoStepInput(input=text, additional_data=data, previous_step_content=previous.get("classify"),
+                                     previous_step_outputs={k: AgnoStepOutput(step_name=k, content=v)
+                                                            for k, v in previous.items()})
+        ours_input = OurStepInput(input=text, additional_data=data, previous_step_content=previous.get("classify"),
+                                  previous_step_outputs={k: OurStepOutput(step_name=k, content=v)
+                                                         for k, v in previous.items()})
+        variables = our_cel.step_input_variables(ours_input, state)
+        if is_router:
+            theirs = outcome(lambda: agno_cel.evaluate_cel_router_selector(expression, theirs_input, state, choices))
+            mine = outcome(lambda: our_cel.as_choice(expr.evaluate({**variables, "step_choices": choices})))
+        else:
+            theirs = outcome(lambda: agno_cel.evaluate_cel_condition_evaluator(expression, theirs_input, state))
+            mine = outcome(lambda: our_cel.as_bool(expr.evaluate(variables)))
+        assert mine == theirs, (expression, text)

@@ -136,7 +136,8 @@ class Step(Node):
     def _run_agent(self, step_input: StepInput, run_context: RunContext) -> StepOutput:
         message = input_as_string(self._message(step_input)) or ""
         run = self.agent.run(message, session_id=run_context.session_id, user_id=run_context.user_id)
-        failed = str(getattr(run, "status", "")).upper() in ("ERROR", "CANCELLED")
+        status = getattr(run, "status", None)
+        failed = str(getattr(status, "value", status)).upper() in ("ERROR", "CANCELLED")
         metrics = getattr(run, "metrics", None)
         return self.named(StepOutput(
             content=run.content,
