@@ -130,15 +130,17 @@ def queued_attempt(
     }  # fmt: skip
 
 
-def _insert(conn: Connection) -> Any:
-    """INSERT ... ON CONFLICT DO NOTHING: a slot already materialised is left as it is."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return dialect.insert(_r).on_conflict_do_nothing()
+# INSERT ... ON CONFLICT DO NOTHING (a slot already materialised is left as it is), built
+# once per dialect: retries insert on the fire path.
+_INSERT = {
+    "postgresql": postgresql.insert(_r).on_conflict_do_nothing(),
+    "sqlite": sqlite.insert(_r).on_conflict_do_nothing(),
+}
 
 
 def _insert_attempts(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
-        conn.execute(_insert(conn), list(rows))
+        conn.execute(_INSERT[conn.dialect.name], list(rows))
 
 
 # --- the lease -----------------------------------------------------------------------
@@ -251,6 +253,7 @@ def materialise(
     return dispatches
 
 
+# Reads only; promise: beat never sleeps past the moment some schedule becomes claimable.
 def seconds_until_due(conn: Connection, *, now: float) -> float | None:
     """How long beat may sleep before some schedule can be claimed; None if never.
 
@@ -334,7 +337,7 @@ def queue_manual(conn: Connection, schedule_id: str, *, user_id: str | None, now
     """Queue a manual run of `schedule_id` at `now`; returns its row, or the row of the
     manual run already queued in that second."""
     run = queued_attempt(schedule_id=schedule_id, attempt=1, scheduled_for=now, manual=True, user_id=user_id, now=now)
-    inserted = conn.execute(_insert(conn).values(run).returning(*_r.c)).mappings().first()
+    inserted = conn.execute(_INSERT[conn.dialect.name].values(run).returning(*_r.c)).mappings().first()
     if inserted is not None:
         return inserted
     return conn.execute(
@@ -496,6 +499,7 @@ def _maybe_lost(now: int, republish_after_s: int) -> Any:
     return (_r.c.enqueued_at <= lost_before) & or_(_r.c.not_before.is_(None), _r.c.not_before <= lost_before)
 
 
+# Reads only (beat compares it with the broker's backlog before re-publishing).
 def count_maybe_lost(conn: Connection, *, now: int, republish_after_s: int) -> int:
     """How many queued attempts have waited in the broker longer than republish_after_s."""
     return conn.execute(
