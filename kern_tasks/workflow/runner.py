@@ -18,6 +18,11 @@ and the workflow-level rules (`agno/workflow/workflow.py` `_execute`):
 
 `execute_workflow` never raises for a step's failure: it returns the run output and the
 error that ended it in ERROR, if one did; `Workflow.run` re-raises that error, as agno does.
+
+The workflow-level rules are pure functions (`top_level_input`, `top_level_failure`,
+`record_failure`, `finish`), like the Step's (`attempt`, `exhausted`) and the containers'
+decisions, so a runner that runs each step as its own task applies the same rules to
+outputs it reads back from storage; only `Drive` and `execute_workflow` are in-process.
 """
 
 from __future__ import annotations
@@ -164,11 +169,37 @@ class Drive:
         return router.combine(results)
 
 
-def skipped(node: Node, error: BaseException) -> StepOutput:
-    """agno's record of a top-level Step or Condition that raised: the run goes on."""
+def top_level_input(run: WorkflowRunOutput, previous: dict[Any, StepOutput],
+                    additional_data: dict[str, Any] | None, media: dict[str, list[Any]]) -> StepInput:
+    """The input of the next top-level step: the run's input, the outputs so far by name
+    (the same dict, as agno passes it), the last one's content, the media so far."""
+    return StepInput(
+        input=run.input,
+        previous_step_content=list(previous.values())[-1].content if previous else None,
+        previous_step_outputs=previous,
+        additional_data=additional_data,
+        **media,
+    )
+
+
+def top_level_failure(node: Node, error: BaseException) -> StepOutput | None:
+    """agno's rule for a top-level step that raised: a Step or Condition is recorded as
+    skipped and the run goes on (the output is returned); any other container ends the run
+    in ERROR (None)."""
+    if not isinstance(node, (Step, Condition)):
+        return None
     return StepOutput(step_name=node.name, step_id=getattr(node, "step_id", None) or str(uuid.uuid4()),
                       step_type=StepType.STEP.value, content=f"Step skipped due to error: {error}",
                       success=False, error=str(error))
+
+
+def record_failure(collected: list[StepOutput], node: Node, error: BaseException) -> None:
+    """agno's record of the step that ended the run in ERROR, appended unless the last
+    output already is that step's."""
+    step_id = getattr(node, "step_id", None)
+    if not collected or collected[-1].step_id != step_id:
+        collected.append(StepOutput(step_name=node.name, step_id=step_id, success=False,
+                                    error=str(error), content=str(error)))
 
 
 def workflow_metrics(outputs: list[StepOutput], duration: float) -> dict[str, Any]:
@@ -187,6 +218,23 @@ def workflow_metrics(outputs: list[StepOutput], duration: float) -> dict[str, An
     return {"steps": by_step, "duration": duration}
 
 
+def finish(run: WorkflowRunOutput, collected: list[StepOutput], error: BaseException | None,
+           media: dict[str, list[Any]], duration: float) -> WorkflowRunOutput:
+    """Close `run`: ERROR with "Workflow execution failed: ..." if `error`, else COMPLETED
+    with the deepest content of the last output ("No steps executed" if none) and the media."""
+    run.step_results = collected
+    run.metrics = workflow_metrics(collected, duration)
+    if error is not None:
+        run.status = RunStatus.error
+        run.content = f"Workflow execution failed: {error}"
+        return run
+    run.content = deepest_content(collected[-1]) if collected else "No steps executed"
+    for name in MEDIA_FIELDS:
+        setattr(run, name, media[name])
+    run.status = RunStatus.completed
+    return run
+
+
 def execute_workflow(
     steps: list[Node],
     run: WorkflowRunOutput,
@@ -203,25 +251,17 @@ def execute_workflow(
     produced = {name: list(getattr(run, name) or []) for name in MEDIA_FIELDS}
     error: BaseException | None = None
     for node in steps:
-        step_input = StepInput(
-            input=run.input,
-            previous_step_content=list(previous.values())[-1].content if previous else None,
-            previous_step_outputs=previous,
-            additional_data=additional_data,
-            **shared,
-        )
         try:
-            output = drive.execute(node, step_input)
+            output = drive.execute(node, top_level_input(run, previous, additional_data, shared))
         except Exception as exc:  # noqa: BLE001 - the workflow's rule decides
-            if not isinstance(node, (Step, Condition)):
+            recorded = top_level_failure(node, exc)
+            if recorded is None:
                 log.error("Workflow %s failed at %s: %s", run.workflow_name, node.name, exc)
-                if not collected or collected[-1].step_id != getattr(node, "step_id", None):
-                    collected.append(StepOutput(step_name=node.name, step_id=getattr(node, "step_id", None),
-                                                success=False, error=str(exc), content=str(exc)))
+                record_failure(collected, node, exc)
                 error = exc
                 break
             log.warning("Step %s failed and is skipped: %s", node.name, exc)
-            output = skipped(node, exc)
+            output = recorded
         previous[node.name] = output
         collected.append(output)
         for name in MEDIA_FIELDS:
@@ -230,14 +270,4 @@ def execute_workflow(
         if output.stop:
             log.info("Early termination requested by step %s", node.name)
             break
-    run.step_results = collected
-    run.metrics = workflow_metrics(collected, time.perf_counter() - started)
-    if error is not None:
-        run.status = RunStatus.error
-        run.content = f"Workflow execution failed: {error}"
-        return run, error
-    run.content = deepest_content(collected[-1]) if collected else "No steps executed"
-    for name in MEDIA_FIELDS:
-        setattr(run, name, produced[name])
-    run.status = RunStatus.completed
-    return run, None
+    return finish(run, collected, error, produced, time.perf_counter() - started), error
