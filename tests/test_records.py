@@ -17,39 +17,39 @@ def queued_run(db: Database, *, max_retries: int = 0, lease: bool = False, not_b
     manager = ScheduleManager(db)
     schedule = manager.create(name=f"s-{uuid.uuid4().hex[:6]}", cron="0 0 1 1 *", endpoint="/x",
                               max_retries=max_retries, retry_delay_seconds=1)
-    run_id = str(uuid.uuid4())
     with db.begin() as conn:
         now = db_now(conn)
         token = "replica/abc" if lease else None
         if lease:
             conn.execute(update(schedules).where(schedules.c.id == schedule.id).values(locked_by=token, locked_at=now))
-        conn.execute(schedule_runs.insert().values(
-            id=run_id, schedule_id=schedule.id, attempt=1, status="queued", scheduled_for=now, created_at=now,
-            lease_token=token, not_before=now + not_before_in if not_before_in else None,
-        ))  # fmt: skip
-    return manager, schedule, run_id
+        row = lifecycle.queued_attempt(
+            schedule_id=schedule.id, attempt=1, scheduled_for=now, manual=False, user_id=None, now=now,
+            not_before=now + not_before_in if not_before_in else None, lease_token=token,
+        )  # fmt: skip
+        conn.execute(schedule_runs.insert().values(row))
+    return manager, schedule, row["id"]
 
 
-def run_row(db: Database, run_id: str):
+def run_row(db: Database, attempt_id: str):
     with db.connect() as conn:
-        return conn.execute(select(schedule_runs).where(schedule_runs.c.id == run_id)).mappings().one()
+        return conn.execute(select(schedule_runs).where(schedule_runs.c.id == attempt_id)).mappings().one()
 
 
 def test_an_attempt_starts_once_unless_resuming_its_own_lost_commit(db: Database) -> None:
-    _, _, run_id = queued_run(db)
+    _, _, attempt_id = queued_run(db)
     with db.begin() as conn:
-        first = lifecycle.start_attempt(conn, run_id)
+        first = lifecycle.start_attempt(conn, attempt_id)
     assert isinstance(first, lifecycle.Attempt) and first.run["status"] == "running"
     with db.begin() as conn:
-        assert lifecycle.start_attempt(conn, run_id) is None  # a duplicate message does nothing
+        assert lifecycle.start_attempt(conn, attempt_id) is None  # a duplicate message does nothing
     with db.begin() as conn:  # the same task retrying after its commit's answer was lost
-        resumed = lifecycle.start_attempt(conn, run_id, resume=True)
-    assert isinstance(resumed, lifecycle.Attempt) and resumed.run["id"] == run_id
+        resumed = lifecycle.start_attempt(conn, attempt_id, resume=True)
+    assert isinstance(resumed, lifecycle.Attempt) and resumed.run["id"] == attempt_id
     with db.begin() as conn:  # ... but not a run that has been running for long
-        conn.execute(update(schedule_runs).where(schedule_runs.c.id == run_id)
+        conn.execute(update(schedule_runs).where(schedule_runs.c.id == attempt_id)
                      .values(triggered_at=schedule_runs.c.triggered_at - 10 * lifecycle.RESUME_WINDOW_S))
     with db.begin() as conn:
-        assert lifecycle.start_attempt(conn, run_id, resume=True) is None
+        assert lifecycle.start_attempt(conn, attempt_id, resume=True) is None
 
 
 def test_an_early_delivery_waits_and_a_disabled_schedule_cancels(db: Database) -> None:
@@ -57,25 +57,25 @@ def test_an_early_delivery_waits_and_a_disabled_schedule_cancels(db: Database) -
     with db.begin() as conn:
         waiting = lifecycle.start_attempt(conn, early)
     assert isinstance(waiting, lifecycle.NotYet) and 25 <= waiting.seconds <= 31
-    manager, schedule, run_id = queued_run(db)
+    manager, schedule, attempt_id = queued_run(db)
     manager.disable(schedule.id)
     with db.begin() as conn:
-        assert lifecycle.start_attempt(conn, run_id) is None
-    assert run_row(db, run_id)["status"] == "cancelled"
+        assert lifecycle.start_attempt(conn, attempt_id) is None
+    assert run_row(db, attempt_id)["status"] == "cancelled"
 
 
 def test_finishing_retries_then_releases_the_lease(db: Database) -> None:
-    manager, schedule, run_id = queued_run(db, max_retries=1, lease=True)
+    manager, schedule, attempt_id = queued_run(db, max_retries=1, lease=True)
     failed = FireOutcome("failed", retryable=True, status_code=503, error="HTTP 503")
     with db.begin() as conn:
-        lifecycle.start_attempt(conn, run_id)
+        lifecycle.start_attempt(conn, attempt_id)
     with db.begin() as conn:
-        retry = lifecycle.finish_attempt(conn, run_id, failed)
+        retry = lifecycle.finish_attempt(conn, attempt_id, failed)
     assert retry is not None and 0 <= retry.countdown <= 1
-    assert run_row(db, run_id)["status"] == "retrying"
+    assert run_row(db, attempt_id)["status"] == "retrying"
     assert manager.get(schedule.id).locked_by == "replica/abc"  # held through the retry
     second = run_row(db, retry.attempt_id)
-    assert (second["attempt"], second["status"], second["scheduled_for"]) == (2, "queued", run_row(db, run_id)["scheduled_for"])
+    assert (second["attempt"], second["status"], second["scheduled_for"]) == (2, "queued", run_row(db, attempt_id)["scheduled_for"])
     time.sleep(retry.countdown + 1)  # not_before is whole seconds on the database clock
     with db.begin() as conn:
         assert isinstance(lifecycle.start_attempt(conn, retry.attempt_id), lifecycle.Attempt)
@@ -83,3 +83,20 @@ def test_finishing_retries_then_releases_the_lease(db: Database) -> None:
         assert lifecycle.finish_attempt(conn, retry.attempt_id, failed) is None  # the budget is spent
     assert run_row(db, retry.attempt_id)["status"] == "failed"
     assert manager.get(schedule.id).locked_by is None  # the slot's last attempt gave it back
+
+
+def test_a_manual_run_is_one_queued_attempt_per_second_for_the_sweep_to_publish(db: Database) -> None:
+    manager = ScheduleManager(db)
+    schedule = manager.create(name="manual", cron="0 0 1 1 *", endpoint="/x", user_id="alice")
+    with db.begin() as conn:
+        now = db_now(conn)
+        first = lifecycle.queue_manual(conn, schedule.id, user_id="alice", now=now)
+        again = lifecycle.queue_manual(conn, schedule.id, user_id="alice", now=now)  # a double click
+        later = lifecycle.queue_manual(conn, schedule.id, user_id="alice", now=now + 1)
+    assert again["id"] == first["id"] != later["id"]
+    assert (first["status"], first["manual"], first["attempt"], first["scheduled_for"]) == ("queued", True, 1, now)
+    assert (first["user_id"], first["lease_token"], first["enqueued_at"]) == ("alice", None, None)
+    with db.begin() as conn:  # no message yet: beat's sweep hands both to the broker, once
+        swept = lifecycle.sweep_unpublished(conn, now=now + 1, republish_after_s=30, limit=10)
+        assert lifecycle.sweep_unpublished(conn, now=now + 1, republish_after_s=30, limit=10) == []
+    assert sorted(d.attempt_id for d in swept) == sorted([first["id"], later["id"]])
