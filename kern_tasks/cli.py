@@ -45,7 +45,7 @@ def _demo(settings: Settings) -> int:
         print(f"{s.name:<18} {s.cron_expr:<14} {s.timezone:<17} {describe(s.cron_expr)}")
         for when in upcoming:
             print(f"{'':<18} next: {when.isoformat()}  ({when.astimezone(UTC):%Y-%m-%d %H:%M} UTC)")
-    print(f"\n{manager.list().total_count} schedules stored; run `make test` for the full suite.")
+    print(f"\n{manager.list_page().total_count} schedules stored; run `make test` for the full suite.")
     return 0
 
 

@@ -4,7 +4,9 @@
      ├── ValidationError (ValueError)     bad input; nothing was written     -> HTTP 422
      │    └── CronError                   a cron expression or time zone is wrong
      ├── NotFound (LookupError)           no such schedule or run           -> HTTP 404
-     └── Conflict                         a name is taken                    -> HTTP 409
+     └── Conflict (ValueError)            a name is taken, or the schedule's -> HTTP 409
+          │                               state refuses the operation
+          └── ScheduleDisabled            a trigger of a disabled schedule
 
 Each message names what is wrong, so it can be shown to a person (or a model) as is.
 """
@@ -33,5 +35,11 @@ class NotFound(KernError, LookupError):
     """The schedule or run asked for does not exist."""
 
 
-class Conflict(KernError):
-    """The write would break a uniqueness rule (a schedule name is taken)."""
+class Conflict(KernError, ValueError):
+    """The write would break a uniqueness rule (a schedule name is taken), or the schedule's
+    state refuses the operation. A ValueError, as agno's ScheduleManager raises for a taken
+    name, so agno code that catches ValueError keeps working."""
+
+
+class ScheduleDisabled(Conflict):
+    """The operation needs an enabled schedule (a trigger): enable it first."""

@@ -1,12 +1,17 @@
-"""agno 3.1 and kern_tasks on one Postgres database: each reads and changes what the other wrote.
+"""agno 3.1 and kern_tasks on one database: each reads and changes what the other wrote,
+and one script in agno's Python API gives the same answers from agno's ScheduleManager
+and ours (missing ids, taken names, owner scope, lists, runs, provenance), on Postgres
+and SQLite.
 
-Every test gets a schema of its own. agno is an optional (test-extra) dependency: without
-it this module is skipped.
+Every test gets a schema (or SQLite file) of its own. agno is an optional (test-extra)
+dependency: without it this module is skipped.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+import asyncio
+import uuid
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -17,7 +22,7 @@ from agno.scheduler import ScheduleManager as AgnoManager  # noqa: E402
 from agno.scheduler.cron import next_run_for  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
-from kern_tasks.db import Database, db_now  # noqa: E402
+from kern_tasks.db import Database, db_now, schedule_runs, schedules  # noqa: E402
 from kern_tasks.errors import CronError  # noqa: E402
 from kern_tasks.scheduler import ScheduleManager  # noqa: E402
 from kern_tasks.scheduler.cron import next_run_epoch  # noqa: E402
@@ -95,7 +100,7 @@ def test_schedule_written_by_agno_is_read_updated_and_toggled_by_ours(
     assert (got.misfire_policy, got.overlap_policy, got.jitter_seconds) == ("once", "forbid", 0)
     assert manager.get_by_name("nightly-report") == got
     assert manager.get_by_name("nightly-report", user_id="alice").id == owned.id
-    page = manager.list()
+    page = manager.list_page()
     assert page.total_count == 2
     assert [s.id for s in page] == [s.id for s in agno_mgr.list()]
     assert {s.id for s in manager.list(user_id="alice")} == {owned.id}
@@ -242,7 +247,7 @@ def test_schedule_written_by_ours_is_read_by_agno(agno_db: PostgresDb, ours: Dat
     assert row["misfire_policy"] == "once"  # agno reflects our table, our columns come along
 
     # agno's own run history reads the run rows we write.
-    run = manager.trigger(first.id)
+    run = manager.trigger_run(first.id)
     (agno_run,) = agno_mgr.get_runs(first.id)
     assert {f: getattr(agno_run, f) for f in RUN_FIELDS} == {f: getattr(run, f) for f in RUN_FIELDS}
     assert (agno_run.status, agno_run.attempt, agno_run.user_id) == ("queued", 1, "bob")
@@ -275,4 +280,178 @@ def test_agno_writes_into_tables_ours_created(agno_db: PostgresDb, ours: Databas
     assert (got.cron_expr, got.payload, got.next_run_at) == ("0 10 * * *", {"from": "agno"}, changed.next_run_at)
     assert (got.jitter_seconds, got.misfire_policy) == (30, "skip")
     assert got.next_run_at == next_run_epoch("0 10 * * *", "UTC", now_of(ours))
-    assert manager.list().total_count == 3
+    assert len(manager.list()) == 3
+
+
+# --- one script, agno's manager and ours ---------------------------------------------------
+
+
+def agno_script(manager: Any, add_run: Callable[[str, str | None], None]) -> dict[str, Any]:
+    """agno 3.1's ScheduleManager API, as agno's docs and cookbooks use it. Answers are
+    recorded with ids replaced by labels, so two managers' answers can be compared."""
+    seen: dict[str, Any] = {}
+    common = {"cron": "0 9 * * *", "endpoint": "/agents/reporter/runs", "payload": {"message": "report"}}
+    alice = manager.create(name="report", user_id="alice", **common)
+    bob = manager.create(name="report", user_id="bob", **common)
+    unowned = manager.create(name="report", **common)
+    paused = manager.create(name="paused", enabled_on_create=False,
+                            provenance={"managed_by": "ops", "created_by_run_id": "run-1"}, **common)
+    labels = {alice.id: "alice", bob.id: "bob", unowned.id: "unowned", paused.id: "paused"}
+
+    def label(schedule: Any) -> str | None:
+        return None if schedule is None else labels.get(schedule.id, "?")
+
+    def refused(call: Callable[[], Any]) -> tuple[str, ...]:
+        try:
+            call()
+        except ValueError as exc:
+            return ("ValueError", "already exists") if "already exists" in str(exc) else ("ValueError",)
+        return ("accepted",)
+
+    # A taken name (per owner) is a ValueError; skip answers the stored row.
+    seen["duplicate alice"] = refused(lambda: manager.create(name="report", user_id="alice", **common))
+    seen["duplicate unowned"] = refused(lambda: manager.create(name="report", **common))
+    seen["skip"] = label(manager.create(name="report", user_id="alice", if_exists="skip", **common))
+    seen["if_exists=merge"] = refused(lambda: manager.create(name="x", if_exists="merge", **common))
+    seen["blank owner"] = refused(lambda: manager.create(name="x", user_id=" ", **common))
+    seen["bad provenance"] = refused(lambda: manager.create(name="x", provenance={"user_id": "eve"}, **common))
+    seen["enabled_on_create"] = (paused.enabled, paused.managed_by, paused.created_by_run_id)
+
+    # A missing id: None, and False from delete; [] runs.
+    seen["missing"] = (
+        manager.get("no-such-id"), manager.update("no-such-id", description="x"), manager.enable("no-such-id"),
+        manager.disable("no-such-id"), manager.delete("no-such-id"), manager.get_runs("no-such-id"),
+    )
+
+    # Owner scope: another owner's schedule is missing for every call.
+    add_run(alice.id, "alice")
+    add_run(alice.id, "alice")
+    add_run(bob.id, "bob")
+    seen["get"] = [label(manager.get(alice.id, user_id=who)) for who in ("alice", "bob", None)]
+    seen["by bob"] = (
+        label(manager.update(alice.id, user_id="bob", description="bob was here")),
+        label(manager.disable(alice.id, user_id="bob")),
+        label(manager.enable(paused.id, user_id="bob")),
+        manager.delete(alice.id, user_id="bob"),
+        len(manager.get_runs(alice.id, user_id="bob")),
+    )
+    after = manager.get(alice.id)
+    seen["alice's after bob"] = (after.description, after.enabled, after.user_id, len(manager.get_runs(alice.id)))
+    mine = manager.update(alice.id, user_id="alice", description="mine")
+    seen["update by alice"] = (label(mine), mine.description, mine.user_id)
+    seen["disable by alice"] = manager.disable(alice.id, user_id="alice").enabled
+    seen["enable by alice"] = manager.enable(alice.id, user_id="alice").enabled
+    seen["enable unscoped"] = manager.enable(paused.id).enabled
+    manager.disable(paused.id)
+
+    # Lists are plain lists, filtered by owner and state.
+    seen["list is a list"] = (type(manager.list()) is list, type(manager.list_all()) is list)
+    seen["list"] = sorted(label(s) for s in manager.list())
+    seen["list alice"] = [label(s) for s in manager.list(user_id="alice")]
+    seen["list disabled"] = [label(s) for s in manager.list(enabled=False)]
+    seen["list pages"] = [len(manager.list(limit=3, page=p)) for p in (1, 2, 3)]
+    seen["list_all"] = sorted(label(s) for s in manager.list_all())
+    seen["list_all bob enabled"] = [label(s) for s in manager.list_all(enabled=True, user_id="bob")]
+
+    # Runs: a plain list, newest first, filtered by the owner stamped on them.
+    runs = manager.get_runs(alice.id)
+    seen["get_runs"] = (type(runs) is list, len(runs), len(manager.get_runs(alice.id, limit=1)),
+                        len(manager.get_runs(alice.id, user_id="alice")), len(manager.get_runs(alice.id, page=2)))
+    seen["run fields"] = sorted({(r.schedule_id == alice.id, r.user_id, r.status) for r in runs})
+
+    # Provenance through its own door.
+    seen["stamp"] = (manager.stamp_provenance(bob.id, managed_by="ops", updated_by_run_id="run-2"),
+                     manager.stamp_provenance("no-such-id", managed_by="ops"))
+    stamped = manager.get(bob.id)
+    seen["stamped"] = (stamped.managed_by, stamped.updated_by_run_id, stamped.user_id)
+
+    # Delete by the owner takes the runs along.
+    seen["delete by alice"] = (manager.delete(alice.id, user_id="alice"), manager.get(alice.id),
+                               manager.get_runs(alice.id), manager.delete(alice.id))
+    seen["trigger"] = manager.trigger(unowned.id)
+    manager.close()
+    return seen
+
+
+async def agno_async_script(manager: Any) -> dict[str, Any]:
+    """The async twins, as agno's async cookbooks call them."""
+    made = await manager.acreate(name="async", cron="*/5 * * * *", endpoint="/agents/a/runs", user_id="carol")
+    taken = None
+    try:
+        await manager.acreate(name="async", cron="*/5 * * * *", endpoint="/agents/a/runs", user_id="carol")
+    except ValueError:
+        taken = "ValueError"
+    return {
+        "taken": taken,
+        "aget": [(await manager.aget(made.id, user_id=who)) is not None for who in ("carol", "dave")],
+        "missing": (await manager.aget("nope"), await manager.aupdate("nope", description="d"),
+                    await manager.aenable("nope"), await manager.adisable("nope"), await manager.adelete("nope")),
+        "aupdate": (await manager.aupdate(made.id, user_id="carol", description="d")).description,
+        "adisable": (await manager.adisable(made.id, user_id="carol")).enabled,
+        "aenable": (await manager.aenable(made.id)).enabled,
+        "alist": [s.name for s in await manager.alist(user_id="carol")],
+        "alist_all": [s.name for s in await manager.alist_all(enabled=False)],
+        "aget_runs": await manager.aget_runs(made.id),
+        "adelete": (await manager.adelete(made.id, user_id="dave"), await manager.adelete(made.id, user_id="carol")),
+    }
+
+
+@pytest.fixture
+def agno_on_ours(db: Database, db_url_schema: tuple[str, str | None]) -> Iterator[Any]:
+    """agno's own adapter (PostgresDb or SqliteDb) on the database our fixture migrated."""
+    url, schema = db_url_schema
+    if schema is None:
+        from agno.db.sqlite import SqliteDb
+
+        adapter: Any = SqliteDb(db_url=url)
+    else:
+        adapter = PostgresDb(db_url=url, db_schema=schema)
+    yield adapter
+    adapter.db_engine.dispose()
+
+
+def run_adder(db: Database) -> Callable[[str, str | None], None]:
+    """Adds a finished attempt as the fire path does: stamped with the schedule's owner."""
+    counter = iter(range(1, 1000))
+
+    def add_run(schedule_id: str, user_id: str | None) -> None:
+        n = next(counter)
+        with db.begin() as conn:
+            conn.execute(schedule_runs.insert().values(
+                id=f"run-{uuid.uuid4().hex}", schedule_id=schedule_id, attempt=1, status="success",
+                status_code=200, user_id=user_id, scheduled_for=1_700_000_000 + n, created_at=1_700_000_000 + n,
+            ))
+
+    return add_run
+
+
+def empty(db: Database) -> None:
+    with db.begin() as conn:
+        conn.execute(schedule_runs.delete())
+        conn.execute(schedules.delete())
+
+
+def test_one_agno_script_answers_the_same_from_agnos_manager_and_ours(db: Database, agno_on_ours: Any) -> None:
+    theirs = agno_script(AgnoManager(agno_on_ours), run_adder(db))
+    empty(db)
+    ours = agno_script(ScheduleManager(db), run_adder(db))
+    assert ours == theirs
+    # And the answers are the ones agno documents (so the comparison cannot pass vacuously).
+    assert theirs["duplicate alice"] == ("ValueError", "already exists")
+    assert theirs["missing"] == (None, None, None, None, False, [])
+    assert theirs["get"] == ["alice", None, "alice"]
+    assert theirs["by bob"] == (None, None, None, False, 0)
+    assert theirs["alice's after bob"] == (None, True, "alice", 2)
+    assert theirs["list alice"] == ["alice"] and theirs["list disabled"] == ["paused"]
+    assert theirs["get_runs"] == (True, 2, 1, 2, 0)
+    assert theirs["delete by alice"] == (True, None, [], False)
+    assert theirs["enabled_on_create"] == (False, "ops", "run-1")
+
+
+def test_the_async_twins_answer_the_same(db: Database, agno_on_ours: Any) -> None:
+    theirs = asyncio.run(agno_async_script(AgnoManager(agno_on_ours)))
+    empty(db)
+    ours = asyncio.run(agno_async_script(ScheduleManager(db)))
+    assert ours == theirs
+    assert theirs["taken"] == "ValueError" and theirs["aget"] == [True, False]
+    assert theirs["missing"] == (None, None, None, None, False) and theirs["adelete"] == (False, True)

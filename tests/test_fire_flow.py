@@ -443,7 +443,7 @@ def test_trigger_now_fires_at_once_and_leaves_the_cron_alone(pg: Stack) -> None:
         assert before > pg.now() + 60  # New Year: not while this test runs
 
         started = time.monotonic()
-        run = pg.manager.trigger(sched.id)
+        run = pg.manager.trigger_run(sched.id)
         (hit,) = pg.target.wait_for_requests(1, "/trigger-me", timeout=5)
         latency = hit.monotonic - started
         print(f"trigger -> target: {latency:.2f}s")
@@ -461,7 +461,7 @@ def test_trigger_now_fires_at_once_and_leaves_the_cron_alone(pg: Stack) -> None:
 
 def test_a_disabled_schedule_never_fires(pg: Stack) -> None:
     with pg.logs_on_failure():
-        off = pg.create("disabled", cron=EVERY_SECOND, enabled=False)
+        off = pg.create("disabled", cron=EVERY_SECOND, enabled_on_create=False)
         twin = pg.create("disabled-twin", cron=EVERY_SECOND)  # the control: proves beat fires meanwhile
         time.sleep(5)
         pg.quiesce(twin.id)
@@ -524,7 +524,7 @@ def test_embedded_sqlite_default(tmp_path: Path) -> None:
                 manual = stack.create("manual")
                 start_processes(stack)
                 flaky_slot = stack.due_now(flaky.id)
-                run = stack.manager.trigger(manual.id)
+                run = stack.manager.trigger_run(manual.id)
                 observed_from = stack.now()
                 time.sleep(10)
                 disabled_at = stack.now()

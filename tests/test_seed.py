@@ -62,7 +62,7 @@ def test_seed_startup_pattern_runs_as_written(tmp_path: Path) -> None:
     asyncio.run(start_twice())
     schedules = ScheduleManager(db).list()
     assert [s.name for s in schedules] == ["daily_digest"]
-    assert schedules.data[0].cron_expr == "0 9 * * 1-5"
+    assert schedules[0].cron_expr == "0 9 * * 1-5"
 
 
 def test_the_package_exports_what_users_call() -> None:

@@ -150,7 +150,7 @@ BAD_CREATE = [
     # --- the rest ---
     pytest.param({"description": 123}, "description", ["must be a string"], id="description-int"),
     pytest.param({"description": "d" * 10_001}, "description", ["at most 10000 characters"], id="description-too-long"),
-    pytest.param({"enabled": "yes"}, "enabled", ["must be true or false"], id="enabled-string"),
+    pytest.param({"enabled_on_create": "yes"}, "enabled_on_create", ["must be true or false"], id="enabled-string"),
     pytest.param({"user_id": 7}, "user_id", ["must be a string"], id="user-id-int"),
 ]
 

@@ -56,6 +56,10 @@ def test_seed_pipeline_ends_when_the_editor_approves_on_iteration_two() -> None:
     assert len(editor_model.calls) == 2
     assert 'I received "Offline model' in editor_model.calls[0][0][-1]["content"]
     assert all(s.executor_type == "agent" and s.success for s in loop.steps)
+    # As in agno, the agents' own runs are kept on the workflow run, linked to it.
+    runs = result.to_dict()["step_executor_runs"]
+    assert [r["agent_id"] for r in runs] == ["researcher", "outliner", "writer", "editor", "writer", "editor"]
+    assert {r["parent_run_id"] for r in runs} == {result.run_id}
     json.dumps(result.to_dict())
 
 
@@ -144,8 +148,10 @@ def test_run_context_and_session_state_are_shared_by_the_steps_of_a_run() -> Non
         return str(state["n"])
 
     workflow = Workflow(name="Counter Flow", session_state={"n": 10}, steps=[count, Step(name="again", executor=count)])
-    result = workflow.run("x", user_id="u1", session_state={"extra": True})
+    given = {"extra": True}
+    result = workflow.run("x", user_id="u1", session_state=given)
     assert result.content == "12"
+    assert given["n"] == 12  # as in agno, the dict given is the run's state
     assert seen[0].session_state is seen[1].session_state
     assert seen[0].session_state["workflow_id"] == "counter-flow"
     assert seen[0].session_state["current_user_id"] == "u1"

@@ -10,6 +10,7 @@ off; CEL needs agno's cel-python, a test dependency.
 from __future__ import annotations
 
 import collections
+import copy
 import os
 from types import SimpleNamespace
 from typing import Any, Callable
@@ -60,8 +61,9 @@ def run(ns: SimpleNamespace, build: Build, input: Any, **kwargs: Any) -> dict[st
 
 
 def assert_parity(build: Build, input: Any = "a topic", **kwargs: Any) -> dict[str, Any]:
-    theirs = run(AGNO, build, input, **kwargs)
-    mine = run(OURS, build, input, **kwargs)
+    # Each side gets its own copy: agno writes the run's session_state into the dict given.
+    theirs = run(AGNO, build, copy.deepcopy(input), **copy.deepcopy(kwargs))
+    mine = run(OURS, build, copy.deepcopy(input), **copy.deepcopy(kwargs))
     assert mine == theirs
     return mine
 
@@ -375,6 +377,63 @@ def test_nested_containers() -> None:
                 step(ns, "last", echo("last", calls))]
 
     assert_parity(build, input="go now")
+
+
+# run_context, session_state, generators, nested workflows, arun
+
+def test_run_context_session_state_seen_by_later_steps_and_cel() -> None:
+    def build(ns, calls):
+        def mark(step_input, run_context):
+            calls["mark"] += 1
+            run_context.session_state["seen"] = run_context.session_state.get("seen", 0) + 1
+            return f"{run_context.workflow_name}:{run_context.session_state['seen']}"
+        return [step(ns, "mark", mark), step(ns, "again", mark),
+                ns.Condition(name="gate", evaluator="session_state.seen == 2", steps=[step(ns, "y", echo("y", calls))])]
+
+    assert_parity(build, session_state={"seen": 0})
+
+
+def test_generator_executor_joins_its_items() -> None:
+    def build(ns, calls):
+        def chunks(step_input):
+            calls["chunks"] += 1
+            yield "one "
+            yield 2
+        return [step(ns, "chunks", chunks), step(ns, "after", echo("after", calls))]
+
+    assert_parity(build)
+
+
+def test_nested_workflow_step() -> None:
+    def build(ns, calls):
+        extra = {"telemetry": False} if ns.kind == "agno" else {}
+        inner = ns.Workflow(name="inner", steps=[step(ns, "i1", echo("i1", calls)), step(ns, "i2", echo("i2", calls))],
+                            **extra)
+        return [step(ns, "start", echo("start", calls)), ns.Step(name="sub", workflow=inner),
+                step(ns, "after", echo("after", calls))]
+
+    assert_parity(build)
+
+
+def test_arun_with_async_and_sync_executors() -> None:
+    import asyncio
+
+    def build(ns, calls):
+        async def slow(step_input):
+            calls["slow"] += 1
+            await asyncio.sleep(0)
+            return f"slow<{step_input.previous_step_content}>"
+        return [step(ns, "sync", echo("sync", calls)), step(ns, "slow", slow), step(ns, "after", echo("after", calls))]
+
+    def arun(ns: SimpleNamespace) -> dict[str, Any]:
+        calls: collections.Counter = collections.Counter()
+        extra = {"db": InMemoryDb(), "telemetry": False} if ns.kind == "agno" else {}
+        result = asyncio.run(ns.Workflow(name="parity", steps=build(ns, calls), **extra).arun("x", session_id="s1"))
+        data = result.to_dict()
+        return {"status": data["status"], "content": data["content"],
+                "steps": [tree(s) for s in data["step_results"]], "calls": dict(calls)}
+
+    assert arun(OURS) == arun(AGNO)
 
 
 # CEL itself: our engine (cel-expr-python) against agno's (cel-python), value by value

@@ -35,6 +35,7 @@ from kern_tasks.os.targets import Targets, by_id
 from kern_tasks.runs import RunStore
 from kern_tasks.scheduler import ScheduleManager
 from kern_tasks.settings import Settings
+from kern_tasks.tools.scheduler import share_endpoint_policy
 
 log = logging.getLogger("kern_tasks.os")
 
@@ -86,7 +87,9 @@ class AgentOS:
         self.service_token = (service_token if service_token is not None else self.settings.service_token) or None
         self.title = title
         self.max_body_bytes = max_body_bytes
-        self.manager = ScheduleManager(self.db)
+        # One endpoint policy for every way in: the API, Python callers and the agents' tools.
+        self.manager = ScheduleManager(self.db, endpoint_policy=self.targets)
+        share_endpoint_policy(self.agents, self.targets)
         self.store = RunStore(self.db)
         self.runner = RunExecutor(
             self.store, max_workers=background_workers, max_queued=max_queued_runs, shutdown_grace_s=shutdown_grace_s

@@ -2,6 +2,10 @@
 schedule may call (a schedule fires at KERN_BASE_URL + endpoint, so it must name a route
 of this app: no other host, no path we do not serve).
 
+`Targets` is this AgentOS's endpoint policy (kern_tasks.scheduler.endpoints): AgentOS
+hands it to its ScheduleManager and to its agents' SchedulerTools, so the API, the tools
+and Python callers refuse the same routes with the same message.
+
 A runnable is anything with `id`, `name` and
 `run(message, *, session_id=None, user_id=None, run_id=None, history=None) -> RunOutput`
 (kern_tasks.agent.Agent). Workflows plug in here: once kern_tasks.workflow.Workflow offers
@@ -11,15 +15,14 @@ persistence (session_type "workflow") and schedule validation serve them unchang
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Protocol
 from urllib.parse import unquote
 
 from kern_tasks.errors import NotFound, ValidationError
 from kern_tasks.scheduler import validation
+from kern_tasks.scheduler.endpoints import RUN_ENDPOINT
 
-RUN_PATH = re.compile(r"^/(agents|teams|workflows)/([^/]+)/runs$")
 PLAIN_ROUTES = {"/health": "GET"}
 KINDS = {"agents": "agent", "teams": "team", "workflows": "workflow"}
 LISTED_ROUTES_MAX = 20
@@ -87,7 +90,8 @@ class Targets:
         ValidationError naming the endpoint (or the method) and listing what is served."""
         method = validation.method(method)
         endpoint = validation.endpoint(endpoint)
-        run = RUN_PATH.match(endpoint)
+        # The run routes are served without a trailing slash (agno's pattern allows one).
+        run = None if endpoint.endswith("/") else RUN_ENDPOINT.match(endpoint)
         if run is not None:
             kind, component_id = run.group(1), unquote(run.group(2))
             if component_id not in self.registry(kind):

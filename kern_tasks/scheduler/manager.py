@@ -4,13 +4,30 @@
     manager.create(name="daily_digest", cron="0 9 * * 1-5",
                    endpoint="/workflows/daily-digest/runs", if_exists="update")
 
+Two APIs on one class (README.md, "Schedules from code", has the table):
+- agno 3.1's, with its names, parameters, defaults and return conventions, so agno code
+  runs unchanged: `create`, `list` and `list_all` (plain lists), `get` (None when
+  missing), `update`, `enable`, `disable` (None when missing), `delete` (a bool),
+  `get_runs` (a plain list), `stamp_provenance`, `trigger`, `close`, and their async
+  twins. `user_id` scopes a call to one owner exactly as agno's does: a row of another
+  owner is "missing"; None means any owner (in `create` it is the owner, None: unowned);
+  `get_runs(user_id=)` keeps the attempts stamped with that owner.
+- ours, under names agno does not use: `list_page` and `runs` (pages with the total),
+  `get_or_raise`, `get_by_name`, `get_run` (raise `NotFound`), `trigger_run` (queues a
+  run and returns it), and our options of `create` (misfire_policy, overlap_policy, ...).
+
 Promises:
 - every write validates first and writes nothing on error (`ValidationError`);
+- with an endpoint policy (scheduler/endpoints.py), a schedule is refused a route the
+  policy does not serve on create, on a change of endpoint or method, when it is
+  enabled and when it is triggered, with the policy's `ValidationError`: every way in
+  (Python, HTTP, SchedulerTools) gets the same check and the same message;
+- a trigger needs an enabled schedule (`ScheduleDisabled`);
 - `next_run_at` is stored on every write that can move it, computed from the
   database's clock, strictly after "now";
-- names are unique per owner, enforced by the database; `create(if_exists=...)` is
-  safe when several processes start at once: exactly one row, and with "update" or
-  "skip" nobody raises;
+- names are unique per owner, enforced by the database; a taken name raises `Conflict`
+  (a ValueError, as agno's); `create(if_exists=...)` is safe when several processes
+  start at once: exactly one row, and with "update" or "skip" nobody raises;
 - `if_exists="update"` with unchanged arguments writes nothing (not even updated_at);
   it keeps the stored enabled state, as agno does;
 - every method has an async twin (`acreate`, `aget`, ...) that runs it on a thread.
@@ -20,45 +37,30 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import re
-import uuid
 from typing import Any, Awaitable, Callable, ParamSpec, TypeVar
 
-from sqlalchemy import Connection, and_, delete, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from kern_tasks.db import Database, db_now
-from kern_tasks.db.tables import schedule_runs, schedules
-from kern_tasks.errors import Conflict, NotFound
-from kern_tasks.scheduler import cron as cron_engine
-from kern_tasks.scheduler import lifecycle
+from kern_tasks.db.tables import schedule_runs
+from kern_tasks.errors import Conflict, NotFound, ScheduleDisabled, ValidationError
+from kern_tasks.scheduler import lifecycle, rows
 from kern_tasks.scheduler import validation
+from kern_tasks.scheduler.endpoints import EndpointPolicy
 from kern_tasks.scheduler.models import Page, Schedule, ScheduleRun
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-# agno's run endpoints: /agents|teams|workflows/{id}/runs
-RUN_ENDPOINT = re.compile(r"^/(agents|teams|workflows)/([^/]+)/runs/?$")
 MAX_PAGE_LIMIT = 1000
 
-# Fields whose change moves the next fire time.
-TIMING_FIELDS = frozenset({"cron_expr", "timezone", "enabled"})
-
-
-def compute_next_run_at(cron_expr: str, timezone: str, now: int) -> int | None:
-    """The first slot strictly after `now`; None for agno's on-demand schedules (cron "")."""
-    if not cron_expr:
-        return None
-    return cron_engine.next_run_epoch(cron_expr, timezone, now)
-
-
-def target_of(endpoint: str) -> tuple[str | None, str | None]:
-    """("agent", "my-agent") for "/agents/my-agent/runs", as agno stamps them."""
-    match = RUN_ENDPOINT.match(endpoint)
-    if not match:
-        return None, None
-    return match.group(1).rstrip("s"), match.group(2)
+# What `create(provenance=)` may carry (agno's list); `stamp_provenance` may also write
+# the updated_by_* pair.
+CREATE_PROVENANCE = frozenset(
+    {"managed_by", "target_type", "target_id", "created_by_run_id", "created_by_session_id"}
+)
+STAMPABLE_PROVENANCE = CREATE_PROVENANCE | {"updated_by_run_id", "updated_by_session_id"}
 
 
 def _to_thread(method: Callable[P, R]) -> Callable[P, Awaitable[R]]:
@@ -76,11 +78,32 @@ def _paging(limit: int, page: int) -> tuple[int, int]:
     return limit, page
 
 
-class ScheduleManager:
-    """The schedules of one database. Thread-safe; cheap to construct."""
+def _provenance(given: dict[str, str] | None, allowed: frozenset[str]) -> dict[str, Any]:
+    if given is None:
+        return {}
+    if not isinstance(given, dict) or not set(given) <= allowed:
+        keys = sorted(given) if isinstance(given, dict) else given
+        raise ValidationError("provenance", f"may only carry {', '.join(sorted(allowed))}; got {keys!r}")
+    return validation.fields(given)
 
-    def __init__(self, db: Database | None = None) -> None:
+
+class ScheduleManager:
+    """The schedules of one database. Thread-safe; cheap to construct.
+
+    `endpoint_policy` decides which routes a schedule may call (scheduler/endpoints.py);
+    None accepts any path. AgentOS hands its manager the routes it serves.
+    """
+
+    def __init__(self, db: Database | None = None, *, endpoint_policy: EndpointPolicy | None = None) -> None:
+        self._owns_db = db is None
         self.db = db if db is not None else Database()
+        self.endpoint_policy = endpoint_policy
+
+    def close(self) -> None:
+        """Release what this manager holds: the engine of a Database it made itself
+        (db=None). A Database passed in stays open; it is its owner's to dispose."""
+        if self._owns_db:
+            self.db.dispose()
 
     # --- create ---------------------------------------------------------------
 
@@ -97,17 +120,24 @@ class ScheduleManager:
         max_retries: int = 0,
         retry_delay_seconds: int = 60,
         if_exists: str = "raise",
-        *,
-        enabled: bool = True,
         user_id: str | None = None,
+        provenance: dict[str, str] | None = None,
+        enabled_on_create: bool = True,
+        *,
         misfire_policy: str = "once",
         catchup_window_seconds: int = 3600,
         overlap_policy: str = "forbid",
         jitter_seconds: int = 0,
-        provenance: dict[str, str] | None = None,
     ) -> Schedule:
-        """Create a schedule, or per `if_exists` ("raise" | "update" | "skip") handle one
-        that already has this name for this owner. Raises `Conflict` with "raise"."""
+        """Create a schedule (agno's parameters, in agno's order, then our options).
+
+        `if_exists` says what to do when this owner already has a schedule by this name:
+        "raise" raises `Conflict` (a ValueError), "skip" returns it unchanged, "update"
+        writes what differs and keeps its stored enabled state. `user_id` owns the new
+        schedule (None: unowned; names are unique per owner). `enabled_on_create` is the
+        enabled state of a new row, written with the insert. `provenance` may carry
+        managed_by, target_type, target_id, created_by_run_id, created_by_session_id.
+        With an endpoint policy, the endpoint must be a route it serves."""
         mode = validation.if_exists(if_exists)
         given = validation.fields(
             {
@@ -127,17 +157,22 @@ class ScheduleManager:
                 "jitter_seconds": jitter_seconds,
             }
         )
-        owner = validation.fields({"user_id": user_id, "enabled": enabled, **(provenance or {})})
+        if not isinstance(enabled_on_create, bool):
+            raise ValidationError("enabled_on_create", "must be true or false")
+        owner = validation.fields(
+            {"user_id": user_id, "enabled": enabled_on_create, **_provenance(provenance, CREATE_PROVENANCE)}
+        )
+        given["method"], given["endpoint"] = self.check_endpoint(given["method"], given["endpoint"])
         try:
             with self.db.begin() as conn:
-                return self._insert(conn, {**given, **owner})
+                return rows.insert_schedule(conn, {**given, **owner})
         except IntegrityError:
             # The name is taken (possibly by a process that won a race a moment ago).
             pass
         with self.db.begin() as conn:
-            existing = self._find_by_name(conn, given["name"], owner.get("user_id"), lock=True)
+            existing = rows.find_by_name(conn, given["name"], owner.get("user_id"), lock=True)
             if existing is None:  # deleted in between: one more try, as a plain create
-                return self._insert(conn, {**given, **owner})
+                return rows.insert_schedule(conn, {**given, **owner})
             if mode == "raise":
                 raise Conflict(
                     f'a schedule named "{given["name"]}" already exists (id {existing.id}); '
@@ -147,191 +182,199 @@ class ScheduleManager:
                 return existing
             return self._apply_changes(conn, existing, given)
 
-    def _insert(self, conn: Connection, values: dict[str, Any]) -> Schedule:
-        now = db_now(conn)
-        target_type, target_id = target_of(values["endpoint"])
-        row = {
-            "id": str(uuid.uuid4()),
-            "target_type": target_type,
-            "target_id": target_id,
-            **values,
-            "next_run_at": compute_next_run_at(values["cron_expr"], values["timezone"], now),
-            "created_at": now,
-            "updated_at": now,
-        }
-        conn.execute(insert(schedules).values(**row))
-        return self._load(conn, row["id"])
-
     # --- read -----------------------------------------------------------------
 
-    def get(self, schedule_id: str) -> Schedule:
-        """The schedule with this id; raises `NotFound`."""
+    def get(self, schedule_id: str, user_id: str | None = None) -> Schedule | None:
+        """The schedule with this id, or None when there is none or it is not `user_id`'s."""
         with self.db.connect() as conn:
-            return self._load(conn, schedule_id)
+            return rows.find(conn, schedule_id, user_id)
+
+    def get_or_raise(self, schedule_id: str, user_id: str | None = None) -> Schedule:
+        """`get` that raises `NotFound` instead of answering None."""
+        found = self.get(schedule_id, user_id)
+        if found is None:
+            raise rows.missing(schedule_id)
+        return found
 
     def get_by_name(self, name: str, user_id: str | None = None) -> Schedule:
         """The schedule with this name for this owner (None: no owner); raises `NotFound`."""
         with self.db.connect() as conn:
-            found = self._find_by_name(conn, name, user_id)
+            found = rows.find_by_name(conn, name, user_id)
         if found is None:
             raise NotFound(f'no schedule named "{name}"')
         return found
 
     def list(
-        self,
-        enabled: bool | None = None,
-        limit: int = 50,
-        page: int = 1,
-        user_id: str | None = None,
+        self, enabled: bool | None = None, limit: int = 100, page: int = 1, user_id: str | None = None
+    ) -> list[Schedule]:
+        """One page of schedules, newest first, as a plain list (`list_page` adds the total)."""
+        limit, page = _paging(limit, page)
+        with self.db.connect() as conn:
+            return rows.list_schedules(conn, rows.schedule_filter(enabled, user_id), limit, page)
+
+    def list_all(
+        self, enabled: bool | None = None, user_id: str | None = None, *, raise_on_error: bool = True
+    ) -> list[Schedule]:
+        """Every schedule, newest first, read in one statement. A database error raises;
+        with raise_on_error=False it answers [] instead, as agno's does."""
+        try:
+            with self.db.connect() as conn:
+                return rows.list_schedules(conn, rows.schedule_filter(enabled, user_id), None, 1)
+        except SQLAlchemyError:
+            if raise_on_error:
+                raise
+            return []
+
+    def list_page(
+        self, enabled: bool | None = None, limit: int = 50, page: int = 1, user_id: str | None = None
     ) -> Page[Schedule]:
         """Schedules, newest first, one page at a time, with the total count."""
         limit, page = _paging(limit, page)
-        conditions = []
-        if enabled is not None:
-            conditions.append(schedules.c.enabled.is_(validation.enabled(enabled)))
-        if user_id is not None:
-            conditions.append(schedules.c.user_id == user_id)
-        where = and_(True, *conditions)
+        where = rows.schedule_filter(enabled, user_id)
         with self.db.connect() as conn:
-            total = conn.execute(select(func.count()).select_from(schedules).where(where)).scalar_one()
-            rows = conn.execute(
-                select(schedules)
-                .where(where)
-                .order_by(schedules.c.created_at.desc(), schedules.c.id.desc())
-                .limit(limit)
-                .offset((page - 1) * limit)
-            ).mappings()
-            data = [Schedule.from_row(row) for row in rows]
+            total = rows.count(conn, where)
+            data = rows.list_schedules(conn, where, limit, page)
         return Page(data=data, page=page, limit=limit, total_count=total)
 
-    def runs(self, schedule_id: str, limit: int = 20, page: int = 1) -> Page[ScheduleRun]:
-        """The schedule's attempts, newest first; raises `NotFound` for an unknown schedule."""
+    def get_runs(
+        self, schedule_id: str, limit: int = 20, page: int = 1, user_id: str | None = None
+    ) -> list[ScheduleRun]:
+        """One page of the schedule's attempts, newest first, as a plain list: [] for an
+        unknown schedule. With `user_id`, only the attempts stamped with that owner (agno's
+        filter; an attempt carries its schedule's owner)."""
         limit, page = _paging(limit, page)
-        where = schedule_runs.c.schedule_id == schedule_id
         with self.db.connect() as conn:
-            self._load(conn, schedule_id)
-            total = conn.execute(select(func.count()).select_from(schedule_runs).where(where)).scalar_one()
-            rows = conn.execute(
-                select(schedule_runs)
-                .where(where)
-                .order_by(
-                    schedule_runs.c.created_at.desc(),
-                    schedule_runs.c.attempt.desc(),
-                    schedule_runs.c.id.desc(),
-                )
-                .limit(limit)
-                .offset((page - 1) * limit)
-            ).mappings()
-            data = [ScheduleRun.from_row(row) for row in rows]
+            return rows.list_runs(conn, rows.run_filter(schedule_id, user_id), limit, page)
+
+    def runs(
+        self, schedule_id: str, limit: int = 20, page: int = 1, user_id: str | None = None
+    ) -> Page[ScheduleRun]:
+        """The schedule's attempts, newest first, with the total count; raises `NotFound`
+        for an unknown schedule (or one that is not `user_id`'s)."""
+        limit, page = _paging(limit, page)
+        where = rows.run_filter(schedule_id, None)
+        with self.db.connect() as conn:
+            rows.load(conn, schedule_id, user_id)
+            total = rows.count(conn, where, schedule_runs)
+            data = rows.list_runs(conn, where, limit, page)
         return Page(data=data, page=page, limit=limit, total_count=total)
 
     def get_run(self, schedule_id: str, run_id: str) -> ScheduleRun:
         """One attempt of this schedule; raises `NotFound`."""
         with self.db.connect() as conn:
-            row = conn.execute(
-                select(schedule_runs).where(
-                    schedule_runs.c.id == run_id, schedule_runs.c.schedule_id == schedule_id
-                )
-            ).mappings().first()
-        if row is None:
+            found = rows.find_run(conn, schedule_id, run_id)
+        if found is None:
             raise NotFound(f"schedule {schedule_id} has no run {run_id}")
-        return ScheduleRun.from_row(row)
+        return found
 
     # --- change ---------------------------------------------------------------
 
-    def update(self, schedule_id: str, **fields: Any) -> Schedule:
-        """Change fields (re-validated). `cron=` is accepted for `cron_expr=`.
-        Recomputes next_run_at when cron, time zone or enabled change."""
+    def update(self, schedule_id: str, user_id: str | None = None, **fields: Any) -> Schedule | None:
+        """Change fields (re-validated; `cron=` is accepted for `cron_expr=`); None when the
+        schedule is missing or not `user_id`'s (`user_id` selects the row, it never
+        reassigns the owner). Recomputes next_run_at when cron, time zone or enabled
+        change. A name this owner already uses raises `Conflict`."""
         if "cron" in fields:
             fields["cron_expr"] = fields.pop("cron")
         changes = validation.fields(fields)
         try:
             with self.db.begin() as conn:
-                current = self._load(conn, schedule_id, lock=True)
+                current = rows.find(conn, schedule_id, user_id, lock=True)
+                if current is None:
+                    return None
                 return self._apply_changes(conn, current, changes)
         except IntegrityError as exc:
             raise Conflict(f'a schedule named "{changes.get("name")}" already exists for this owner') from exc
 
-    def enable(self, schedule_id: str) -> Schedule:
-        return self.update(schedule_id, enabled=True)
+    def enable(self, schedule_id: str, user_id: str | None = None) -> Schedule | None:
+        """Enable it, its next run computed from now; None when missing. With an endpoint
+        policy, its endpoint must still be served (`ValidationError` otherwise)."""
+        return self.update(schedule_id, user_id, enabled=True)
 
-    def disable(self, schedule_id: str, reason: str | None = None) -> Schedule:
+    def disable(
+        self, schedule_id: str, user_id: str | None = None, *, reason: str | None = None
+    ) -> Schedule | None:
+        """Disable it (`reason` is kept as disabled_reason); None when missing."""
         fields: dict[str, Any] = {"enabled": False}
         if reason is not None:
             fields["disabled_reason"] = reason
-        return self.update(schedule_id, **fields)
+        return self.update(schedule_id, user_id, **fields)
 
-    def delete(self, schedule_id: str) -> None:
-        """Delete the schedule and its runs; raises `NotFound`."""
+    def delete(self, schedule_id: str, user_id: str | None = None) -> bool:
+        """Delete the schedule and its runs; False when it is missing or not `user_id`'s."""
         with self.db.begin() as conn:
-            # Runs go explicitly too, for databases whose FK lacks the cascade.
-            conn.execute(delete(schedule_runs).where(schedule_runs.c.schedule_id == schedule_id))
-            deleted = conn.execute(delete(schedules).where(schedules.c.id == schedule_id)).rowcount
-        if not deleted:
-            raise NotFound(f"no schedule with id {schedule_id}")
+            if rows.find(conn, schedule_id, user_id, lock=True) is None:
+                return False
+            return rows.delete_schedule(conn, schedule_id)
 
-    def trigger(self, schedule_id: str) -> ScheduleRun:
-        """Ask for one run now, without moving the cron. Beat publishes it on its next
-        tick. Repeated calls within the same second return the same run."""
+    def stamp_provenance(self, schedule_id: str, **provenance: Any) -> bool:
+        """Write provenance columns (managed_by, target_type, target_id, created_by_*,
+        updated_by_*), the trusted path agno keeps for control planes; True when the
+        schedule exists. Any other column is a `ValidationError`."""
+        values = _provenance(provenance, STAMPABLE_PROVENANCE)
         with self.db.begin() as conn:
-            schedule = self._load(conn, schedule_id)
+            return rows.stamp(conn, schedule_id, values)
+
+    def trigger(self, schedule_id: str) -> None:
+        """agno's signature: queue one run now, answer nothing. (agno's own manager only
+        logs that it cannot; this one can.) Raises as `trigger_run` does."""
+        self.trigger_run(schedule_id)
+
+    def trigger_run(self, schedule_id: str, *, user_id: str | None = None) -> ScheduleRun:
+        """Queue one run now, without moving the cron, and return it. Beat publishes it on
+        its next tick. Repeated calls within the same second return the same run. Raises
+        `NotFound` (missing, or not `user_id`'s), `ScheduleDisabled`, and, with an endpoint
+        policy, `ValidationError` when its endpoint is no longer served."""
+        with self.db.begin() as conn:
+            schedule = rows.load(conn, schedule_id, user_id)
+            self._require_runnable(schedule)
             run = lifecycle.queue_manual(conn, schedule_id, user_id=schedule.user_id, now=db_now(conn))
             return ScheduleRun.from_row(run)
 
     def _apply_changes(self, conn: Connection, current: Schedule, changes: dict[str, Any]) -> Schedule:
-        """Write only what differs; nothing at all when nothing does."""
-        diff = {key: value for key, value in changes.items() if getattr(current, key) != value}
-        if not diff:
-            return current
-        merged = {**current.to_dict(), **diff}
-        now = db_now(conn)
-        timing = TIMING_FIELDS & diff.keys()
-        # Disabling alone needs no new slot; it must work even on a row whose cron only
-        # agno's croniter understands (such as "0 9 * * 5#3").
-        if timing and (timing != {"enabled"} or diff["enabled"]):
-            diff["next_run_at"] = compute_next_run_at(merged["cron_expr"], merged["timezone"], now)
-        if diff.get("enabled") is True:
-            diff["disabled_reason"] = None
-        if "endpoint" in diff and current.managed_by in (None, "company"):
-            diff["target_type"], diff["target_id"] = target_of(diff["endpoint"])
-        diff["updated_at"] = now
-        conn.execute(update(schedules).where(schedules.c.id == current.id).values(**diff))
-        return self._load(conn, current.id)
+        """Write only what differs; nothing at all when nothing does. A change of endpoint
+        or method, and enabling, must pass the endpoint policy (even when nothing differs)."""
+        if {"endpoint", "method"} & changes.keys() or changes.get("enabled") is True:
+            method, endpoint = self.check_endpoint(
+                changes.get("method", current.method), changes.get("endpoint", current.endpoint)
+            )
+            changes = {**changes, **{k: v for k, v in (("method", method), ("endpoint", endpoint)) if k in changes}}
+        return rows.write_changes(conn, current, changes)
 
-    # --- rows -----------------------------------------------------------------
+    # --- rules ----------------------------------------------------------------
 
-    def _load(self, conn: Connection, schedule_id: str, lock: bool = False) -> Schedule:
-        query = select(schedules).where(schedules.c.id == schedule_id)
-        if lock and conn.dialect.name == "postgresql":
-            query = query.with_for_update()
-        row = conn.execute(query).mappings().first()
-        if row is None:
-            raise NotFound(f"no schedule with id {schedule_id}")
-        return Schedule.from_row(row)
+    def check_endpoint(self, method: str, endpoint: str) -> tuple[str, str]:
+        """(method, endpoint) normalised when a schedule may call that route (any route,
+        without a policy); the policy's `ValidationError` otherwise. Every write that
+        points a schedule at a route goes through here."""
+        if self.endpoint_policy is None:
+            return method, endpoint
+        return self.endpoint_policy.check_endpoint(method, endpoint)
 
-    def _find_by_name(
-        self, conn: Connection, name: str, user_id: str | None, lock: bool = False
-    ) -> Schedule | None:
-        owner = schedules.c.user_id.is_(None) if user_id is None else schedules.c.user_id == user_id
-        query = select(schedules).where(schedules.c.name == name, owner)
-        if lock and conn.dialect.name == "postgresql":
-            query = query.with_for_update()
-        row = conn.execute(query).mappings().first()
-        return Schedule.from_row(row) if row is not None else None
+    def _require_runnable(self, schedule: Schedule) -> None:
+        """A run needs an enabled schedule whose endpoint the policy still serves."""
+        if not schedule.enabled:
+            raise ScheduleDisabled(f"schedule {schedule.name!r} is disabled: enable it first")
+        self.check_endpoint(schedule.method, schedule.endpoint)
 
     # --- async twins ------------------------------------------------------------
 
-    get_runs = runs  # agno's name
-
+    # agno's
     acreate = _to_thread(create)
-    aget = _to_thread(get)
-    aget_by_name = _to_thread(get_by_name)
     alist = _to_thread(list)
-    aruns = _to_thread(runs)
-    aget_runs = aruns
-    aget_run = _to_thread(get_run)
+    alist_all = _to_thread(list_all)
+    aget = _to_thread(get)
     aupdate = _to_thread(update)
+    adelete = _to_thread(delete)
     aenable = _to_thread(enable)
     adisable = _to_thread(disable)
-    adelete = _to_thread(delete)
+    aget_runs = _to_thread(get_runs)
+    # ours
+    astamp_provenance = _to_thread(stamp_provenance)
     atrigger = _to_thread(trigger)
+    atrigger_run = _to_thread(trigger_run)
+    aget_or_raise = _to_thread(get_or_raise)
+    aget_by_name = _to_thread(get_by_name)
+    alist_page = _to_thread(list_page)
+    aruns = _to_thread(runs)
+    aget_run = _to_thread(get_run)

@@ -11,7 +11,7 @@ import re
 import zoneinfo
 from functools import lru_cache
 
-from kern_tasks.errors import Conflict, CronError, KernError, NotFound, ValidationError
+from kern_tasks.errors import Conflict, CronError, KernError, NotFound, ScheduleDisabled, ValidationError
 
 CRON_EXAMPLES = (
     'Use 5 fields "minute hour day-of-month month day-of-week", e.g. "0 9 * * *" (every day at 09:00), '
@@ -42,6 +42,8 @@ def hint_for(exc: KernError) -> str | None:
         return zone_hint(match.group(1)) if match else None
     if isinstance(exc, NotFound):
         return "Call list_schedules to see the ids and names of existing schedules."
+    if isinstance(exc, ScheduleDisabled):
+        return "Call enable_schedule first, then trigger it again."
     if isinstance(exc, Conflict):
         return "Choose another name, or update the schedule that has this name."
     if isinstance(exc, ValidationError) and field == "endpoint":

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, ParamSpec
 
 from kern_tasks.agent.tools import Toolkit
 from kern_tasks.db import Database
 from kern_tasks.errors import CronError, KernError, NotFound, ValidationError
 from kern_tasks.scheduler import ScheduleManager, validation
-from kern_tasks.scheduler.manager import RUN_ENDPOINT
+from kern_tasks.scheduler.endpoints import RUN_ENDPOINT, EndpointPolicy
 from kern_tasks.scheduler.models import Schedule
 from kern_tasks.tools.views import error_json, run_json, schedule_json
 
@@ -45,7 +45,11 @@ def _reports_errors(method: Callable[P, str]) -> Callable[P, str]:
 
 
 class SchedulerTools(Toolkit):
-    """Schedule tools over one database; defaults fill what the model leaves out."""
+    """Schedule tools over one database; defaults fill what the model leaves out.
+
+    `endpoint_policy` says which routes a schedule may call (kern_tasks.scheduler.endpoints);
+    the manager applies it, so the tools refuse what the HTTP API refuses, in its words.
+    An AgentOS hands its own policy to the SchedulerTools of its agents that have none."""
 
     tools = (
         "create_schedule", "list_schedules", "get_schedule", "update_schedule", "delete_schedule",
@@ -60,13 +64,23 @@ class SchedulerTools(Toolkit):
         default_timezone: str = "UTC",
         default_payload: dict[str, Any] | None = None,
         name: str = "scheduler",
+        *,
+        endpoint_policy: EndpointPolicy | None = None,
     ) -> None:
         super().__init__(name)
-        self.manager = ScheduleManager(db)
+        self.manager = ScheduleManager(db, endpoint_policy=endpoint_policy)
         self.default_endpoint = default_endpoint
         self.default_method = default_method
         self.default_timezone = default_timezone
         self.default_payload = dict(default_payload or {})
+
+    @property
+    def endpoint_policy(self) -> EndpointPolicy | None:
+        return self.manager.endpoint_policy
+
+    @endpoint_policy.setter
+    def endpoint_policy(self, policy: EndpointPolicy | None) -> None:
+        self.manager.endpoint_policy = policy
 
     # --- tools ------------------------------------------------------------------------
 
@@ -107,6 +121,8 @@ class SchedulerTools(Toolkit):
         timezone = _zone(timezone or self.default_timezone)
         endpoint = validation.endpoint(endpoint or self._default_endpoint())
         method = validation.method(method or self.default_method)
+        # The endpoint policy before the message rule: no message fixes an unserved route.
+        method, endpoint = self.manager.check_endpoint(method, endpoint)
         body = {**self.default_payload, **(validation.payload(payload) or {})}
         if message is not None:
             body["message"] = message
@@ -131,7 +147,7 @@ class SchedulerTools(Toolkit):
             limit: how many per page (1-1000).
             page: which page, from 1.
         """
-        found = self.manager.list(enabled=enabled, limit=limit, page=page)
+        found = self.manager.list_page(enabled=enabled, limit=limit, page=page)
         return json.dumps({
             "data": [schedule_json(s) for s in found.data],
             "meta": {"page": found.page, "limit": found.limit,
@@ -191,7 +207,8 @@ class SchedulerTools(Toolkit):
             validation.method(changes.get("method", current.method)),
             changes.get("payload", current.payload) or {},
         )
-        return json.dumps({"status": "updated", **schedule_json(self.manager.update(current.id, **changes))})
+        updated = _present(self.manager.update(current.id, **changes), schedule_id)
+        return json.dumps({"status": "updated", **schedule_json(updated)})
 
     @_reports_errors
     def delete_schedule(self, schedule_id: str) -> str:
@@ -201,7 +218,8 @@ class SchedulerTools(Toolkit):
             schedule_id: the schedule's id or its name.
         """
         schedule = self._find(schedule_id)
-        self.manager.delete(schedule.id)
+        if not self.manager.delete(schedule.id):
+            raise _gone(schedule_id)
         return json.dumps({"status": "deleted", "id": schedule.id, "name": schedule.name})
 
     @_reports_errors
@@ -211,7 +229,7 @@ class SchedulerTools(Toolkit):
         Args:
             schedule_id: the schedule's id or its name.
         """
-        schedule = self.manager.enable(self._find(schedule_id).id)
+        schedule = _present(self.manager.enable(self._find(schedule_id).id), schedule_id)
         return json.dumps({"status": "enabled", **schedule_json(schedule)})
 
     @_reports_errors
@@ -222,7 +240,7 @@ class SchedulerTools(Toolkit):
             schedule_id: the schedule's id or its name.
             reason: why, shown to people later.
         """
-        schedule = self.manager.disable(self._find(schedule_id).id, reason=reason)
+        schedule = _present(self.manager.disable(self._find(schedule_id).id, reason=reason), schedule_id)
         return json.dumps({"status": "disabled", **schedule_json(schedule)})
 
     @_reports_errors
@@ -233,7 +251,7 @@ class SchedulerTools(Toolkit):
             schedule_id: the schedule's id or its name.
         """
         schedule = self._find(schedule_id)
-        run = self.manager.trigger(schedule.id)
+        run = self.manager.trigger_run(schedule.id)
         return json.dumps({"status": "triggered", "schedule_id": schedule.id, "name": schedule.name,
                            "run": run_json(run)})
 
@@ -261,14 +279,24 @@ class SchedulerTools(Toolkit):
 
     def _find(self, schedule_id: str) -> Schedule:
         """By id, else by name (models often remember names, not ids)."""
-        try:
-            return self.manager.get(schedule_id)
-        except NotFound:
-            pass
+        found = self.manager.get(schedule_id)
+        if found is not None:
+            return found
         try:
             return self.manager.get_by_name(schedule_id)
         except NotFound:
-            raise NotFound(f'no schedule with id or name "{schedule_id}"') from None
+            raise _gone(schedule_id) from None
+
+
+def _gone(schedule_id: str) -> NotFound:
+    return NotFound(f'no schedule with id or name "{schedule_id}"')
+
+
+def _present(schedule: Schedule | None, schedule_id: str) -> Schedule:
+    """The schedule a change answered with; None means it was deleted meanwhile."""
+    if schedule is None:
+        raise _gone(schedule_id)
+    return schedule
 
 
 # Valid tz database names that are fixed offsets, but which people mean as local time
@@ -297,3 +325,17 @@ def _require_message(endpoint: str, method: str, payload: dict[str, Any]) -> Non
                 f"a POST to a /runs endpoint ({endpoint}) needs a message in its payload: the text the "
                 'scheduled run receives. Pass message="..." (e.g. "Post a digest of open PRs")',
             )
+
+
+def share_endpoint_policy(agents: Iterable[Any], policy: EndpointPolicy) -> None:
+    """Hand `policy` to every SchedulerTools among these agents' tools that has none of its
+    own (AgentOS does this with its routes). An agent's tools are its `functions`, each
+    bound to the toolkit it came from; a policy given explicitly is kept."""
+    for agent in agents:
+        functions = getattr(agent, "functions", None)
+        if not isinstance(functions, dict):
+            continue
+        for function in functions.values():
+            toolkit = getattr(getattr(function, "entrypoint", None), "__self__", None)
+            if isinstance(toolkit, SchedulerTools) and toolkit.endpoint_policy is None:
+                toolkit.endpoint_policy = policy

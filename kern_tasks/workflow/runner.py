@@ -32,7 +32,7 @@ import logging
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kern_tasks.workflow.containers import Condition, Loop, Parallel, Router, Steps, inner_failed
@@ -54,11 +54,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Drive:
-    """What every step of one run shares: its RunContext, and whether coroutine executors
-    may run (only under `arun`)."""
+    """What every step of one run shares: its RunContext, whether coroutine executors may
+    run (only under `arun`), and the executor runs recorded so far."""
 
     run_context: RunContext
     allow_async: bool = False
+    executor_runs: list[dict[str, Any]] = field(default_factory=list)
 
     def execute(self, node: Node, step_input: StepInput) -> StepOutput:
         """Run `node` (a Step or a container) on `step_input`; raises what the node's rules let through."""
@@ -82,7 +83,7 @@ class Drive:
             step_input.previous_step_content = step_input.get_last_step_content()
         for attempt in range(step.max_retries + 1):
             try:
-                return step.attempt(step_input, self.run_context, self.allow_async)
+                return step.attempt(step_input, self.run_context, self.allow_async, self.executor_runs.append)
             except Exception as exc:  # noqa: BLE001 - any executor error is retried, then ruled on
                 log.warning("Step %s failed (attempt %d): %s", step.name, attempt + 1, exc)
                 if attempt == step.max_retries:
@@ -270,4 +271,5 @@ def execute_workflow(
         if output.stop:
             log.info("Early termination requested by step %s", node.name)
             break
+    run.step_executor_runs = drive.executor_runs or None
     return finish(run, collected, error, produced, time.perf_counter() - started), error

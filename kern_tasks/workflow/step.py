@@ -86,13 +86,16 @@ class Step(Node):
             return getattr(active, "name", None) or "unnamed_executor"
         return getattr(self.executor, "__name__", "anonymous_function")
 
-    def attempt(self, step_input: StepInput, run_context: RunContext, allow_async: bool = False) -> StepOutput:
+    def attempt(self, step_input: StepInput, run_context: RunContext, allow_async: bool = False,
+                record_run: Callable[[dict[str, Any]], None] | None = None) -> StepOutput:
         """One try: run the executor on `step_input` and name its output. Raises what the
-        executor raises. `allow_async` lets a coroutine function run (on a loop of its own)."""
+        executor raises. `allow_async` lets a coroutine function run (on a loop of its own);
+        `record_run` is given an agent's or nested workflow's run, as a dict (agno keeps them
+        in the workflow run's step_executor_runs)."""
         if self.agent is not None:
-            return self._run_agent(step_input, run_context)
+            return self._run_agent(step_input, run_context, record_run)
         if self.workflow is not None:
-            return self._run_workflow(step_input, run_context)
+            return self._run_workflow(step_input, run_context, record_run)
         return self.named(self._call_function(step_input, run_context, allow_async))
 
     def exhausted(self, error: BaseException) -> StepOutput:
@@ -133,9 +136,15 @@ class Step(Node):
                 return content
         return step_input.input
 
-    def _run_agent(self, step_input: StepInput, run_context: RunContext) -> StepOutput:
+    def _record(self, run: Any, run_context: RunContext, record_run: Callable[[dict[str, Any]], None] | None) -> None:
+        if record_run is not None and hasattr(run, "to_dict"):
+            record_run({**run.to_dict(), "parent_run_id": run_context.run_id, "workflow_step_id": self.step_id})
+
+    def _run_agent(self, step_input: StepInput, run_context: RunContext,
+                   record_run: Callable[[dict[str, Any]], None] | None) -> StepOutput:
         message = input_as_string(self._message(step_input)) or ""
         run = self.agent.run(message, session_id=run_context.session_id, user_id=run_context.user_id)
+        self._record(run, run_context, record_run)
         status = getattr(run, "status", None)
         failed = str(getattr(status, "value", status)).upper() in ("ERROR", "CANCELLED")
         metrics = getattr(run, "metrics", None)
@@ -148,11 +157,13 @@ class Step(Node):
             error=(getattr(run, "error", None) or run.content) if failed else None,
         ))
 
-    def _run_workflow(self, step_input: StepInput, run_context: RunContext) -> StepOutput:
+    def _run_workflow(self, step_input: StepInput, run_context: RunContext,
+                      record_run: Callable[[dict[str, Any]], None] | None) -> StepOutput:
         nested = self.workflow.run(
             input=self._message(step_input), session_id=run_context.session_id, user_id=run_context.user_id,
             session_state=run_context.session_state,
         )
+        self._record(nested, run_context, record_run)
         return StepOutput(
             step_name=self.name, step_id=self.step_id, step_type=StepType.WORKFLOW.value, executor_type="workflow",
             executor_name=self.executor_name, content=nested.content, step_run_id=nested.run_id,

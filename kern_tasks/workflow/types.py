@@ -328,6 +328,8 @@ class WorkflowRunOutput:
     audio: list[Any] | None = None
     files: list[Any] | None = None
     step_results: list[StepOutput] = field(default_factory=list)
+    # The runs of agent and nested-workflow executors, as dicts, each with parent_run_id.
+    step_executor_runs: list[dict[str, Any]] | None = None
     metrics: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
     created_at: int = field(default_factory=lambda: int(time.time()))
@@ -347,7 +349,7 @@ class WorkflowRunOutput:
         data: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is None or f.name in ("step_results", *MEDIA_FIELDS):
+            if value is None or f.name in ("step_results", "step_executor_runs", *MEDIA_FIELDS):
                 continue
             data[f.name] = value
         data["status"] = self.status.value if isinstance(self.status, RunStatus) else self.status
@@ -356,6 +358,8 @@ class WorkflowRunOutput:
                 data[name] = _media_dicts(getattr(self, name))
         if self.step_results:
             data["step_results"] = [step.to_dict() for step in self.step_results]
+        if self.step_executor_runs:
+            data["step_executor_runs"] = list(self.step_executor_runs)
         if self.input is not None:
             data["input"] = self.input.model_dump(exclude_none=True) if isinstance(self.input, BaseModel) else self.input
         if isinstance(self.content, BaseModel):

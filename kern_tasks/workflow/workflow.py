@@ -12,7 +12,8 @@ compiled when the workflow is built, so a bad definition fails here, not in a ru
 
 A run's session_state starts from `session_state` given here, updated by the one given to
 `run`, plus agno's workflow_id, workflow_name, current_session_id, current_user_id and
-current_run_id; every step of the run shares that one dict. `db` is accepted for agno's
+current_run_id; every step of the run shares that one dict, which (as in agno) is the very
+dict given to `run`, if one was. `db` is accepted for agno's
 signature; persisting sessions and runs is not done in-process yet (issue 8, part 6).
 
 `run` returns the run when it COMPLETED. When the run ends in ERROR, `run` raises the error
@@ -139,8 +140,14 @@ class Workflow:
 
     def _session_state(self, given: dict[str, Any] | None, session_id: str, user_id: str | None,
                        run_id: str) -> dict[str, Any]:
-        state = copy.deepcopy(self.session_state) if self.session_state else {}
-        _merge(state, given or {})
+        # agno's order: the definition's state, under the run's; and like agno, the dict the
+        # caller gave is the run's state itself, so the caller sees what the steps left in it.
+        state = given if given is not None else {}
+        if self.session_state:
+            merged = copy.deepcopy(self.session_state)
+            _merge(merged, state)
+            state.clear()
+            state.update(merged)
         state["workflow_id"] = self.id
         if self.name:
             state["workflow_name"] = self.name
