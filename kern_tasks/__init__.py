@@ -1,6 +1,6 @@
 """kern_tasks: recurring and multi-step agent jobs on Celery, with schedules in SQL.
 
-The names users call, importable from here or from their own modules (design.md's paths):
+The names users call, importable from here or from their own modules (docs/architecture.md, "Layout"):
 
     kern_tasks.Database          kern_tasks.db.Database
     kern_tasks.ScheduleManager   kern_tasks.scheduler.ScheduleManager

@@ -10,19 +10,30 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
+import redis
 from sqlalchemy import create_engine, text
 
 from kern_tasks.db import Database
 from kern_tasks.settings import Settings
+from tests.processes import Processes, kern_env
 
 POSTGRES_URL = os.environ.get("KERN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("KERN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 # Tests never read the developer's KERN_* environment.
 EMPTY_SETTINGS = Settings()
+
+
+def broker_url_for(redis_db: int) -> str:
+    """A Redis database of its own per test module (they may run side by side)."""
+    return REDIS_URL.rsplit("/", 1)[0] + f"/{redis_db}"
+
+
+def flush_broker(redis_db: int) -> None:
+    redis.Redis.from_url(broker_url_for(redis_db)).flushdb()
 
 
 def fresh_schema_name() -> str:
@@ -68,3 +79,39 @@ def db(db_url_schema: tuple[str, str | None]) -> Iterator[Database]:
     database.upgrade()
     yield database
     database.dispose()
+
+
+@pytest.fixture
+def pg_db(pg_schema: str) -> Iterator[Database]:
+    """A migrated Postgres schema of this test's own."""
+    database = Database(POSTGRES_URL, schema=pg_schema, settings=EMPTY_SETTINGS)
+    database.upgrade()
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def cluster_for(
+    request: pytest.FixtureRequest, tmp_path: Path, pg_schema: str
+) -> Iterator[Callable[[str], Processes]]:
+    """Makes the test's Processes (kern settings on `pg_schema` and the Redis database the
+    test module names in REDIS_DB) once its target's URL is known; stops them after the
+    test and, when the test failed, prints the processes' logs."""
+    redis_db: int = request.module.REDIS_DB
+    flush_broker(redis_db)
+    failed_before = request.session.testsfailed
+    made: list[Processes] = []
+
+    def make(base_url: str) -> Processes:
+        settings = kern_env(
+            database_url=POSTGRES_URL, schema=pg_schema, base_url=base_url, data_dir=tmp_path / "kern",
+            broker_url=broker_url_for(redis_db),
+        )  # fmt: skip
+        made.append(Processes(tmp_path / "logs", env=settings))
+        return made[-1]
+
+    yield make
+    for cluster in made:
+        cluster.stop_all()
+        if request.session.testsfailed > failed_before:
+            print(cluster.dump_logs(tail=150))

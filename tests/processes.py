@@ -29,10 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-import redis
 import uvicorn
-
-from tests.conftest import REDIS_URL
 
 PYTHON = sys.executable
 ROOT = Path(__file__).resolve().parent.parent
@@ -152,15 +149,6 @@ def kern_env(*, database_url: str, base_url: str, data_dir: Path, schema: str | 
     if broker_url is not None:
         env["KERN_BROKER_URL"] = broker_url
     return env
-
-
-def broker_url_for(redis_db: int) -> str:
-    """A Redis database of its own per test module (they may run side by side)."""
-    return REDIS_URL.rsplit("/", 1)[0] + f"/{redis_db}"
-
-
-def flush_broker(redis_db: int) -> None:
-    redis.Redis.from_url(broker_url_for(redis_db)).flushdb()
 
 
 # --- processes ---------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ import subprocess
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 from sqlalchemy import RowMapping, func, select
@@ -35,8 +35,7 @@ from sqlalchemy import RowMapping, func, select
 from kern_tasks.db import Database, db_now, db_time, schedule_runs, schedules
 from kern_tasks.scheduler.lifecycle import LOST_ATTEMPT_MARGIN_S
 from kern_tasks.scheduler import ScheduleManager
-from tests.conftest import EMPTY_SETTINGS, POSTGRES_URL
-from tests.processes import Processes, broker_url_for, flush_broker, free_port, kern_env, wait_for
+from tests.processes import Processes, free_port, wait_for
 from tests.targets import Reply, TargetServer, read_log, target_process
 
 pytestmark = pytest.mark.slow
@@ -46,42 +45,7 @@ EVERY_SECOND = "* * * * * *"
 NEVER_SOON = "0 0 1 1 *"  # once a year: how a test stops a schedule without disabling it
 
 
-# --- fixtures and helpers ------------------------------------------------------------------
-
-
-@pytest.fixture
-def pg_db(pg_schema: str) -> Iterator[Database]:
-    """A migrated Postgres schema of this test's own."""
-    database = Database(POSTGRES_URL, schema=pg_schema, settings=EMPTY_SETTINGS)
-    database.upgrade()
-    yield database
-    database.dispose()
-
-
-@pytest.fixture
-def cluster_for(
-    request: pytest.FixtureRequest, tmp_path: Path, pg_schema: str
-) -> Iterator[Callable[[str], Processes]]:
-    """Makes the test's Processes once its target's URL is known; stops it after the test and,
-    when the test failed, prints the processes' logs."""
-    flush_broker(REDIS_DB)
-    failed_before = request.session.testsfailed
-    made: list[Processes] = []
-
-    def make(base_url: str) -> Processes:
-        settings = kern_env(
-            database_url=POSTGRES_URL, schema=pg_schema, base_url=base_url, data_dir=tmp_path / "kern",
-            broker_url=broker_url_for(REDIS_DB),
-        )  # fmt: skip
-        cluster = Processes(tmp_path / "logs", env=settings)
-        made.append(cluster)
-        return cluster
-
-    yield make
-    for cluster in made:
-        cluster.stop_all()
-        if request.session.testsfailed > failed_before:
-            print(cluster.dump_logs(tail=150))
+# --- helpers (pg_db and cluster_for are conftest.py fixtures) -------------------------------------------------------------
 
 
 def replica_prefix(proc: subprocess.Popen) -> str:

@@ -38,8 +38,8 @@ from kern_tasks.scheduler import ScheduleManager
 from kern_tasks.scheduler.cron import next_run_epoch
 from kern_tasks.scheduler.models import Schedule
 from kern_tasks.settings import Settings
-from tests.conftest import EMPTY_SETTINGS, POSTGRES_URL, drop_schema, fresh_schema_name
-from tests.processes import Processes, broker_url_for, flush_broker, kern_env, wait_for
+from tests.conftest import EMPTY_SETTINGS, POSTGRES_URL, broker_url_for, drop_schema, flush_broker, fresh_schema_name
+from tests.processes import Processes, kern_env, wait_for
 from tests.targets import AgnoRun, Reply, Request, TargetServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]

@@ -1,5 +1,5 @@
 """The seed's code samples run as written (with `kern` spelled `kern_tasks`), and the
-public import paths of design.md exist."""
+public import paths of docs/architecture.md exist."""
 
 from __future__ import annotations
 

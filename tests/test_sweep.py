@@ -17,7 +17,7 @@ from kern_tasks.runtime import bind_runtime
 from kern_tasks.scheduler import ScheduleManager
 from kern_tasks.settings import Settings
 
-from .processes import broker_url_for, flush_broker
+from .conftest import broker_url_for, flush_broker
 
 REDIS_DB = 11
 

@@ -7,9 +7,11 @@ Contract:
   come back as a burst. A server's Retry-After is a floor (we never come back earlier
   than asked) but nothing exceeds `cap_seconds`.
 - `retry_budget_seconds` is the longest all attempts of a slot can take when every
-  attempt runs to its timeout and every wait is at its bound; beat uses it (plus a
-  margin) to decide when a lease is stale. A Retry-After floor can push one wait above
-  its bound, up to the cap; the caller's margin has to cover that.
+  attempt runs to its timeout and every wait is at its bound. Beat's lease does not call
+  it: `scheduler.lifecycle.lease_budget` counts every wait at the cap (one formula that
+  SQL can evaluate too), which is never less than this budget (a property test holds
+  them together), and so also covers a Retry-After floor that pushes a wait above its
+  bound, up to the cap.
 """
 
 from __future__ import annotations

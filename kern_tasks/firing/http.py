@@ -1,6 +1,6 @@
 """Fire one attempt of a schedule as an HTTP call, and say how it ended.
 
-Contract (design.md, "Fire: the worker's task"):
+Contract (docs/architecture.md, "Fire: the worker's task"):
 - `fire()` never raises for HTTP or network trouble; each such problem is a `FireOutcome`.
   Only programming errors (bad arguments) raise.
 - URL = base_url + endpoint. An endpoint that is not a path on base_url's host is refused;
