@@ -191,3 +191,23 @@ def test_a_step_needs_exactly_one_executor_and_a_known_step_type() -> None:
         Step(name="s", executor=lambda si: 1, agent=Agent(name="a"))
     with pytest.raises(ValueError, match="Invalid step type: int"):
         Workflow(name="w", steps=[42])
+
+
+def test_agno_options_are_accepted_input_schema_is_applied_and_human_review_refused() -> None:
+    from pydantic import BaseModel
+
+    class Topic(BaseModel):
+        title: str
+
+    workflow = Workflow(name="w", telemetry=False, debug_mode=True, input_schema=Topic,
+                        steps=[Step(name="t", executor=lambda si: si.input.title, add_workflow_history=False)])
+    assert workflow.run('{"title": "agents"}').content == "agents"
+    assert workflow.run({"title": "celery"}).content == "celery"
+    with pytest.raises(ValueError, match="Failed to parse dict into Topic"):
+        workflow.run({"name": "x"})
+    with pytest.raises(TypeError, match="unexpected keyword arguments: colour"):
+        Workflow(name="w", colour="blue")
+    with pytest.raises(ValueError, match="human_review is not supported yet"):
+        Loop(name="l", steps=[], human_review=object())
+    with pytest.raises(ValueError, match="not supported in-process yet"):
+        workflow.run({"title": "x"}, stream=True)

@@ -46,7 +46,7 @@ from kern_tasks.workflow.cel import (
     loop_variables,
     step_input_variables,
 )
-from kern_tasks.workflow.step import Node, as_node
+from kern_tasks.workflow.step import Node, as_node, refuse_human_review
 from kern_tasks.workflow.types import RunContext, StepInput, StepOutput, StepType
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,9 @@ def _takes(function: Callable[..., Any], name: str) -> bool:
 class Steps(Node):
     """A named sequence of steps."""
 
-    def __init__(self, name: str | None = None, description: str | None = None, steps: list[Any] | None = None) -> None:
+    def __init__(self, name: str | None = None, description: str | None = None, steps: list[Any] | None = None,
+                 human_review: Any = None) -> None:
+        refuse_human_review(f"Steps {name!r}", human_review)
         self.name = name
         self.description = description
         self.steps = prepare(steps)
@@ -103,7 +105,9 @@ class Steps(Node):
 class Parallel(Node):
     """Steps run at the same time: Parallel(a, b), Parallel(a, b, name="x"), Parallel("x", a, b)."""
 
-    def __init__(self, *args: Any, name: str | None = None, description: str | None = None) -> None:
+    def __init__(self, *args: Any, name: str | None = None, description: str | None = None,
+                 human_review: Any = None) -> None:
+        refuse_human_review(f"Parallel {name!r}", human_review)
         steps = list(args)
         if steps and isinstance(steps[0], str):
             name = name if name is not None else steps[0]
@@ -162,7 +166,9 @@ class Loop(Node):
         max_iterations: int = 3,
         end_condition: Callable[[list[StepOutput]], bool] | str | None = None,
         forward_iteration_output: bool = False,
+        human_review: Any = None,
     ) -> None:
+        refuse_human_review(f"Loop {name!r}", human_review)
         self.name = name
         self.description = description
         self.steps = prepare(steps)
@@ -211,7 +217,9 @@ class Condition(Node):
         else_steps: list[Any] | None = None,
         name: str | None = None,
         description: str | None = None,
+        human_review: Any = None,
     ) -> None:
+        refuse_human_review(f"Condition {name!r}", human_review)
         self.steps = prepare(steps)
         self.evaluator = evaluator
         self.else_steps = prepare(else_steps) if else_steps else else_steps
@@ -272,7 +280,9 @@ class Router(Node):
         selector: Callable[..., Any] | str | None = None,
         name: str | None = None,
         description: str | None = None,
+        human_review: Any = None,
     ) -> None:
+        refuse_human_review(f"Router {name!r}", human_review)
         self.choices = choices
         self.selector = selector
         self.name = name

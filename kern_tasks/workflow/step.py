@@ -34,6 +34,13 @@ from kern_tasks.workflow.types import RunContext, StepInput, StepOutput, StepTyp
 EXECUTOR_KINDS = ("agent", "executor", "workflow")
 
 
+def refuse_human_review(owner: str, human_review: Any) -> None:
+    """agno's human_review (pause for a person, then continue) is the next step of issue 8,
+    not this one: refused rather than silently ignored."""
+    if human_review is not None:
+        raise ValueError(f"{owner}: human_review is not supported yet (a run cannot pause); remove it")
+
+
 class Node:
     """Anything a workflow's step list may hold once prepared: a Step or a container."""
 
@@ -53,7 +60,15 @@ class Step(Node):
         description: str | None = None,
         max_retries: int = 3,
         skip_on_failure: bool = False,
+        strict_input_validation: bool = False,
+        add_workflow_history: bool | None = None,
+        num_history_runs: int = 3,
+        human_review: Any = None,
+        team: Any = None,
     ) -> None:
+        refuse_human_review(f"Step {name!r}", human_review)
+        if team is not None:
+            raise ValueError(f"Step {name!r}: team= is not supported; give agent=, executor= or workflow=")
         given = [kind for kind, value in zip(EXECUTOR_KINDS, (agent, executor, workflow)) if value is not None]
         if not given:
             raise ValueError(f"Step '{name}' must have one executor: agent=, executor=, or workflow=")
@@ -72,6 +87,11 @@ class Step(Node):
         self.description = description
         self.max_retries = max_retries
         self.skip_on_failure = skip_on_failure
+        # Accepted for agno's signature: input validation only warns there, and history
+        # needs the stored sessions that in-process runs do not keep yet.
+        self.strict_input_validation = strict_input_validation
+        self.add_workflow_history = add_workflow_history
+        self.num_history_runs = num_history_runs
         self.executor_type = "agent" if agent is not None else "workflow" if workflow is not None else "function"
         self._takes_run_context = executor is not None and _has_parameter(executor, "run_context")
 

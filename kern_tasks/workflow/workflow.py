@@ -24,12 +24,48 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import uuid
 from typing import Any
+
+from pydantic import BaseModel
 
 from kern_tasks.workflow.runner import Drive, execute_workflow
 from kern_tasks.workflow.step import Node, as_node
 from kern_tasks.workflow.types import RunContext, WorkflowRunOutput
+
+
+# agno's Workflow parameters that change nothing in-process (logging, streaming defaults,
+# storage options of a db that is not used yet); accepted so that agno code runs as written.
+AGNO_OPTIONS_WITHOUT_EFFECT = frozenset({
+    "agent", "debug_mode", "debug_level", "stream", "stream_events", "stream_executor_events", "store_events",
+    "store_media", "media_storage", "events_to_skip", "overwrite_db_session_state", "add_dependencies_to_context",
+    "add_session_state_to_context", "cache_session", "telemetry", "add_workflow_history_to_steps",
+    "num_history_runs",
+})
+
+
+def validate_input(value: Any, schema: type[BaseModel]) -> BaseModel:
+    """agno's input_schema rule: JSON text or a dict becomes the schema's model; a model of
+    the schema is kept. ValueError otherwise."""
+    if value is None:
+        raise ValueError("Input is required when input_schema is provided")
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise ValueError(f"Failed to parse input. Is it a valid JSON string?: {exc}") from None
+    if isinstance(value, schema):
+        return value
+    if isinstance(value, BaseModel):
+        raise ValueError(f"Expected {schema.__name__} but got {type(value).__name__}")
+    if not isinstance(value, dict):
+        raise ValueError(f"Cannot validate {type(value)} against input_schema. "
+                         f"Expected dict or {schema.__name__} instance.")
+    try:
+        return schema(**value)
+    except Exception as exc:  # noqa: BLE001 - agno reports any validation failure so
+        raise ValueError(f"Failed to parse dict into {schema.__name__}: {exc}") from None
 
 
 def id_from_name(name: str | None) -> str | None:
@@ -53,7 +89,15 @@ class Workflow:
         user_id: str | None = None,
         metadata: dict[str, Any] | None = None,
         dependencies: dict[str, Any] | None = None,
+        input_schema: type[BaseModel] | None = None,
+        store_executor_outputs: bool = True,
+        **agno_options: Any,
     ) -> None:
+        unknown = sorted(set(agno_options) - AGNO_OPTIONS_WITHOUT_EFFECT)
+        if unknown:
+            raise TypeError(f"Workflow() got unexpected keyword arguments: {', '.join(unknown)}")
+        if agno_options.get("agent") is not None:
+            raise ValueError("Workflow(agent=...) (agno's WorkflowAgent) is not supported; give steps=")
         self.id = id or id_from_name(name) or str(uuid.uuid4())
         self.name = name
         self.description = description
@@ -64,6 +108,8 @@ class Workflow:
         self.user_id = user_id
         self.metadata = metadata
         self.dependencies = dependencies
+        self.input_schema = input_schema
+        self.store_executor_outputs = store_executor_outputs
         self._last_run: WorkflowRunOutput | None = None
 
     def __repr__(self) -> str:
@@ -83,6 +129,8 @@ class Workflow:
         files: list[Any] | None = None,
         metadata: dict[str, Any] | None = None,
         dependencies: dict[str, Any] | None = None,
+        stream: bool | None = None,
+        background: bool | None = False,
     ) -> WorkflowRunOutput:
         """Run every step in this process and return the run (see the module docstring)."""
         return self._run(locals(), allow_async=False)
@@ -101,6 +149,8 @@ class Workflow:
         files: list[Any] | None = None,
         metadata: dict[str, Any] | None = None,
         dependencies: dict[str, Any] | None = None,
+        stream: bool | None = None,
+        background: bool | None = False,
     ) -> WorkflowRunOutput:
         """`run` on a worker thread; there, coroutine-function executors are run too (each on
         an event loop of its own, since the steps are driven synchronously)."""
@@ -115,6 +165,10 @@ class Workflow:
         return run
 
     def _run(self, arguments: dict[str, Any], allow_async: bool) -> WorkflowRunOutput:
+        if arguments.pop("stream", None) or arguments.pop("background", None):
+            raise ValueError("stream=True and background=True are not supported in-process yet; run it plainly")
+        if self.input_schema is not None:
+            arguments["input"] = validate_input(arguments["input"], self.input_schema)
         run_id = arguments["run_id"] or str(uuid.uuid4())
         session_id = arguments["session_id"] or self.session_id or str(uuid.uuid4())
         # agno keeps a generated session id on the instance, so later runs share it.
@@ -133,6 +187,8 @@ class Workflow:
             **{name: list(arguments[name]) for name in ("images", "videos", "audio", "files") if arguments[name]},
         )
         run, error = execute_workflow(self.steps, run, Drive(run_context, allow_async), arguments["additional_data"])
+        if not self.store_executor_outputs:
+            run.step_executor_runs = None
         self._last_run = run
         if error is not None:
             raise error
