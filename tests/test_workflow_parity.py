@@ -125,6 +125,21 @@ def test_an_empty_workflow() -> None:
     assert assert_parity(lambda ns, calls: [])["content"] == "No steps executed"
 
 
+def test_repeated_step_names_none_results_and_parallel_in_parallel() -> None:
+    """A later step of an existing name replaces it in place (dict order), so "the last
+    output" a step sees is the one recorded last by position, as in agno."""
+    def build(ns, calls):
+        def nothing(step_input):
+            calls["nothing"] += 1
+        return [step(ns, "a", echo("a", calls)), step(ns, "b", echo("b", calls)), step(ns, "a", echo("a2", calls)),
+                ns.Steps(name="inner", steps=[step(ns, "b", echo("b2", calls)), step(ns, "c", echo("c", calls))]),
+                step(ns, "nothing", nothing),
+                ns.Parallel(ns.Parallel(step(ns, "p1", echo("p1", calls)), name="pp"), step(ns, "p2", echo("p2", calls))),
+                step(ns, "last", echo("last", calls))]
+
+    assert_parity(build)
+
+
 # Parallel
 
 def test_parallel_with_a_failing_branch_and_what_the_next_step_sees() -> None:
