@@ -211,3 +211,13 @@ def test_agno_options_are_accepted_input_schema_is_applied_and_human_review_refu
         Loop(name="l", steps=[], human_review=object())
     with pytest.raises(ValueError, match="not supported in-process yet"):
         workflow.run({"title": "x"}, stream=True)
+
+
+def test_an_empty_parallel_ends_the_run_in_error_as_in_agno() -> None:
+    """agno's thread pool refuses zero workers; ours says why, with the same outcome."""
+    workflow = Workflow(name="w", steps=[Step(name="a", executor=lambda si: "a"), Parallel(name="none")])
+    with pytest.raises(ValueError, match="Parallel 'none' has no steps"):
+        workflow.run("x")
+    last = workflow.get_last_run_output()
+    assert last is not None and last.status == RunStatus.error
+    assert [s.step_name for s in last.step_results] == ["a", "none"]
