@@ -45,7 +45,7 @@ EVERY_SECOND = "* * * * * *"
 NEVER_SOON = "0 0 1 1 *"  # once a year: how a test stops a schedule without disabling it
 
 
-# --- helpers (pg_db and cluster_for are conftest.py fixtures) -------------------------------------------------------------
+# --- helpers (the fixtures pg_db and cluster_for are conftest.py's) --------------------------
 
 
 def replica_prefix(proc: subprocess.Popen) -> str:
