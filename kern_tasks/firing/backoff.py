@@ -91,8 +91,6 @@ def _seconds_until_http_date(text: str, now: datetime | None) -> float | None:
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when is None:  # older Pythons return None instead of raising
-        return None
     if when.tzinfo is None:  # "-0000" parses as naive; HTTP dates are always UTC
         when = when.replace(tzinfo=timezone.utc)
     current = now or datetime.now(timezone.utc)
