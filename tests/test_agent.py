@@ -22,6 +22,7 @@ from kern_tasks.agent import Agent, Function, OpenAIChat, ScriptedModel, Toolkit
 from kern_tasks.agent.models import OfflineModel
 from kern_tasks.agent.schema import json_schema, parse_docstring
 from kern_tasks.settings import Settings
+from tests.processes import free_port
 
 pytest_plugins = ["tests.chat_server"]  # the chat_server fixture
 
@@ -362,9 +363,7 @@ def test_missing_key_timeout_and_unreachable_server(chat_server: Any) -> None:
     out = Agent(model=slow).run("hi")
     assert out.status == "ERROR" and "timeout" in out.error
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed_port = s.getsockname()[1]
+    closed_port = free_port()
     out = Agent(model=OpenAIChat("m", api_key=API_KEY, base_url=f"http://127.0.0.1:{closed_port}/v1")).run("hi")
     assert out.status == "ERROR" and "request failed" in out.error
 
