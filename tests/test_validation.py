@@ -21,6 +21,7 @@ from kern_tasks.db import Database
 from kern_tasks.db.tables import schedule_runs, schedules
 from kern_tasks.errors import CronError, KernError, ValidationError
 from kern_tasks.scheduler import ScheduleManager
+from kern_tasks.scheduler.spec import DEFAULTS
 
 from .conftest import EMPTY_SETTINGS, POSTGRES_URL, drop_schema, fresh_schema_name
 
@@ -356,3 +357,31 @@ def test_update_normalises_method_and_accepts_valid_changes(db: Database) -> Non
     changed = manager.update(s.id, method="put", max_retries=20, payload={"a": [1]})
     assert (changed.method, changed.max_retries, changed.payload) == ("PUT", 20, {"a": [1]})
     assert manager.get(s.id) == changed
+
+
+def test_sql_server_defaults_are_the_specs() -> None:
+    """Rows agno inserts (without our columns) get the defaults the spec gives ours."""
+    for column in ("misfire_policy", "catchup_window_seconds", "overlap_policy", "jitter_seconds"):
+        assert schedules.c[column].server_default.arg == str(DEFAULTS[column]), column
+
+
+def test_update_refuses_null_for_fields_that_cannot_be_null(db: Database) -> None:
+    manager = ScheduleManager(db)
+    s = manager.create(**VALID, description="d", payload={"a": 1})
+    for field in ("name", "endpoint", "timeout_seconds", "misfire_policy", "enabled"):
+        with pytest.raises(ValidationError) as err:
+            manager.update(s.id, **{field: None})
+        assert err.value.field == field
+    cleared = manager.update(s.id, description=None, payload=None)
+    assert (cleared.description, cleared.payload) == (None, None)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("name", "a\x00b"), ("description", "nul \x00"), ("payload", {"m": "\ud800"}), ("payload", {"\x00": 1})],
+)
+def test_text_postgres_cannot_store_is_refused_on_both_databases(db: Database, field: str, value: Any) -> None:
+    with pytest.raises(ValidationError) as err:
+        ScheduleManager(db).create(**{**VALID, field: value})
+    assert err.value.field == field
+    assert count(db) == 0

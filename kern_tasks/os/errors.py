@@ -2,6 +2,7 @@
 
     kern_tasks.errors.ValidationError   422  {"detail", "field"}
     request validation (FastAPI)         422  {"detail", "field", "errors"}
+    a body FastAPI cannot read           422  (FastAPI says 400)
     kern_tasks.errors.NotFound           404
     kern_tasks.errors.Conflict           409
     RequestRefused                       415, 429 / 503 with Retry-After (pool full, shutting down)
@@ -18,7 +19,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from kern_tasks.errors import Conflict, KernError, NotFound, ValidationError
@@ -94,6 +97,18 @@ async def _request_validation_error(_: Request, exc: RequestValidationError) -> 
     return JSONResponse({"detail": "; ".join(messages), "field": field, "errors": errors}, status_code=422)
 
 
+# FastAPI answers 400 with this detail when a body is not even text JSON can be read
+# from (bytes that are not UTF-8, say); the document promises 422 for any unreadable body.
+_UNREADABLE_BODY = "There was an error parsing the body"
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    if exc.status_code == 400 and exc.detail == _UNREADABLE_BODY:
+        detail = "malformed JSON body: send a UTF-8 JSON object"
+        return JSONResponse({"detail": detail, "field": None}, status_code=422)
+    return await http_exception_handler(request, exc)
+
+
 async def _not_found(_: Request, exc: NotFound) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=404)
 
@@ -120,6 +135,7 @@ async def _internal(request: Request, exc: Exception) -> JSONResponse:
 def install(app: FastAPI) -> None:
     app.add_exception_handler(ValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _request_validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(NotFound, _not_found)  # type: ignore[arg-type]
     app.add_exception_handler(Conflict, _conflict)  # type: ignore[arg-type]
     app.add_exception_handler(RequestRefused, _refused)  # type: ignore[arg-type]

@@ -57,6 +57,9 @@ ENDPOINT_MAX = 2048
 # ".." segments (also percent-encoded) are refused by the check beyond it.
 ENDPOINT_CHARS = r"^/[^\s\\\x00-\x1f\x7f-\x9f]*$"
 DESCRIPTION_MAX = 10_000
+# Free text the JSON schema can keep storable (Postgres stores no NUL in text or jsonb).
+NO_NUL = r"^[^\x00]*$"
+UNSTORABLE = "must not contain NUL characters or unpaired surrogates"
 TEXT_MAX = 255
 PAYLOAD_MAX_BYTES = 256 * 1024
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
@@ -137,6 +140,8 @@ def _description(value: Any) -> str | None:
         raise ValueError("must be a string")
     if len(value) > DESCRIPTION_MAX:
         raise ValueError(f"must be at most {DESCRIPTION_MAX} characters")
+    if has_unstorable_text(value):
+        raise ValueError(UNSTORABLE)
     return value
 
 
@@ -165,6 +170,8 @@ def _text(value: Any, *, max_length: int) -> str | None:
         return None
     if not isinstance(value, str) or len(value) > max_length:
         raise ValueError(f"must be a string of at most {max_length} characters")
+    if has_unstorable_text(value):
+        raise ValueError(UNSTORABLE)
     return value
 
 
@@ -199,7 +206,8 @@ def _bounded(low: int, high: int) -> Any:
 
 def _optional_text(max_length: int, check: Any = None) -> Any:
     validator = check or partial(_text, max_length=max_length)
-    return Annotated[Optional[Annotated[str, Field(max_length=max_length)]], BeforeValidator(validator)]
+    text = Annotated[str, Field(max_length=max_length, pattern=NO_NUL)]
+    return Annotated[Optional[text], BeforeValidator(validator)]
 
 
 def _one_of(kind: Any) -> Any:
@@ -233,7 +241,9 @@ class ScheduleFields(BaseModel):
     endpoint: Endpoint = Field(description='a route of this AgentOS, e.g. "/agents/my-agent/runs"')
     method: HttpMethod = "POST"
     description: Description = None
-    payload: Payload = Field(None, description=f"a JSON object, at most {PAYLOAD_MAX_BYTES} bytes as JSON")
+    payload: Payload = Field(
+        None, description=f"a JSON object, at most {PAYLOAD_MAX_BYTES} bytes as JSON, with no NUL character in any string"
+    )
     timezone: Timezone = Field("UTC", description='an IANA name, e.g. "America/New_York"')
     timeout_seconds: TimeoutSeconds = 3600
     max_retries: Retries = 0
@@ -309,7 +319,7 @@ def check(field: str, value: Any) -> Any:
         raise _translate(exc, field) from exc
     # Postgres stores neither in text nor jsonb (SQLite no surrogates): refused for every field.
     if has_unstorable_text(checked):
-        raise ValidationError(field, "must not contain NUL characters or unpaired surrogates")
+        raise ValidationError(field, UNSTORABLE)
     return checked
 
 

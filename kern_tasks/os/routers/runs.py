@@ -28,17 +28,19 @@ from kern_tasks.os.targets import KINDS
 from kern_tasks.runs.safe import has_unstorable_text
 
 ID_MAX = 255
+# What forms.py accepts of an id: empty (none), or up to ID_MAX characters, not all blank, no NUL.
+ID_FIELD = {"type": "string", "maxLength": ID_MAX, "pattern": r"^([^\x00]*[^\s\x00-\x1f\x85][^\x00]*)?$"}
 FORM_DOC = {
     "application/x-www-form-urlencoded": {
         "schema": {
             "type": "object",
             "required": ["message"],
             "properties": {
-                "message": {"type": "string"},
-                "stream": {"type": "boolean", "default": False, "description": "must be false"},
+                "message": {"type": "string", "minLength": 1},
+                "stream": {"type": "boolean", "enum": [False], "default": False, "description": "must be false"},
                 "background": {"type": "boolean", "default": False},
-                "session_id": {"type": "string"},
-                "user_id": {"type": "string"},
+                "session_id": ID_FIELD,
+                "user_id": ID_FIELD,
             },
         }
     }
