@@ -20,6 +20,8 @@ import json
 import re
 from typing import Any, Awaitable, Callable
 
+from kern_tasks.scheduler.endpoints import RUN_ENDPOINT
+
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -28,7 +30,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 OPEN_PATHS = frozenset({"/health", "/health/"})
 # What the service token may do: (method, path pattern).
 SERVICE_ROUTES = (
-    ("POST", re.compile(r"^/(agents|teams|workflows)/[^/]+/runs/?$")),
+    ("POST", RUN_ENDPOINT),
     ("GET", re.compile(r"^/(agents|teams|workflows)/[^/]+/runs/[^/]+/?$")),
 )
 
