@@ -89,8 +89,10 @@ def test_json_schema_of_what_pydantic_validates() -> None:
     assert '"$ref"' not in json.dumps(json_schema(list[Window])) and "$defs" not in json_schema(list[Window])
 
 
-ANNOTATIONS = [int, float, bool, str, list[int], tuple[int, str], tuple[str, ...], dict[str, int], set[str],
-               int | None, int | str, Literal["a", "b"], Color, Window, list[Window], Optional[tuple[int, bool]]]  # noqa: UP045
+ANNOTATIONS = [
+    int, float, bool, str, list[int], tuple[int, str], tuple[str, ...], dict[str, int], set[str], int | None,
+    int | str, Literal["a", "b"], Color, Window, list[Window], Optional[tuple[int, bool]],  # noqa: UP045
+]
 
 
 @pytest.mark.parametrize("annotation", ANNOTATIONS, ids=str)

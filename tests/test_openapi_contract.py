@@ -18,6 +18,7 @@ a few schedules made first (a generated id answers 404, which is documented too)
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -33,7 +34,9 @@ from schemathesis.specs.openapi import checks as openapi_checks
 
 from kern_tasks.agent import Agent
 from kern_tasks.db import Database
+from kern_tasks.errors import ValidationError
 from kern_tasks.os import AgentOS
+from kern_tasks.scheduler import ScheduleManager, spec
 
 from .conftest import EMPTY_SETTINGS
 from .os_server import LiveServer
@@ -57,7 +60,8 @@ CHECKS = {
 
 
 def not_a_server_error(ctx: Any, response: Any, case: Any) -> bool | None:
-    assert response.status_code < 500, f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:500]}"
+    where = f"{case.method} {case.formatted_path}"
+    assert response.status_code < 500, f"{where}: {response.status_code} {response.text[:500]}"
     return None
 
 
@@ -112,7 +116,9 @@ def _without_nul(value: Any) -> Any:
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=["valid", "invalid"])
-def test_every_operation_keeps_its_documented_contract(served: tuple[str, Any, list[str]], mode: GenerationMode) -> None:
+def test_every_operation_keeps_its_documented_contract(
+    served: tuple[str, Any, list[str]], mode: GenerationMode
+) -> None:
     base_url, schema, ids = served
     operations = _operations(schema)
     assert len(operations) >= 15, [op.label for op in operations]
@@ -138,3 +144,38 @@ def test_every_operation_keeps_its_documented_contract(served: tuple[str, Any, l
     # Every operation with a body or a bounded query is among the ones broken on purpose.
     must = {op.label for op in operations if len(op.body) or len(op.query)}
     assert must <= set(tested), must - set(tested)
+
+
+def test_the_document_states_the_specs_constraints(served: tuple[str, Any, list[str]]) -> None:
+    base_url, _, _ = served
+    document = httpx.get(base_url + "/openapi.json", timeout=15, trust_env=False).json()
+    create = document["components"]["schemas"]["ScheduleCreate"]
+    update = document["components"]["schemas"]["ScheduleUpdate"]
+    fields = create["properties"]
+    assert create["required"] == ["name", "cron_expr", "endpoint"] and create["additionalProperties"] is False
+    assert (fields["name"]["maxLength"], fields["name"]["pattern"]) == (spec.NAME_MAX, spec.NAME_CHARS)
+    assert (fields["timeout_seconds"]["minimum"], fields["timeout_seconds"]["maximum"]) == (1, spec.MAX_TIMEOUT_SECONDS)
+    assert fields["max_retries"]["maximum"] == spec.MAX_RETRIES
+    assert fields["method"]["enum"] == list(spec.METHODS)
+    assert fields["misfire_policy"]["enum"] == list(spec.MISFIRE_POLICIES)
+    assert fields["overlap_policy"]["enum"] == list(spec.OVERLAP_POLICIES)
+    for field, default in spec.DEFAULTS.items():
+        if field in fields:
+            assert fields[field].get("default") == default, field
+    # An update changes only what it is sent: no defaults, and null only where a field allows it.
+    assert all("default" not in prop for prop in update["properties"].values())
+    assert "null" not in json.dumps(update["properties"]["name"])
+    assert {"type": "null"} in update["properties"]["payload"]["anyOf"]
+
+
+def test_http_and_python_callers_read_the_same_message(served: tuple[str, Any, list[str]], db: Database) -> None:
+    base_url, _, _ = served
+    body = {"name": "same-words", "cron_expr": "@daily", "endpoint": "/agents/demo/runs", "timeout_seconds": 0}
+    reply = httpx.post(base_url + "/schedules", json=body, timeout=15, trust_env=False)
+    with pytest.raises(ValidationError) as err:
+        ScheduleManager(db).create(name="same-words", cron="@daily", endpoint="/agents/demo/runs", timeout_seconds=0)
+    assert reply.status_code == 422
+    assert (reply.json()["field"], reply.json()["detail"]) == ("timeout_seconds", str(err.value))
+    unreadable = httpx.post(base_url + "/schedules", content=b'{"name": "\xff"}', timeout=15, trust_env=False,
+                            headers={"content-type": "application/json"})
+    assert unreadable.status_code == 422 and "malformed JSON body" in unreadable.json()["detail"]

@@ -216,7 +216,9 @@ def _one_of(kind: Any) -> Any:
 
 Name = Annotated[str, Field(max_length=NAME_MAX, pattern=NAME_CHARS), BeforeValidator(_name)]
 CronExpr = Annotated[str, Field(min_length=1), BeforeValidator(_cron)]
-Endpoint = Annotated[str, Field(min_length=1, max_length=ENDPOINT_MAX, pattern=ENDPOINT_CHARS), BeforeValidator(_endpoint)]
+Endpoint = Annotated[
+    str, Field(min_length=1, max_length=ENDPOINT_MAX, pattern=ENDPOINT_CHARS), BeforeValidator(_endpoint)
+]
 HttpMethod = Annotated[Method, BeforeValidator(_method)]
 Description = _optional_text(DESCRIPTION_MAX, _description)
 Payload = Annotated[Optional[dict[str, Any]], BeforeValidator(_payload)]
@@ -242,7 +244,7 @@ class ScheduleFields(BaseModel):
     method: HttpMethod = "POST"
     description: Description = None
     payload: Payload = Field(
-        None, description=f"a JSON object, at most {PAYLOAD_MAX_BYTES} bytes as JSON, with no NUL character in any string"
+        None, description=f"a JSON object, at most {PAYLOAD_MAX_BYTES} bytes as JSON, no NUL character in any string"
     )
     timezone: Timezone = Field("UTC", description='an IANA name, e.g. "America/New_York"')
     timeout_seconds: TimeoutSeconds = 3600
