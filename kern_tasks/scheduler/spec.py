@@ -28,7 +28,9 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from functools import partial
+from types import MappingProxyType
 from typing import Annotated, Any, Literal, Optional, get_args
 from urllib.parse import unquote
 
@@ -229,7 +231,10 @@ RetryDelaySeconds = _bounded(0, MAX_RETRY_DELAY_SECONDS)
 JitterSeconds = _bounded(0, MAX_JITTER_SECONDS)
 CatchupWindowSeconds = _bounded(1, MAX_CATCHUP_WINDOW_SECONDS)
 Enabled = Annotated[bool, BeforeValidator(_enabled)]
+Misfire = _one_of(MisfirePolicy)
+Overlap = _one_of(OverlapPolicy)
 OptionalText = _optional_text(TEXT_MAX)
+LongText = _optional_text(DESCRIPTION_MAX)
 UserId = _optional_text(TEXT_MAX, _user_id)
 
 
@@ -250,11 +255,11 @@ class ScheduleFields(BaseModel):
     timeout_seconds: TimeoutSeconds = 3600
     max_retries: Retries = 0
     retry_delay_seconds: RetryDelaySeconds = 60
-    misfire_policy: _one_of(MisfirePolicy) = Field(  # type: ignore[valid-type]
+    misfire_policy: Misfire = Field(
         "once", description="slots missed while no beat ran: skip none fire, once the newest fires, all fire "
         "(within catchup_window_seconds)"
     )
-    overlap_policy: _one_of(OverlapPolicy) = Field(  # type: ignore[valid-type]
+    overlap_policy: Overlap = Field(
         "forbid", description="forbid: a slot waits for the previous one's last attempt; allow: slots overlap"
     )
     jitter_seconds: JitterSeconds = Field(0, description="a fixed per-slot delay in [0, jitter_seconds]")
@@ -269,7 +274,7 @@ class ScheduleSpec(ScheduleFields):
     managed_by: OptionalText = None
     target_type: OptionalText = None
     target_id: OptionalText = None
-    disabled_reason: _optional_text(DESCRIPTION_MAX) = None  # type: ignore[valid-type]
+    disabled_reason: LongText = None
     created_by_run_id: OptionalText = None
     created_by_session_id: OptionalText = None
     updated_by_run_id: OptionalText = None
@@ -277,9 +282,9 @@ class ScheduleSpec(ScheduleFields):
 
 
 FIELDS: tuple[str, ...] = tuple(ScheduleSpec.model_fields)
-DEFAULTS: dict[str, Any] = {
-    key: info.default for key, info in ScheduleSpec.model_fields.items() if not info.is_required()
-}
+DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {key: info.default for key, info in ScheduleSpec.model_fields.items() if not info.is_required()}
+)
 NULLABLE: frozenset[str] = frozenset(
     key for key, info in ScheduleSpec.model_fields.items() if info.default is None
 )
