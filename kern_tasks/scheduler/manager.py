@@ -49,6 +49,7 @@ from kern_tasks.scheduler import lifecycle, rows
 from kern_tasks.scheduler import validation
 from kern_tasks.scheduler.endpoints import EndpointPolicy
 from kern_tasks.scheduler.models import Page, Schedule, ScheduleRun
+from kern_tasks.scheduler.spec import DEFAULTS
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -112,22 +113,22 @@ class ScheduleManager:
         name: str,
         cron: str,
         endpoint: str,
-        method: str = "POST",
+        method: str = DEFAULTS["method"],
         description: str | None = None,
         payload: dict[str, Any] | None = None,
-        timezone: str = "UTC",
-        timeout_seconds: int = 3600,
-        max_retries: int = 0,
-        retry_delay_seconds: int = 60,
+        timezone: str = DEFAULTS["timezone"],
+        timeout_seconds: int = DEFAULTS["timeout_seconds"],
+        max_retries: int = DEFAULTS["max_retries"],
+        retry_delay_seconds: int = DEFAULTS["retry_delay_seconds"],
         if_exists: str = "raise",
         user_id: str | None = None,
         provenance: dict[str, str] | None = None,
-        enabled_on_create: bool = True,
+        enabled_on_create: bool = DEFAULTS["enabled"],
         *,
-        misfire_policy: str = "once",
-        catchup_window_seconds: int = 3600,
-        overlap_policy: str = "forbid",
-        jitter_seconds: int = 0,
+        misfire_policy: str = DEFAULTS["misfire_policy"],
+        catchup_window_seconds: int = DEFAULTS["catchup_window_seconds"],
+        overlap_policy: str = DEFAULTS["overlap_policy"],
+        jitter_seconds: int = DEFAULTS["jitter_seconds"],
     ) -> Schedule:
         """Create a schedule (agno's parameters, in agno's order, then our options).
 
