@@ -26,6 +26,7 @@ from kern_tasks.errors import CronError, KernError, NotFound, ValidationError
 from kern_tasks.scheduler import ScheduleManager, validation
 from kern_tasks.scheduler.endpoints import RUN_ENDPOINT, EndpointPolicy
 from kern_tasks.scheduler.models import Schedule
+from kern_tasks.scheduler.spec import DEFAULTS
 from kern_tasks.tools.views import error_json, run_json, schedule_json
 
 P = ParamSpec("P")
@@ -60,8 +61,8 @@ class SchedulerTools(Toolkit):
         self,
         db: Database | None = None,
         default_endpoint: str | None = None,
-        default_method: str = "POST",
-        default_timezone: str = "UTC",
+        default_method: str = DEFAULTS["method"],
+        default_timezone: str = DEFAULTS["timezone"],
         default_payload: dict[str, Any] | None = None,
         name: str = "scheduler",
         *,
