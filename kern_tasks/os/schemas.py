@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, create_model
 from pydantic.fields import FieldInfo
 
 from kern_tasks.scheduler.models import Page
-from kern_tasks.scheduler.spec import NULLABLE, ScheduleFields
+from kern_tasks.scheduler.spec import ScheduleFields
 
 T = TypeVar("T")
 
@@ -41,8 +41,6 @@ ScheduleUpdate = create_model(  # type: ignore[call-overload]
     __doc__="Only the fields sent are changed; description and payload may be set to null.",
     **{key: _optional(info) for key, info in ScheduleFields.model_fields.items()},
 )
-
-NULLABLE_UPDATES = frozenset(NULLABLE & set(ScheduleFields.model_fields))
 
 
 class ScheduleResponse(BaseModel):

@@ -285,9 +285,6 @@ FIELDS: tuple[str, ...] = tuple(ScheduleSpec.model_fields)
 DEFAULTS: Mapping[str, Any] = MappingProxyType(
     {key: info.default for key, info in ScheduleSpec.model_fields.items() if not info.is_required()}
 )
-NULLABLE: frozenset[str] = frozenset(
-    key for key, info in ScheduleSpec.model_fields.items() if info.default is None
-)
 _ADAPTERS: dict[str, TypeAdapter[Any]] = {
     key: TypeAdapter(Annotated[info.annotation, *info.metadata]) for key, info in ScheduleSpec.model_fields.items()
 }

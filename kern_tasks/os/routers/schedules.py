@@ -4,9 +4,10 @@ get/patch/delete, /enable, /disable, /trigger, /runs.
 Every store operation and every rule is ScheduleManager's (its async twins): the manager
 holds this AgentOS's endpoint policy, so "an endpoint must be a route this OS serves" and
 "a trigger needs an enabled schedule" are checked there, for every way in. This module
-adds only what HTTP needs: ids that cannot exist answer 404 without a query, a missing
-schedule answers 404 (the agno-style methods answer None), null only where a field
-allows it, and no text with NUL or lone surrogates reaches the database.
+adds only what HTTP needs: ids that cannot exist answer 404 without a query, and a
+missing schedule answers 404 (the agno-style methods answer None). The bodies are the
+spec's (os/schemas.py), so each field's rules, null included, are checked as the
+manager checks them.
 """
 
 from __future__ import annotations
@@ -15,10 +16,9 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from kern_tasks.errors import Conflict, NotFound, ValidationError
+from kern_tasks.errors import Conflict, NotFound
 from kern_tasks.os.errors import error_responses
 from kern_tasks.os.schemas import (
-    NULLABLE_UPDATES,
     PaginatedResponse,
     ScheduleCreate,
     ScheduleResponse,
@@ -48,12 +48,6 @@ def _checked_id(value: str, what: str = "schedule") -> str:
     return value
 
 
-def _check_text(values: dict[str, Any]) -> None:
-    for key, value in values.items():
-        if has_unstorable_text(value):
-            raise ValidationError(key, "must not contain NUL characters or unpaired surrogates")
-
-
 def _found(schedule: Schedule | None, schedule_id: str) -> Schedule:
     if schedule is None:
         raise NotFound(f"no schedule with id {schedule_id}")
@@ -78,7 +72,6 @@ async def list_schedules(
 @router.post("/schedules", response_model=ScheduleResponse, status_code=201)
 async def create_schedule(body: ScheduleCreate, request: Request) -> dict[str, Any]:
     values = body.model_dump()
-    _check_text(values)
     try:
         created = await _manager(request).acreate(name=values.pop("name"), cron=values.pop("cron_expr"), **values)
     except Conflict as exc:  # the manager's message speaks of if_exists, which HTTP has not
@@ -93,11 +86,8 @@ async def get_schedule(schedule_id: str, request: Request) -> dict[str, Any]:
 
 @router.patch("/schedules/{schedule_id}", response_model=ScheduleResponse)
 async def update_schedule(schedule_id: str, body: ScheduleUpdate, request: Request) -> dict[str, Any]:
+    # ScheduleUpdate admits null only where the spec does; the manager refuses unstorable text.
     updates = body.model_dump(exclude_unset=True)
-    for key, value in updates.items():
-        if value is None and key not in NULLABLE_UPDATES:
-            raise ValidationError(key, "cannot be set to null")
-    _check_text(updates)
     updated = await _manager(request).aupdate(_checked_id(schedule_id), **updates)
     return _schedule(_found(updated, schedule_id))
 
