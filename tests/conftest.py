@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 import redis
@@ -79,6 +79,18 @@ def db(db_url_schema: tuple[str, str | None]) -> Iterator[Database]:
     database.upgrade()
     yield database
     database.dispose()
+
+
+@pytest.fixture
+def agno_on_ours(db: Database, db_url_schema: tuple[str, str | None]) -> Iterator[Any]:
+    """agno's own adapter (PostgresDb or SqliteDb) on the database our fixture migrated."""
+    from agno.db.postgres import PostgresDb
+    from agno.db.sqlite import SqliteDb
+
+    url, schema = db_url_schema
+    adapter: Any = SqliteDb(db_url=url) if schema is None else PostgresDb(db_url=url, db_schema=schema)
+    yield adapter
+    adapter.db_engine.dispose()
 
 
 @pytest.fixture

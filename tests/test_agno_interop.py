@@ -396,20 +396,6 @@ async def agno_async_script(manager: Any) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def agno_on_ours(db: Database, db_url_schema: tuple[str, str | None]) -> Iterator[Any]:
-    """agno's own adapter (PostgresDb or SqliteDb) on the database our fixture migrated."""
-    url, schema = db_url_schema
-    if schema is None:
-        from agno.db.sqlite import SqliteDb
-
-        adapter: Any = SqliteDb(db_url=url)
-    else:
-        adapter = PostgresDb(db_url=url, db_schema=schema)
-    yield adapter
-    adapter.db_engine.dispose()
-
-
 def run_adder(db: Database) -> Callable[[str, str | None], None]:
     """Adds a finished attempt as the fire path does: stamped with the schedule's owner."""
     counter = iter(range(1, 1000))

@@ -7,6 +7,12 @@ agno_traces / agno_spans, written the way agno writes them so either can read th
     store.mark_running(run.run_id)                                       # RUNNING
     store.finish(run.run_id, RunResult(status="COMPLETED", content="..."), ...)
 
+A workflow run is kept the same way, with what agno keeps of it besides: `start(run_data=)`
+holds the run's dict at the start (agno's WorkflowRunOutput.to_dict()), `component_data=` the
+session's workflow_data, `finish(session_data=)` the session's state saved at the end
+(`session_data()` reads it back for the next run), and its spans are recorded as the steps
+run (`start_span`, `end_span`, see `kern_tasks.runs.live`) instead of given to `finish`.
+
 Promises:
 - all state is in the database: any process (another web replica, a worker) reads a run
   by its run_id with `get()`;
@@ -15,8 +21,9 @@ Promises:
   concurrent starts (the session row is locked on Postgres; SQLite writes are serialised);
 - a run ends once: `finish()` on a run already finished changes nothing and returns it
   as stored (so a late result never overwrites a run abandoned at shutdown);
-- the run row, the session's updated_at and the trace (with spans) of a finished run are
-  written in one transaction; every finished run has a trace;
+- the run row, the session's updated_at (and session_data, if given) and the trace (with
+  spans) of a finished run are written in one transaction; every finished run has a trace
+  (a run with spans recorded as it ran: that trace, ended and summed up);
 - stored text never holds NUL or lone surrogates (see `kern_tasks.runs.safe`).
 """
 
@@ -24,15 +31,15 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
-from sqlalchemy import Connection, Table, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from kern_tasks.db import Database, db_now, db_time
 from kern_tasks.db.run_tables import runs, sessions, spans, traces
 from kern_tasks.errors import Conflict
+from kern_tasks.runs.live import close_span, close_trace, insert_ignoring_duplicates, open_span
 from kern_tasks.runs.safe import json_safe, text
 from kern_tasks.runs.traces import RunContext, iso, trace_rows
 
@@ -122,9 +129,13 @@ class RunStore:
         session_id: str | None,
         user_id: str | None,
         run_id: str | None = None,
+        run_data: Mapping[str, Any] | None = None,
+        component_data: Mapping[str, Any] | None = None,
     ) -> StoredRun:
         """Record a new PENDING run (and its session, when new). Raises `Conflict` when the
-        session belongs to another component or owner."""
+        session belongs to another component or owner. `run_data` is laid over the run's
+        stored dict (a workflow's input is its own, not an agent's `input_content`);
+        `component_data` over a new session's `<run_type>_data` (name and id)."""
         if run_type not in RUN_TYPES:
             raise ValueError(f"run_type must be one of {RUN_TYPES}, got {run_type!r}")
         run_id = run_id or str(uuid.uuid4())
@@ -133,11 +144,12 @@ class RunStore:
             try:
                 with self.db.begin() as conn:
                     now = db_now(conn)
-                    self._claim_session(conn, run_type, component_id, component_name, session_id, user_id, now)
+                    self._claim_session(conn, run_type, component_id, component_name, session_id, user_id, now,
+                                        dict(json_safe(dict(component_data or {}))))
                     index = conn.execute(
                         select(func.max(runs.c.run_index)).where(runs.c.session_id == session_id)
                     ).scalar()
-                    run_data = {
+                    stored_data = {
                         "run_id": run_id,
                         _component_column(run_type): component_id,
                         f"{run_type}_name": component_name,
@@ -148,6 +160,9 @@ class RunStore:
                         "content_type": "str",
                         "status": "PENDING",
                         "created_at": now,
+                        **json_safe(dict(run_data or {})),
+                        # What the row says of the run, whatever `run_data` held.
+                        **{"run_id": run_id, "session_id": session_id, "status": "PENDING"},
                     }
                     row = {
                         "run_id": run_id,
@@ -157,7 +172,7 @@ class RunStore:
                         "user_id": user_id,
                         "status": "PENDING",
                         "run_index": 0 if index is None else index + 1,
-                        "run_data": run_data,
+                        "run_data": stored_data,
                         "created_at": now,
                         "updated_at": now,
                     }
@@ -179,6 +194,7 @@ class RunStore:
         session_id: str,
         user_id: str | None,
         now: int,
+        component_data: dict[str, Any],
     ) -> None:
         query = select(sessions).where(sessions.c.session_id == session_id)
         if conn.dialect.name == "postgresql":
@@ -194,7 +210,9 @@ class RunStore:
                     updated_at=now,
                     **{
                         _component_column(run_type): component_id,
-                        f"{run_type}_data": {"name": component_name, _component_column(run_type): component_id},
+                        f"{run_type}_data": {
+                            "name": component_name, _component_column(run_type): component_id, **component_data,
+                        },
                     },
                 )
             )
@@ -214,9 +232,13 @@ class RunStore:
             self._write(conn, current, "RUNNING", {**current.run_data, "status": "RUNNING"})
             return True
 
-    def finish(self, run_id: str, result: RunResult, *, component_name: str | None = None) -> StoredRun | None:
+    def finish(
+        self, run_id: str, result: RunResult, *, component_name: str | None = None,
+        session_data: Mapping[str, Any] | None = None,
+    ) -> StoredRun | None:
         """End an active run with `result`: run row, session and trace in one transaction.
-        A run that has already ended is returned unchanged (None: no such run)."""
+        `session_data` keys replace the session's (agno's session_state, ...). A run that has
+        already ended is returned unchanged, and its session too (None: no such run)."""
         with self.db.begin() as conn:
             current = self._lock(conn, run_id)
             if current is None or not current.is_active:
@@ -237,9 +259,13 @@ class RunStore:
             if result.error is not None:
                 run_data["error"] = text(result.error)
             stored = self._write(conn, current, status, run_data)
-            conn.execute(
-                update(sessions).where(sessions.c.session_id == current.session_id).values(updated_at=int(now))
-            )
+            session_values: dict[str, Any] = {"updated_at": int(now)}
+            if session_data is not None:
+                before = conn.execute(
+                    select(sessions.c.session_data).where(sessions.c.session_id == current.session_id)
+                ).scalar()
+                session_values["session_data"] = {**(before or {}), **json_safe(dict(session_data))}
+            conn.execute(update(sessions).where(sessions.c.session_id == current.session_id).values(**session_values))
             started = result.started_at if result.started_at is not None else float(current.created_at)
             ctx = RunContext(
                 run_id=run_id,
@@ -253,10 +279,42 @@ class RunStore:
                 ended_at=result.ended_at if result.ended_at is not None else max(now, started),
                 error=run_data.get("error"),
             )
+            if close_trace(conn, ctx, now=now) and not result.spans:
+                return stored
             trace_list, span_list = trace_rows(result.spans, ctx, created_at=iso(now))
-            _insert_ignoring_duplicates(conn, traces, "trace_id", trace_list)
-            _insert_ignoring_duplicates(conn, spans, "span_id", span_list)
+            insert_ignoring_duplicates(conn, traces, "trace_id", trace_list)
+            insert_ignoring_duplicates(conn, spans, "span_id", span_list)
             return stored
+
+    def start_span(self, run_id: str, span: Mapping[str, Any], *, started_at: float | None = None) -> str | None:
+        """Record that a part of run `run_id` started: `span` has span_id (made if absent),
+        parent_span_id (None for the run's root), name, kind (see traces.KINDS) and
+        attributes; `started_at` is epoch seconds (now, by the database, if None). Returns
+        the span id; None when there is no such run. Opening a span id twice records one."""
+        with self.db.begin() as conn:
+            current = conn.execute(select(runs).where(runs.c.run_id == run_id)).mappings().first()
+            if current is None:
+                return None
+            run = _from_row(current)
+            now = db_time(conn)
+            start = now if started_at is None else started_at
+            ctx = RunContext(
+                run_id=run_id, session_id=run.session_id, user_id=run.user_id, component_type=run.run_type,
+                component_id=run.component_id or "", name=run.component_id or run.run_type, status=run.status,
+                started_at=start, ended_at=start,
+            )
+            return open_span(conn, ctx, {**span, "start_time": start}, now=now)
+
+    def end_span(
+        self, span_id: str, *, status: str, error: str | None = None, ended_at: float | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Record that the span `span_id` ended with `status` (OK | ERROR) and `error`, at
+        `ended_at` (now, by the database, if None); `attributes` join the span's. Ends a span
+        once: False when it was ended already or is unknown."""
+        with self.db.begin() as conn:
+            end = db_time(conn) if ended_at is None else ended_at
+            return close_span(conn, span_id, ended_at=end, status=status, error=error, attributes=attributes)
 
     def _lock(self, conn: Connection, run_id: str) -> StoredRun | None:
         query = select(runs).where(runs.c.run_id == run_id)
@@ -273,6 +331,14 @@ class RunStore:
         return replace(current, status=status, run_data=run_data, updated_at=now)
 
     # --- read -------------------------------------------------------------------
+
+    def session_data(self, session_id: str) -> dict[str, Any] | None:
+        """The session's session_data ({} if it has none); None when there is no such session."""
+        with self.db.connect() as conn:
+            row = conn.execute(
+                select(sessions.c.session_data).where(sessions.c.session_id == session_id)
+            ).first()
+        return None if row is None else dict(row[0] or {})
 
     def get(self, run_id: str) -> StoredRun | None:
         with self.db.connect() as conn:
@@ -295,10 +361,3 @@ class RunStore:
                 messages.append({"role": "assistant", "content": data["content"]})
         return messages
 
-
-def _insert_ignoring_duplicates(conn: Connection, table: Table, key: str, rows: list[dict[str, Any]]) -> None:
-    """Insert rows; a row whose key exists already is left as it is (ids an engine reused)."""
-    if not rows:
-        return
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    conn.execute(dialect.insert(table).values(rows).on_conflict_do_nothing(index_elements=[key]))

@@ -5,7 +5,8 @@
 Modules, one idea each: `types` (StepInput, StepOutput, RunContext, WorkflowRunOutput),
 `cel` (CEL expressions, compiled and checked when a workflow is defined), `step` (Step
 and one attempt at it), `containers` (what Steps, Parallel, Loop, Condition and Router
-decide), `runner` (driving a run in this process), `workflow` (Workflow, run/arun).
+decide), `runner` (driving a run in this process), `record` (keeping a run, its session
+and a span per step attempt where agno keeps them), `workflow` (Workflow, run/arun).
 """
 
 from kern_tasks.workflow.cel import CelError

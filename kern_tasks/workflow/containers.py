@@ -80,6 +80,8 @@ def _takes(function: Callable[..., Any], name: str) -> bool:
 class Steps(Node):
     """A named sequence of steps."""
 
+    step_type = StepType.STEPS.value
+
     def __init__(self, name: str | None = None, description: str | None = None, steps: list[Any] | None = None,
                  human_review: Any = None) -> None:
         refuse_human_review(f"Steps {name!r}", human_review)
@@ -104,6 +106,8 @@ class Steps(Node):
 
 class Parallel(Node):
     """Steps run at the same time: Parallel(a, b), Parallel(a, b, name="x"), Parallel("x", a, b)."""
+
+    step_type = StepType.PARALLEL.value
 
     def __init__(self, *args: Any, name: str | None = None, description: str | None = None,
                  human_review: Any = None) -> None:
@@ -158,6 +162,8 @@ class Loop(Node):
     CEL string over current_iteration, max_iterations, all_success, last_step_content and
     step_outputs (compiled here: CelError if it cannot be used)."""
 
+    step_type = StepType.LOOP.value
+
     def __init__(
         self,
         steps: list[Any],
@@ -209,6 +215,8 @@ class Condition(Node):
     `evaluator` is a bool, a callable of the StepInput (optionally `run_context`) -> bool, or
     a CEL string over input, previous_step_content, previous_step_outputs, additional_data
     and session_state (compiled here: CelError if it cannot be used)."""
+
+    step_type = StepType.CONDITION.value
 
     def __init__(
         self,
@@ -273,6 +281,8 @@ class Router(Node):
     prepared choices) returning a name, a step, or a list of them; or a CEL string over the
     Condition's variables plus step_choices (the choices' names), returning a name. A list
     among `choices` becomes a Steps named "steps_group_<i>"."""
+
+    step_type = StepType.ROUTER.value
 
     def __init__(
         self,

@@ -23,6 +23,8 @@ The workflow-level rules are pure functions (`top_level_input`, `top_level_failu
 `record_failure`, `finish`), like the Step's (`attempt`, `exhausted`) and the containers'
 decisions, so a runner that runs each step as its own task applies the same rules to
 outputs it reads back from storage; only `Drive` and `execute_workflow` are in-process.
+With a recorder (the Workflow has a db), each Step attempt and each container run is a span
+(record.py), nested as the nodes are.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kern_tasks.workflow.containers import Condition, Loop, Parallel, Router, Steps, inner_failed
+from kern_tasks.workflow.record import Recorder
 from kern_tasks.workflow.step import Node, Step
 from kern_tasks.workflow.types import (
     MEDIA_FIELDS,
@@ -55,16 +58,23 @@ log = logging.getLogger(__name__)
 @dataclass
 class Drive:
     """What every step of one run shares: its RunContext, whether coroutine executors may
-    run (only under `arun`), and the executor runs recorded so far."""
+    run (only under `arun`), the executor runs recorded so far, and the recorder of its
+    spans (one per step attempt, one per container run) when the run is stored."""
 
     run_context: RunContext
     allow_async: bool = False
     executor_runs: list[dict[str, Any]] = field(default_factory=list)
+    recorder: Recorder | None = None
 
     def execute(self, node: Node, step_input: StepInput) -> StepOutput:
         """Run `node` (a Step or a container) on `step_input`; raises what the node's rules let through."""
         if isinstance(node, Step):
             return self.step(node, step_input)
+        if self.recorder is None:
+            return self.container(node, step_input)
+        return self.recorder.traced(node.name, node.step_type, 1, lambda: self.container(node, step_input))
+
+    def container(self, node: Node, step_input: StepInput) -> StepOutput:
         if isinstance(node, Steps):
             return self.steps(node, step_input)
         if isinstance(node, Parallel):
@@ -83,12 +93,19 @@ class Drive:
             step_input.previous_step_content = step_input.get_last_step_content()
         for attempt in range(step.max_retries + 1):
             try:
-                return step.attempt(step_input, self.run_context, self.allow_async, self.executor_runs.append)
+                return self.attempt(step, step_input, attempt + 1)
             except Exception as exc:  # noqa: BLE001 - any executor error is retried, then ruled on
                 log.warning("Step %s failed (attempt %d): %s", step.name, attempt + 1, exc)
                 if attempt == step.max_retries:
                     return step.exhausted(exc)
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def attempt(self, step: Step, step_input: StepInput, number: int) -> StepOutput:
+        """Attempt `number` (from 1) at `step`, recorded as a span of its own."""
+        def call() -> StepOutput:
+            return step.attempt(step_input, self.run_context, self.allow_async, self.executor_runs.append)
+
+        return call() if self.recorder is None else self.recorder.traced(step.name, step.step_type, number, call)
 
     def sequence(self, nodes: list[Node], step_input: StepInput, catch: bool) -> tuple[list[StepOutput], bool, StepInput]:
         """Run `nodes` in order, each given the previous one's output. Returns (outputs, stopped,

@@ -45,6 +45,7 @@ class Node:
     """Anything a workflow's step list may hold once prepared: a Step or a container."""
 
     name: str | None = None
+    step_type: str = StepType.STEP.value  # agno's StepType value, each container its own
 
 
 class Step(Node):

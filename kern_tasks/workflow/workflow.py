@@ -10,11 +10,15 @@ The steps are prepared (agents and functions wrapped in Steps) and every CEL exp
 compiled when the workflow is built, so a bad definition fails here, not in a run.
 `id` defaults to agno's id for the name ("content_pipeline" -> "content-pipeline").
 
-A run's session_state starts from `session_state` given here, updated by the one given to
-`run`, plus agno's workflow_id, workflow_name, current_session_id, current_user_id and
-current_run_id; every step of the run shares that one dict, which (as in agno) is the very
-dict given to `run`, if one was. `db` is accepted for agno's
-signature; persisting sessions and runs is not done in-process yet (issue 8, part 6).
+A run's session_state starts from `session_state` given here (or, with a `db`, from the
+state the session saved last), updated by the one given to `run`, plus agno's workflow_id,
+workflow_name, current_session_id, current_user_id and current_run_id; every step of the
+run shares that one dict, which (as in agno) is the very dict given to `run`, if one was.
+
+With `db` (a kern_tasks.db.Database), each run is kept as agno keeps it (see record.py):
+the session in agno_sessions with its state saved at the end, the run in agno_runs, and a
+trace with a span per step attempt, recorded as the steps run. Starting a run in a session
+that belongs to another workflow or user raises `kern_tasks.errors.Conflict`.
 
 `run` returns the run when it COMPLETED. When the run ends in ERROR, `run` raises the error
 that ended it, as agno does; the run itself is then `get_last_run_output()`.
@@ -23,13 +27,18 @@ that ended it, as agno does; the run itself is then `get_last_run_output()`.
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
+import time
 import uuid
 from typing import Any
 
 from pydantic import BaseModel
 
+from kern_tasks.db import Database
+from kern_tasks.runs.store import RunStore
+from kern_tasks.workflow.record import (
+    Recorder, load_session, run_finished, run_started, session_state_for_run, workflow_data,
+)
 from kern_tasks.workflow.runner import Drive, execute_workflow
 from kern_tasks.workflow.step import Node, as_node
 from kern_tasks.workflow.types import RunContext, WorkflowRunOutput
@@ -39,7 +48,7 @@ from kern_tasks.workflow.types import RunContext, WorkflowRunOutput
 # storage options of a db that is not used yet); accepted so that agno code runs as written.
 AGNO_OPTIONS_WITHOUT_EFFECT = frozenset({
     "agent", "debug_mode", "debug_level", "stream", "stream_events", "stream_executor_events", "store_events",
-    "store_media", "media_storage", "events_to_skip", "overwrite_db_session_state", "add_dependencies_to_context",
+    "store_media", "media_storage", "events_to_skip", "add_dependencies_to_context",
     "add_session_state_to_context", "cache_session", "telemetry", "add_workflow_history_to_steps",
     "num_history_runs",
 })
@@ -91,6 +100,7 @@ class Workflow:
         dependencies: dict[str, Any] | None = None,
         input_schema: type[BaseModel] | None = None,
         store_executor_outputs: bool = True,
+        overwrite_db_session_state: bool = False,
         **agno_options: Any,
     ) -> None:
         unknown = sorted(set(agno_options) - AGNO_OPTIONS_WITHOUT_EFFECT)
@@ -98,6 +108,8 @@ class Workflow:
             raise TypeError(f"Workflow() got unexpected keyword arguments: {', '.join(unknown)}")
         if agno_options.get("agent") is not None:
             raise ValueError("Workflow(agent=...) (agno's WorkflowAgent) is not supported; give steps=")
+        if db is not None and not isinstance(db, Database):
+            raise TypeError(f"Workflow(db=...) takes a kern_tasks.db.Database, got {type(db).__name__}")
         self.id = id or id_from_name(name) or str(uuid.uuid4())
         self.name = name
         self.description = description
@@ -110,6 +122,8 @@ class Workflow:
         self.dependencies = dependencies
         self.input_schema = input_schema
         self.store_executor_outputs = store_executor_outputs
+        self.overwrite_db_session_state = overwrite_db_session_state
+        self._store = RunStore(db) if db is not None else None
         self._last_run: WorkflowRunOutput | None = None
 
     def __repr__(self) -> str:
@@ -175,9 +189,11 @@ class Workflow:
         self.session_id = session_id
         user_id = arguments["user_id"] or self.user_id
         metadata = {**(self.metadata or {}), **(arguments["metadata"] or {})}
+        stored_session = load_session(self._store, session_id)
         run_context = RunContext(
             run_id=run_id, session_id=session_id, user_id=user_id, workflow_id=self.id, workflow_name=self.name,
-            session_state=self._session_state(arguments["session_state"], session_id, user_id, run_id),
+            session_state=self._session_state(arguments["session_state"], stored_session, session_id, user_id,
+                                              run_id),
             dependencies={**(self.dependencies or {}), **(arguments["dependencies"] or {})} or None,
             metadata=metadata,
         )
@@ -186,24 +202,30 @@ class Workflow:
             workflow_id=self.id, workflow_name=self.name, metadata=metadata,
             **{name: list(arguments[name]) for name in ("images", "videos", "audio", "files") if arguments[name]},
         )
-        run, error = execute_workflow(self.steps, run, Drive(run_context, allow_async), arguments["additional_data"])
+        drive = Drive(run_context, allow_async)
+        started = time.time()
+        if self._store is not None:
+            run_started(self._store, run_id=run_id, session_id=session_id, user_id=user_id, workflow_id=self.id,
+                        workflow_name=self.name, run_data=run.to_dict(), description=self.description,
+                        session_workflow_data=workflow_data(self.id, self.name, self.steps), started_at=started)
+            drive.recorder = Recorder(self._store, run_id)
+        run, error = execute_workflow(self.steps, run, drive, arguments["additional_data"])
         if not self.store_executor_outputs:
             run.step_executor_runs = None
         self._last_run = run
+        if self._store is not None:
+            run_finished(self._store, run.to_dict(), run_context.session_state, started_at=started,
+                         ended_at=time.time())
         if error is not None:
             raise error
         return run
 
-    def _session_state(self, given: dict[str, Any] | None, session_id: str, user_id: str | None,
-                       run_id: str) -> dict[str, Any]:
-        # agno's order: the definition's state, under the run's; and like agno, the dict the
-        # caller gave is the run's state itself, so the caller sees what the steps left in it.
-        state = given if given is not None else {}
-        if self.session_state:
-            merged = copy.deepcopy(self.session_state)
-            _merge(merged, state)
-            state.clear()
-            state.update(merged)
+    def _session_state(self, given: dict[str, Any] | None, stored_session: dict[str, Any] | None,
+                       session_id: str, user_id: str | None, run_id: str) -> dict[str, Any]:
+        # agno's order: the stored (or, for a new session, the definition's) state under the
+        # run's; and like agno, the dict the caller gave is the run's state itself, so the
+        # caller sees what the steps left in it.
+        state = session_state_for_run(given, self.session_state, stored_session, self.overwrite_db_session_state)
         state["workflow_id"] = self.id
         if self.name:
             state["workflow_name"] = self.name
@@ -213,11 +235,3 @@ class Workflow:
         state["current_run_id"] = run_id
         return state
 
-
-def _merge(into: dict[str, Any], given: dict[str, Any]) -> None:
-    """agno's `merge_dictionaries`: nested dicts merged key by key, `given` winning."""
-    for key, value in given.items():
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
-            _merge(into[key], value)
-        else:
-            into[key] = value
