@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -34,6 +35,12 @@ def broker_url_for(redis_db: int) -> str:
 
 def flush_broker(redis_db: int) -> None:
     redis.Redis.from_url(broker_url_for(redis_db)).flushdb()
+
+
+def one_shot_cron(slot: int) -> str:
+    """A 6-field cron that fires at `slot` (epoch seconds, UTC) and not again for a year."""
+    at = datetime.fromtimestamp(slot, UTC)
+    return f"{at.second} {at.minute} {at.hour} {at.day} {at.month} *"
 
 
 def fresh_schema_name() -> str:

@@ -208,21 +208,23 @@ class Processes:
         return self.celery(name, ["beat", "-l", "INFO", "--max-interval", str(max_interval), *extra], env=env)
 
     # --- stopping ------------------------------------------------------------------------
-    def kill(self, proc: subprocess.Popen, sig: int = signal.SIGKILL, timeout: float = 30) -> None:
-        """Send `sig` to the process's whole group (SIGKILL: no goodbye) and wait for it."""
+    @staticmethod
+    def signal_group(proc: subprocess.Popen, sig: int) -> None:
+        """Send `sig` to the process's whole group (its children too), if it is still there."""
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
             pass
+
+    def kill(self, proc: subprocess.Popen, sig: int = signal.SIGKILL, timeout: float = 30) -> None:
+        """Send `sig` to the group (SIGKILL: no goodbye) and wait for the process to end."""
+        self.signal_group(proc, sig)
         proc.wait(timeout=timeout)
 
     def stop(self, proc: subprocess.Popen, timeout: float = 15) -> None:
         """SIGTERM to its group; SIGKILL if it is still there after `timeout`."""
         if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+            self.signal_group(proc, signal.SIGTERM)
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -232,10 +234,7 @@ class Processes:
         """SIGTERM to every group at once, then wait for each (SIGKILL after `timeout`)."""
         for _, proc in self.procs:
             if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+                self.signal_group(proc, signal.SIGTERM)
         for _, proc in self.procs:
             self.stop(proc, timeout)
         self.procs.clear()

@@ -25,7 +25,6 @@ import signal
 import socket
 import subprocess
 from collections import Counter, defaultdict
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,6 +34,7 @@ from sqlalchemy import RowMapping, func, select
 from kern_tasks.db import Database, db_now, db_time, schedule_runs, schedules
 from kern_tasks.scheduler.lifecycle import LOST_ATTEMPT_MARGIN_S
 from kern_tasks.scheduler import ScheduleManager
+from tests.conftest import one_shot_cron
 from tests.processes import Processes, free_port, wait_for
 from tests.targets import Reply, TargetServer, read_log, target_process
 
@@ -380,12 +380,6 @@ def test_sigkill_beat_between_commit_and_publish_sweep_republishes(
 # --- 3. a worker SIGKILLed mid-request ---------------------------------------------------------
 
 HANG_TIMEOUT_S = 5
-
-
-def one_shot_cron(slot: int) -> str:
-    """A 6-field cron that fires at `slot` (UTC) and not again for a year."""
-    at = datetime.fromtimestamp(slot, UTC)
-    return f"{at.second} {at.minute} {at.hour} {at.day} {at.month} *"
 
 
 def test_sigkill_worker_mid_request_fails_or_retries_on_a_fresh_worker(
