@@ -16,6 +16,9 @@ Span ids are 16 hex digits chosen by the caller: the root's is `root_span_id(run
 attempt's may be random (in-process) or `kern_tasks.runs.traces.span_id_for(run_id, path,
 attempt)`, so that a duplicate message for one attempt records one span. An attempt started
 and never finished (its worker lost) stays an UNSET span; the run's end leaves it so.
+agno's trace view (TraceDetail) labels the root's children by their position in the root's
+`agno.workflow.step_types`, as if each top-level step had one span: after a retried
+top-level step, its labels are off by the extra attempts (the spans themselves are right).
 
 agno's rules for the session (`agno/workflow/workflow.py`: read_or_create_session,
 _load_session_state, save_session): a new session starts from the Workflow's session_state,
