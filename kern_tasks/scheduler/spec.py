@@ -10,7 +10,11 @@
 Everything else reads these: `validation` (the per-field functions callers use),
 `os/schemas.py` (request bodies derive from these models, so the OpenAPI document
 states the same maxLength, pattern, minimum/maximum and enums), `models.Schedule`,
-`slots.plan_slots` and the manager (their defaults are `DEFAULTS`).
+`slots.plan_slots`, the manager and SchedulerTools (their defaults are `DEFAULTS`).
+
+Some rules a JSON schema cannot state (cron syntax, IANA zones, ".." segments, the 256 KiB
+payload, no NUL inside a payload): the checks hold them and the field descriptions say them.
+Text Postgres cannot store (NUL, lone surrogates) is refused in every field.
 
 How a check speaks: each field's validator raises a `ValueError` whose text says how to
 fix the value (it may be shown to a model as is); the cron engine raises `CronError`
