@@ -17,6 +17,7 @@ from celery import Celery
 from kern_tasks.broker import TRANSPORT as REDIS_TRANSPORT
 from kern_tasks.dispatch import TASK_FIRE
 from kern_tasks.firing.task import fire_task
+from kern_tasks.runtime import bind_runtime
 from kern_tasks.settings import Settings
 
 # Redis re-delivers an unacknowledged message after this long; no wait we put in the
@@ -49,7 +50,8 @@ def transport_class(url: str) -> str | None:
 
 
 def create_app(settings: Settings | None = None, *, main: str = "kern_tasks") -> Celery:
-    settings = settings or Settings.from_env()
+    """Our Celery app, configured from `settings` (None: `Settings.from_env()`)."""
+    settings = settings if settings is not None else Settings.from_env()
     app = Celery(main, broker=broker_url(settings), backend=settings.result_backend)
     app.conf.update(
         beat_scheduler="kern_tasks.beat:LeaseScheduler",
@@ -68,9 +70,10 @@ def create_app(settings: Settings | None = None, *, main: str = "kern_tasks") ->
 
 
 def install(app: Celery, settings: Settings | None = None) -> None:
-    """Register kern_tasks' tasks on `app`; settings default to the environment."""
-    if settings is not None:
-        app.conf.kern_settings = settings
+    """Register kern_tasks' tasks on `app` and bind it its settings (None:
+    `Settings.from_env()`); `celery beat`/`celery worker` of `app` then check the database
+    at start (kern_tasks.runtime)."""
+    bind_runtime(app, settings if settings is not None else Settings.from_env())
     app.task(
         name=TASK_FIRE,
         bind=True,

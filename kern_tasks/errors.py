@@ -4,9 +4,11 @@
      ├── ValidationError (ValueError)     bad input; nothing was written     -> HTTP 422
      │    └── CronError                   a cron expression or time zone is wrong
      ├── NotFound (LookupError)           no such schedule or run           -> HTTP 404
-     └── Conflict (ValueError)            a name is taken, or the schedule's -> HTTP 409
-          │                               state refuses the operation
-          └── ScheduleDisabled            a trigger of a disabled schedule
+     ├── Conflict (ValueError)            a name is taken, or the schedule's -> HTTP 409
+     │    │                               state refuses the operation
+     │    └── ScheduleDisabled            a trigger of a disabled schedule
+     └── NotMigrated (RuntimeError)       the database lacks our tables and   -> refuses to start
+                                          auto-upgrade is off                    (HTTP 503)
 
 Each message names what is wrong, so it can be shown to a person (or a model) as is.
 """
@@ -43,3 +45,8 @@ class Conflict(KernError, ValueError):
 
 class ScheduleDisabled(Conflict):
     """The operation needs an enabled schedule (a trigger): enable it first."""
+
+
+class NotMigrated(KernError, RuntimeError):
+    """The database lacks kern_tasks' tables, or is behind its migrations, and automatic
+    upgrades are off. The message names `kern-tasks db upgrade`; processes stop at start."""

@@ -11,11 +11,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from kern_tasks.errors import ValidationError
+
 DEFAULT_DATA_DIR = Path(".kern")
 
 
 def _default_database_url(data_dir: Path) -> str:
     return f"sqlite:///{data_dir / 'kern.db'}"
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def _flag(name: str, value: str | None, *, default: bool) -> bool:
+    if value is None:
+        return default
+    if value.strip().lower() in _TRUE:
+        return True
+    if value.strip().lower() in _FALSE:
+        return False
+    raise ValidationError(name, f"must be one of 1/0, true/false, yes/no, on/off; got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -24,6 +40,9 @@ class Settings:
 
     database_url     KERN_DATABASE_URL   default: a SQLite file in KERN_DATA_DIR (.kern/)
     db_schema        KERN_DB_SCHEMA      Postgres schema of the agno_* tables (agno uses "ai")
+    auto_upgrade     KERN_AUTO_UPGRADE   default on: a process starting on a database without our
+                                         tables (or behind) migrates it; off ("0", "false"): it stops
+                                         at start and asks for `kern-tasks db upgrade`
     broker_url       KERN_BROKER_URL     default: an embedded SQL transport in KERN_DATA_DIR
     result_backend   KERN_RESULT_BACKEND default: none
     base_url         KERN_BASE_URL       where schedules fire: base_url + endpoint
@@ -38,6 +57,7 @@ class Settings:
     # print configuration, and a repr ends up in logs.
     database_url: str | None = field(default=None, repr=False)
     db_schema: str | None = None
+    auto_upgrade: bool = True
     broker_url: str | None = field(default=None, repr=False)
     result_backend: str | None = field(default=None, repr=False)
     base_url: str = "http://127.0.0.1:7777"
@@ -59,6 +79,7 @@ class Settings:
         return cls(
             database_url=get("KERN_DATABASE_URL"),
             db_schema=get("KERN_DB_SCHEMA"),
+            auto_upgrade=_flag("KERN_AUTO_UPGRADE", get("KERN_AUTO_UPGRADE"), default=True),
             broker_url=get("KERN_BROKER_URL"),
             result_backend=get("KERN_RESULT_BACKEND"),
             base_url=get("KERN_BASE_URL") or cls.base_url,

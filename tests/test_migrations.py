@@ -14,10 +14,11 @@ from typing import Any, Iterator
 
 import pytest
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, inspect, text
+from sqlalchemy import Engine, create_engine, event, inspect, text
 
 from kern_tasks.db import Database
 from kern_tasks.db.migrate import VERSION_TABLE, alembic_config
+from kern_tasks.errors import NotMigrated
 from kern_tasks.scheduler import ScheduleManager
 from kern_tasks.settings import Settings
 
@@ -215,7 +216,7 @@ def test_upgrade_twice_is_a_no_op(db_url_schema) -> None:
         db.upgrade()
         manager = ScheduleManager(db)
         s = manager.create(name="keep", cron="0 9 * * *", endpoint="/agents/a/runs", payload={"k": 1})
-        run = manager.trigger(s.id)
+        run = manager.trigger_run(s.id)
         before = schema_picture(db.engine, schema)
         db.upgrade()
         Database(url, schema=schema, settings=EMPTY_SETTINGS).upgrade()  # another process, same database
@@ -227,12 +228,62 @@ def test_upgrade_twice_is_a_no_op(db_url_schema) -> None:
         db.dispose()
 
 
-def test_explicit_url_is_not_migrated_implicitly(sqlite_url: str) -> None:
-    """Only the embedded default upgrades itself; a configured database waits for upgrade()."""
+def test_a_configured_database_is_migrated_on_first_use_not_on_construction(sqlite_url: str) -> None:
+    """Every database upgrades itself on first use unless auto_upgrade is off (it was only
+    the embedded default before issue 7); reaching the raw engine migrates nothing."""
     db = Database(sqlite_url, settings=EMPTY_SETTINGS)
     try:
-        assert db.auto_upgrade is False
+        assert db.auto_upgrade is True
         assert inspect(db.engine).get_table_names() == []
+        assert ScheduleManager(db).get_runs("missing") == []
+        assert {"agno_schedules", "agno_schedule_runs", VERSION_TABLE} <= set(inspect(db.engine).get_table_names())
+        assert versions(db.engine, None) == [head_revision()]
+    finally:
+        db.dispose()
+
+
+def test_with_auto_upgrade_off_first_use_raises_not_migrated_and_writes_nothing(db_url_schema) -> None:
+    url, schema = db_url_schema
+    db = Database(url, schema=schema, settings=EMPTY_SETTINGS, auto_upgrade=False)
+    try:
+        for _ in range(2):  # not remembered as ready: asked again, refused again
+            with pytest.raises(NotMigrated, match="kern-tasks db upgrade"):
+                ScheduleManager(db).list()
+        assert inspect(db.engine).get_table_names(schema=schema) == []
+        db.upgrade()  # the command's way in works whatever auto_upgrade says
+        assert ScheduleManager(db).list() == []
+    finally:
+        db.dispose()
+
+
+def test_behind_is_migrated_on_first_use_and_at_head_costs_one_query_once(db_url_schema) -> None:
+    url, schema = db_url_schema
+    first = Database(url, schema=schema, settings=EMPTY_SETTINGS)
+    try:
+        first.upgrade("0001")
+        assert versions(first.engine, schema) == ["0001"]
+    finally:
+        first.dispose()
+    behind = Database(url, schema=schema, settings=EMPTY_SETTINGS, auto_upgrade=False)
+    try:
+        with pytest.raises(NotMigrated, match="at revision 0001"):
+            behind.ensure_ready()
+    finally:
+        behind.dispose()
+    db = Database(url, schema=schema, settings=EMPTY_SETTINGS)
+    statements: list[str] = []
+    event.listen(db.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    try:
+        ScheduleManager(db).list()
+        assert versions(db.engine, schema) == [head_revision()]
+        again = Database(url, schema=schema, settings=EMPTY_SETTINGS, auto_upgrade=False)
+        event.listen(again.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+        statements.clear()
+        manager = ScheduleManager(again)
+        for _ in range(5):
+            manager.list()
+        assert sum(VERSION_TABLE in sql for sql in statements) == 1  # one version query, not one per call
+        again.dispose()
     finally:
         db.dispose()
 
@@ -263,8 +314,8 @@ def test_embedded_default_upgrades_itself_on_first_use(tmp_path: Path) -> None:
 def _upgrade_in_process(url: str, schema: str, barrier, results) -> None:
     try:
         db = Database(url, schema=schema, settings=EMPTY_SETTINGS)
-        with db.connect():  # connect before the barrier, so the upgrades really start together
-            pass
+        with db.engine.connect():  # connect (the raw engine: no check) before the barrier,
+            pass  # so the upgrades really start together
         barrier.wait()
         db.upgrade()
         db.dispose()
@@ -420,7 +471,7 @@ def test_upgrade_on_an_agno_database_only_adds_ours(agno_db: Any, pg_schema: str
                 (run,) = manager.runs(schedule_id).data
                 assert (run.manual, run.scheduled_for, run.not_before, run.status) == (False, None, None, "success")
             assert manager.get_by_name("agno-newest", user_id="carol").id == newest.id
-            assert manager.list().total_count == 3
+            assert len(manager.list()) == 3
         finally:
             ours.dispose()
     finally:
@@ -441,7 +492,7 @@ def test_upgrade_on_agno_database_with_only_the_schedules_table(agno_db: Any, pg
             found = columns(engine, "agno_schedule_runs", pg_schema)
             assert set(AGNO_RUN_COLUMNS) | set(KERN_RUN_COLUMNS) <= set(found)
             assert {n: (str(found[n]["type"]), found[n]["nullable"]) for n in AGNO_RUN_COLUMNS} == AGNO_RUN_COLUMNS
-            run = ScheduleManager(ours).trigger(made.id)
+            run = ScheduleManager(ours).trigger_run(made.id)
             # agno reads the runs table we made.
             (agno_run,) = AgnoManager(agno_db).get_runs(made.id)
             assert (agno_run.id, agno_run.status, agno_run.attempt) == (run.id, "queued", 1)

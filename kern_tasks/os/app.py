@@ -6,9 +6,16 @@
 Routes: POST/GET /agents/{id}/runs[/{run_id}], POST/GET /workflows/{id}/runs[/{run_id}],
 /schedules (see routers/schedules.py), GET /health, /docs, /openapi.json.
 
-Settings: `settings` (default: Settings.from_env()) supplies the database, the security
-key and the service token unless they are given here. The process keeps no run state
-of its own beyond the runs it is executing: everything is in the database.
+Settings: `settings` (None: `Settings.from_env()`) supplies the database, the security
+key and the service token unless they are given here (explicit arguments win). The
+process keeps no run state of its own beyond the runs it is executing: everything is in
+the database.
+
+Start-up: before it serves, the app brings the database to head (`Database.ensure_ready`:
+one query when it is there already; on a database without our tables it migrates them
+under the migrations' lock, so replicas starting together are safe). With auto-upgrade
+off (KERN_AUTO_UPGRADE=0 or `Database(..., auto_upgrade=False)`) and the tables missing
+it refuses to start, naming `kern-tasks db upgrade`: no request meets a missing table.
 """
 
 from __future__ import annotations
@@ -23,9 +30,11 @@ from datetime import UTC, datetime
 from typing import Any, AsyncIterator, Callable, Sequence
 
 from fastapi import FastAPI
+from sqlalchemy.exc import DBAPIError
 
 from kern_tasks import __version__
 from kern_tasks.db import Database
+from kern_tasks.errors import NotMigrated
 from kern_tasks.os import errors
 from kern_tasks.os.auth import BearerAuth
 from kern_tasks.os.limits import MAX_BODY_BYTES, BodyLimit
@@ -49,6 +58,9 @@ class AgentOS:
     web process (`_start_scheduler` / `_stop_scheduler`). Background runs execute on a
     pool of `background_workers` threads with at most `max_queued_runs` waiting (more are
     refused with 429); at shutdown, runs still executing get `shutdown_grace_s`.
+
+    `settings=None` means `Settings.from_env()`; `db=None` means the database those
+    settings name; `security_key`/`service_token` given here win over the settings'.
     """
 
     def __init__(
@@ -73,7 +85,7 @@ class AgentOS:
             isinstance(scheduler_poll_interval, (int, float)) and scheduler_poll_interval > 0
         ):
             raise ValueError(f"scheduler_poll_interval must be a positive number, got {scheduler_poll_interval!r}")
-        self.settings = settings or Settings.from_env()
+        self.settings = settings if settings is not None else Settings.from_env()
         self.db = db if db is not None else Database(settings=self.settings)
         self.agents = list(agents or [])
         self.workflows = list(workflows or [])
@@ -139,7 +151,9 @@ class AgentOS:
 
     @asynccontextmanager
     async def _lifespan(self, app: FastAPI) -> AsyncIterator[Any]:
-        """Ours wraps the user's: scheduler up, then theirs; theirs down, then ours."""
+        """Ours wraps the user's: tables checked, scheduler up, then theirs; theirs down,
+        then ours."""
+        await asyncio.to_thread(self._ensure_tables)
         await asyncio.to_thread(self._start_scheduler)
         try:
             if self.lifespan is None:
@@ -153,7 +167,20 @@ class AgentOS:
             finally:
                 await asyncio.to_thread(self.runner.shutdown)
 
-    # --- the embedded scheduler (filled in by the scheduler step) --------------------------
+    def _ensure_tables(self) -> None:
+        """The tables are at head before the first request (migrated if need be), or
+        `NotMigrated` stops the start. A database that is down now does not: requests
+        answer 503 until it is back, and the first to reach it checks the tables."""
+        try:
+            self.db.ensure_ready()
+        except NotMigrated as exc:
+            log.critical("AgentOS refuses to start: %s", exc)
+            raise
+        except DBAPIError as exc:
+            log.warning("database unavailable at start (%s); its tables are checked on first use",
+                        type(exc.orig).__name__)
+
+    # --- the embedded scheduler -----------------------------------------------------------
 
     def _start_scheduler(self) -> None:
         """Start beat (and, on the embedded default, a Celery worker) on threads of this

@@ -7,6 +7,7 @@
     kern_tasks.errors.Conflict           409
     RequestRefused                       415, 429 / 503 with Retry-After (pool full, shutting down)
     database unreachable                 503
+    kern_tasks.errors.NotMigrated        503 (auto-upgrade off, tables missing: `kern-tasks db upgrade`)
     anything else                        500 {"detail": "internal server error"} (logged, no detail)
 
 Bad input never reaches the last line: every route validates before it touches the store.
@@ -24,7 +25,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from kern_tasks.errors import Conflict, KernError, NotFound, ValidationError
+from kern_tasks.errors import Conflict, KernError, NotFound, NotMigrated, ValidationError
 from kern_tasks.os.schemas import ErrorBody
 from kern_tasks.scheduler.spec import message_of
 
@@ -127,6 +128,13 @@ async def _database_down(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": "database unavailable"}, status_code=503, headers={"Retry-After": "5"})
 
 
+async def _not_migrated(request: Request, exc: NotMigrated) -> JSONResponse:
+    # Only when the app was served without its lifespan (which refuses to start instead).
+    log.error("%s %s: %s", request.method, request.url.path, exc)
+    detail = "database not migrated and auto-upgrade is off: run `kern-tasks db upgrade`"
+    return JSONResponse({"detail": detail}, status_code=503)  # (the log names the database, not the answer)
+
+
 async def _internal(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
     return JSONResponse({"detail": "internal server error"}, status_code=500)
@@ -139,6 +147,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(NotFound, _not_found)  # type: ignore[arg-type]
     app.add_exception_handler(Conflict, _conflict)  # type: ignore[arg-type]
     app.add_exception_handler(RequestRefused, _refused)  # type: ignore[arg-type]
+    app.add_exception_handler(NotMigrated, _not_migrated)  # type: ignore[arg-type]
     app.add_exception_handler(OperationalError, _database_down)
     app.add_exception_handler(InterfaceError, _database_down)
     app.add_exception_handler(Exception, _internal)

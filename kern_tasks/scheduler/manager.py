@@ -91,6 +91,10 @@ def _provenance(given: dict[str, str] | None, allowed: frozenset[str]) -> dict[s
 class ScheduleManager:
     """The schedules of one database. Thread-safe; cheap to construct.
 
+    `db=None` means `Database()`: the database `Settings.from_env()` names (the embedded
+    SQLite file when KERN_DATABASE_URL is unset). The first use migrates a database that
+    lacks our tables, unless its auto-upgrade is off (then `NotMigrated`).
+
     `endpoint_policy` decides which routes a schedule may call (scheduler/endpoints.py);
     None accepts any path. AgentOS hands its manager the routes it serves.
     """

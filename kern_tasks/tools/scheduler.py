@@ -48,6 +48,7 @@ def _reports_errors(method: Callable[P, str]) -> Callable[P, str]:
 class SchedulerTools(Toolkit):
     """Schedule tools over one database; defaults fill what the model leaves out.
 
+    `db=None` means `Database()`: the database `Settings.from_env()` names.
     `endpoint_policy` says which routes a schedule may call (kern_tasks.scheduler.endpoints);
     the manager applies it, so the tools refuse what the HTTP API refuses, in its words.
     An AgentOS hands its own policy to the SchedulerTools of its agents that have none."""
