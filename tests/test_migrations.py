@@ -311,6 +311,26 @@ def test_embedded_default_upgrades_itself_on_first_use(tmp_path: Path) -> None:
         again.dispose()
 
 
+def test_a_database_a_newer_release_migrated_is_used_as_it_is(db_url_schema, caplog) -> None:
+    """A revision this kern_tasks does not know is a newer release's (a rolling deploy):
+    revisions only add, so the older code carries on, with a warning, and migrates nothing."""
+    url, schema = db_url_schema
+    db = Database(url, schema=schema, settings=EMPTY_SETTINGS)
+    db.upgrade()
+    table = f'"{schema}".{VERSION_TABLE}' if schema else VERSION_TABLE
+    with db.engine.begin() as conn:
+        conn.execute(text(f"UPDATE {table} SET version_num = 'zz_newer'"))
+    db.dispose()
+    newer = Database(url, schema=schema, settings=EMPTY_SETTINGS, auto_upgrade=False)
+    try:
+        with caplog.at_level("WARNING", logger="kern_tasks.db"):
+            assert ScheduleManager(newer).list() == []
+        assert "newer than this kern_tasks knows" in caplog.text
+        assert versions(newer.engine, schema) == ["zz_newer"]
+    finally:
+        newer.dispose()
+
+
 def _upgrade_in_process(url: str, schema: str, barrier, results) -> None:
     try:
         db = Database(url, schema=schema, settings=EMPTY_SETTINGS)
