@@ -2,7 +2,8 @@
 
     KernError
      ├── ValidationError (ValueError)     bad input; nothing was written     -> HTTP 422
-     │    └── CronError                   a cron expression or time zone is wrong
+     │    ├── CronError                   a cron expression or time zone is wrong
+     │    └── CelError                    a workflow's CEL expression cannot be used
      ├── NotFound (LookupError)           no such schedule or run           -> HTTP 404
      ├── Conflict (ValueError)            a name is taken, or the schedule's -> HTTP 409
      │    │                               state refuses the operation
@@ -31,6 +32,11 @@ class ValidationError(KernError, ValueError):
 
 class CronError(ValidationError):
     """A cron expression or time zone cannot be used."""
+
+
+class CelError(ValidationError):
+    """A CEL expression cannot be used where it was given (raised when a workflow is
+    defined: the message names the expression, the position and the variables allowed)."""
 
 
 class NotFound(KernError, LookupError):

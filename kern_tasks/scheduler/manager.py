@@ -264,12 +264,13 @@ class ScheduleManager:
             data = rows.list_runs(conn, where, limit, page)
         return Page(data=data, page=page, limit=limit, total_count=total)
 
-    def get_run(self, schedule_id: str, run_id: str) -> ScheduleRun:
-        """One attempt of this schedule; raises `NotFound`."""
+    def get_run(self, schedule_id: str, attempt_id: str) -> ScheduleRun:
+        """One attempt of this schedule, by our attempt id (agno_schedule_runs.id; agno's API
+        calls it the run id); raises `NotFound`."""
         with self.db.connect() as conn:
-            found = rows.find_run(conn, schedule_id, run_id)
+            found = rows.find_run(conn, schedule_id, attempt_id)
         if found is None:
-            raise NotFound(f"schedule {schedule_id} has no run {run_id}")
+            raise NotFound(f"schedule {schedule_id} has no run {attempt_id}")
         return found
 
     # --- change ---------------------------------------------------------------

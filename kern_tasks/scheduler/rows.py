@@ -159,8 +159,9 @@ def stamp(conn: Connection, schedule_id: str, values: dict[str, Any]) -> bool:
     return bool(stamped)
 
 
-def find_run(conn: Connection, schedule_id: str, run_id: str) -> ScheduleRun | None:
+def find_run(conn: Connection, schedule_id: str, attempt_id: str) -> ScheduleRun | None:
+    """One attempt (our agno_schedule_runs.id) of this schedule, or None."""
     row = conn.execute(
-        select(schedule_runs).where(schedule_runs.c.id == run_id, schedule_runs.c.schedule_id == schedule_id)
+        select(schedule_runs).where(schedule_runs.c.id == attempt_id, schedule_runs.c.schedule_id == schedule_id)
     ).mappings().first()
     return ScheduleRun.from_row(row) if row is not None else None

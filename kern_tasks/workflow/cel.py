@@ -36,13 +36,9 @@ from typing import Any
 
 from cel_expr_python import cel as _cel
 
-from kern_tasks.errors import ValidationError
+from kern_tasks.errors import CelError
 
 _T = _cel.Type
-
-
-class CelError(ValidationError):
-    """A CEL expression cannot be used where it was given."""
 
 
 class CelEvaluationError(RuntimeError):
