@@ -38,7 +38,7 @@ from kern_tasks.errors import NotMigrated
 from kern_tasks.os import errors
 from kern_tasks.os.auth import BearerAuth
 from kern_tasks.os.limits import MAX_BODY_BYTES, BodyLimit
-from kern_tasks.os.routers import health_router, run_router, schedules_router
+from kern_tasks.os.routers import READ_ROUTERS, health_router, run_router, schedules_router
 from kern_tasks.os.runner import RunExecutor
 from kern_tasks.os.targets import Targets, by_id
 from kern_tasks.runs import RunStore
@@ -144,6 +144,8 @@ class AgentOS:
         app.include_router(run_router("agents"))
         app.include_router(run_router("workflows"))
         app.include_router(schedules_router)
+        for read_router in READ_ROUTERS:  # config, agents, workflows, sessions, traces
+            app.include_router(read_router)
         # The last added runs first: auth before anything reads a body.
         app.add_middleware(BodyLimit, max_bytes=self.max_body_bytes)
         app.add_middleware(BearerAuth, security_key=self.security_key, service_token=self.service_token)

@@ -5,17 +5,15 @@
         background=true   202  {"run_id", "session_id", "status": "PENDING"}
     GET  /agents/{id}/runs/{run_id}     200  the run: PENDING | RUNNING | COMPLETED | ERROR | ...
                                              (`session_id` query optional; must match if given)
-    GET  /agents                        200  [{"id", "name"}]
 
 and the same under /workflows, served from `Targets.workflows` (empty until workflows
 run: every id answers 404 "unknown workflow"). Run state is read from the database, so
-any replica answers a poll.
+any replica answers a poll. The listings (GET /agents, /workflows) are components.py's.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
@@ -23,7 +21,7 @@ from fastapi.responses import JSONResponse
 from kern_tasks.errors import NotFound, ValidationError
 from kern_tasks.os.forms import read_run_request
 from kern_tasks.os.errors import error_responses
-from kern_tasks.os.schemas import ComponentSummary, RunAccepted, RunBody
+from kern_tasks.os.schemas import RunAccepted, RunBody
 from kern_tasks.os.targets import KINDS
 from kern_tasks.runs.safe import has_unstorable_text
 
@@ -51,11 +49,6 @@ def run_router(kind: str) -> APIRouter:
     """The run routes of `kind` ("agents" or "workflows")."""
     singular = KINDS[kind]
     router = APIRouter(tags=[kind.capitalize()], responses=error_responses(401, 403, 404, 409, 413, 415, 422, 429, 503))
-
-    @router.get(f"/{kind}", response_model=list[ComponentSummary], summary=f"List {kind}")
-    async def list_components(request: Request) -> list[dict[str, Any]]:
-        served = request.app.state.agent_os.targets.registry(kind)
-        return [{"id": cid, "name": getattr(c, "name", None)} for cid, c in served.items()]
 
     @router.post(
         f"/{kind}/{{component_id}}/runs",
