@@ -4,7 +4,8 @@
     app = agent_os.get_app()          # uvicorn module:app
 
 Routes: POST/GET /agents/{id}/runs[/{run_id}], POST/GET /workflows/{id}/runs[/{run_id}],
-/schedules (see routers/schedules.py), GET /health, /docs, /openapi.json.
+/schedules (see routers/schedules.py), agno's read side (GET /config, /agents[/{id}],
+/workflows[/{id}], /sessions, /traces: see routers/), GET /health, /docs, /openapi.json.
 
 Settings: `settings` (None: `Settings.from_env()`) supplies the database, the security
 key and the service token unless they are given here (explicit arguments win). The
