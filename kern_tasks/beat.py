@@ -8,7 +8,8 @@ kern_tasks.scheduler.lifecycle for the rules). Each tick:
   2. after commit, publish kern.fire(attempt_id) for each new attempt;
   3. about once a second, sweep: publish queued attempts that have no message (a crash
      between 1 and 2, manual triggers, retries whose wait is over, messages lost with a
-     broker restart) and end attempts whose worker was lost;
+     broker restart) and end attempts whose worker was lost (it stopped beating:
+     firing.liveness), retrying them at once;
   4. sleep until the earliest claimable next_run_at, at most one sweep interval and at
      most max_interval (the seed's scheduler_poll_interval).
 
@@ -31,6 +32,7 @@ from sqlalchemy.exc import DBAPIError
 
 from kern_tasks.db import db_time
 from kern_tasks.dispatch import publish
+from kern_tasks.firing import liveness
 from kern_tasks.runtime import runtime_for
 from kern_tasks.scheduler import lifecycle
 from kern_tasks.scheduler.slots import DEFAULT_GRACE_S
@@ -58,6 +60,9 @@ class LeaseScheduler(Scheduler):
         self.republish_after = int(conf.get("kern_republish_after") or REPUBLISH_AFTER_S)
         self.grace_s = int(conf.get("kern_misfire_grace") or DEFAULT_GRACE_S)
         self._last_sweep = 0.0
+        # A worker's silence counts only once this replica itself has reached the database
+        # for liveness.LOST_AFTER_S (after an outage, the workers get that long to beat).
+        self.vigil = liveness.Vigil()
         super().__init__(app, *args, **kwargs)
 
     # --- celery.beat.Scheduler interface -------------------------------------------
@@ -85,6 +90,7 @@ class LeaseScheduler(Scheduler):
         try:
             return self.run_once()
         except DBAPIError as exc:
+            self.vigil.failed()
             log.warning("beat: database unavailable (%s); retrying", type(exc.orig).__name__)
         except BrokerError as exc:
             log.warning("beat: broker unavailable (%s); retrying", exc)
@@ -119,12 +125,16 @@ class LeaseScheduler(Scheduler):
         db = runtime_for(self.app).db
         with db.begin() as conn:
             now = db_time(conn)
+            self.vigil.reached()
             waiting = lifecycle.count_maybe_lost(conn, now=int(now), republish_after_s=self.republish_after)
             dispatches = lifecycle.sweep_unpublished(
                 conn, now=int(now), republish_after_s=self.republish_after, limit=self.batch,
                 include_maybe_lost=waiting > 0 and self.broker_backlog() < waiting,
             )
-            dispatches += lifecycle.expire_lost_attempts(conn, now=now, limit=self.batch)
+            dispatches += lifecycle.expire_lost_attempts(
+                conn, now=now, limit=self.batch, heartbeats=self.vigil.trusts_heartbeats()
+            )
+            liveness.forget_dead_workers(conn, now=int(now))
         if dispatches:
             log.info("beat: sweep published %d attempt(s)", len(dispatches))
         publish(self.app, dispatches)

@@ -79,6 +79,8 @@ KERN_SCHEDULE_COLUMNS = {
     "skipped_slots": 0,
 }
 KERN_RUN_COLUMNS = {"scheduled_for": None, "manual": False, "not_before": None}
+# Worker liveness (0004): the worker that took an attempt, and whether it ended lost.
+KERN_LIVENESS_RUN_COLUMNS = {"worker_id": None, "lost": False}
 
 # name -> (unique, columns, fragments of the partial index's WHERE as the database reports it)
 AGNO_SCHEDULE_INDEXES = {
@@ -154,12 +156,12 @@ def test_upgrade_creates_agno_tables_our_columns_indexes_and_version(db_url_sche
         engine = db.engine
         dialect = engine.dialect.name
         tables = set(inspect(engine).get_table_names(schema=schema))
-        assert {"agno_schedules", "agno_schedule_runs", VERSION_TABLE} <= tables
+        assert {"agno_schedules", "agno_schedule_runs", "kern_workers", VERSION_TABLE} <= tables
         assert "alembic_version" not in tables  # the application's own Alembic history stays its own
 
         for table, agno_columns, kern_columns in (
             ("agno_schedules", AGNO_SCHEDULE_COLUMNS, KERN_SCHEDULE_COLUMNS),
-            ("agno_schedule_runs", AGNO_RUN_COLUMNS, KERN_RUN_COLUMNS),
+            ("agno_schedule_runs", AGNO_RUN_COLUMNS, {**KERN_RUN_COLUMNS, **KERN_LIVENESS_RUN_COLUMNS}),
         ):
             found = columns(engine, table, schema)
             missing = (set(agno_columns) | set(kern_columns)) - set(found)
@@ -466,6 +468,7 @@ def test_upgrade_on_an_agno_database_only_adds_ours(agno_db: Any, pg_schema: str
             assert {k: row_after[k] for k in KERN_SCHEDULE_COLUMNS} == KERN_SCHEDULE_COLUMNS
             assert {k: run_after[k] for k in run_before} == run_before
             assert {k: run_after[k] for k in KERN_RUN_COLUMNS} == KERN_RUN_COLUMNS
+            assert {k: run_after[k] for k in KERN_LIVENESS_RUN_COLUMNS} == KERN_LIVENESS_RUN_COLUMNS
             assert payload_type == "object"
             assert ScheduleManager(ours).get(made.id).payload == {"message": "report", "nested": {"n": [1, 2]}}
 

@@ -166,6 +166,11 @@ schedule_runs = Table(
     # The schedule's locked_by value of the claim this slot came from; the last
     # attempt releases the lease only if the schedule still carries this token.
     Column("lease_token", String),
+    # The worker process that took the attempt (kern_workers.id); NULL until taken, and
+    # on rows from before the upgrade (those are found lost by their deadline only).
+    Column("worker_id", String),
+    # True when the attempt ended because its worker stopped beating (not the target's fault).
+    Column("lost", Boolean, nullable=False, server_default=false()),
 )
 
 Index("idx_agno_schedule_runs_created_at", schedule_runs.c.created_at)
@@ -189,3 +194,16 @@ Index(
     postgresql_where=text("status IN ('queued', 'running')"),
     sqlite_where=text("status IN ('queued', 'running')"),
 )
+
+# Ours: one row per worker process that has taken an attempt; its heartbeat says it lives
+# (kern_tasks.firing.liveness). agno never reads it.
+workers = Table(
+    "kern_workers",
+    metadata,
+    Column("id", String, primary_key=True),  # hostname:pid:random, new in every process
+    Column("hostname", String, nullable=False),
+    Column("pid", BigInteger, nullable=False),
+    Column("started_at", BigInteger, nullable=False),
+    Column("heartbeat_at", BigInteger, nullable=False),
+)
+Index("ix_kern_workers_heartbeat_at", workers.c.heartbeat_at)

@@ -16,6 +16,10 @@ Contract (docs/architecture.md, "Fire: the worker's task"):
 - Run endpoints (POST /agents|teams|workflows/{id}/runs) speak agno's protocol: a form
   body with stream=false, background=true and the owner as user_id, then polling
   GET .../runs/{run_id} with doubling waits until a terminal status or the deadline.
+  `on_accepted(run_id, session_id)` is called once the run is known (the 202 came), before
+  the first poll, so the caller can record it; a request that names `resume_run_id` (a
+  run an earlier attempt of the slot started on a worker that was lost) never POSTs: it
+  polls that run, and calls `on_accepted` with it first.
   Other endpoints: a JSON body for POST/PUT/PATCH; any 2xx is success.
 - Retryable: connection errors, timeouts, 408, 429, 5xx. Not retryable: other 4xx, 3xx,
   answers that break the run protocol, and every terminal run status.
@@ -70,6 +74,10 @@ class FireRequest:
     timeout_seconds: int
     user_id: str | None
     idempotency_key: str  # stable for the slot across attempts and duplicate deliveries
+    # agno's run an earlier attempt of this slot started (202) before its worker was lost:
+    # poll it instead of starting a second one (run endpoints only).
+    resume_run_id: str | None = None
+    resume_session_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -111,14 +119,16 @@ def fire(
     poll_max_s: float = 10.0,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    on_accepted: Callable[[str, str | None], None] | None = None,
 ) -> FireOutcome:
-    """Send one attempt of `request`; return how it ended (see the module docstring)."""
+    """Send one attempt of `request`; return how it ended (see the module docstring).
+    `on_accepted` must not raise (what it raises propagates)."""
     if request.timeout_seconds <= 0:
         raise ValueError(f"timeout_seconds must be > 0, got {request.timeout_seconds}")
     if not 0 < poll_initial_s <= poll_max_s:
         raise ValueError("need 0 < poll_initial_s <= poll_max_s (a zero wait is a busy loop)")
     base = base_url.rstrip("/")
-    attempt = _Attempt(client, request, service_token, clock, sleep, poll_initial_s, poll_max_s)
+    attempt = _Attempt(client, request, service_token, clock, sleep, poll_initial_s, poll_max_s, on_accepted)
     url = _target_url(base, request.endpoint)
     if url is None:
         error = f"endpoint {attempt.scrub.text(request.endpoint)[:200]!r} is not a path on {base}"
@@ -127,7 +137,10 @@ def fire(
     match = RUN_ENDPOINT_RE.match(request.endpoint)
     if match is None or method != "POST":
         return attempt.plain(method, url)
-    return attempt.run(url, poll_base=f"{base}/{match.group(1)}/{match.group(2)}/runs/")
+    poll_base = f"{base}/{match.group(1)}/{match.group(2)}/runs/"
+    if request.resume_run_id is not None:
+        return attempt.poll(poll_base, request.resume_run_id, request.resume_session_id)
+    return attempt.run(url, poll_base=poll_base)
 
 
 def run_form(payload: dict[str, Any] | None, user_id: str | None) -> dict[str, str]:
@@ -192,8 +205,10 @@ class _Attempt:
         sleep: Callable[[float], None],
         poll_initial_s: float,
         poll_max_s: float,
+        on_accepted: Callable[[str, str | None], None] | None = None,
     ) -> None:
         self.client, self.request, self.clock, self.sleep = client, request, clock, sleep
+        self.on_accepted = on_accepted
         self.poll_initial_s, self.poll_max_s = poll_initial_s, poll_max_s
         self.headers = _headers(request, service_token)
         self.scrub = Scrubber(service_token)
@@ -252,10 +267,13 @@ class _Attempt:
         if run_id is None:
             error = short(f"HTTP {code}: run endpoint answered without a run_id: {snippet(reply, self.scrub)}")
             return FireOutcome("failed", retryable=False, status_code=code, error=error, session_id=session_id)
-        return self.poll(poll_base + quote(run_id, safe=""), run_id, session_id)
+        return self.poll(poll_base, run_id, session_id)
 
-    def poll(self, poll_url: str, run_id: str, session_id: str | None) -> FireOutcome:
+    def poll(self, poll_base: str, run_id: str, session_id: str | None) -> FireOutcome:
         """Poll until a terminal status or the deadline; waits double and are never zero."""
+        if self.on_accepted is not None:
+            self.on_accepted(run_id, session_id)
+        poll_url = poll_base + quote(run_id, safe="")
         params = {"session_id": session_id} if session_id else None
         delay, last_problem = self.poll_initial_s, "no terminal status yet"
         while (remaining := self.remaining()) > 0:

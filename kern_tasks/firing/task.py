@@ -2,7 +2,9 @@
 
 The task only fires: taking the attempt (queued -> running), the HTTP call, and
 recording the outcome (with the retry it may bring) are each one step below; the rows
-are scheduler.lifecycle's, the messages dispatch's. `attempt_id` is our
+are scheduler.lifecycle's, the messages dispatch's, the worker's heartbeat liveness's
+(registered in the transaction that takes the attempt, so a worker that dies mid-call is
+found within seconds). `attempt_id` is our
 agno_schedule_runs.id; `run_id` is only agno's run id (FireOutcome.run_id).
 """
 
@@ -16,6 +18,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from kern_tasks.db import Database
 from kern_tasks.dispatch import Dispatch, publish
+from kern_tasks.firing import liveness
 from kern_tasks.firing.http import FireRequest, fire
 from kern_tasks.runtime import runtime_for
 from kern_tasks.scheduler import lifecycle
@@ -31,8 +34,13 @@ def fire_task(self: Any, attempt_id: str) -> str:
     """Celery task body (registered as kern.fire by kern_tasks.app.install)."""
     runtime = runtime_for(self.app)
     db = runtime.db
+    heart = liveness.heart_for(db)
     attempt = _in_transaction(
-        db, lambda conn, retrying: lifecycle.start_attempt(conn, attempt_id, resume=retrying), patient=True
+        db,
+        lambda conn, retrying: lifecycle.start_attempt(
+            conn, attempt_id, resume=retrying, worker_id=liveness.register(conn, heart)
+        ),
+        patient=True,
     )
     if attempt is None:
         return "nothing to do"
@@ -49,10 +57,13 @@ def fire_task(self: Any, attempt_id: str) -> str:
         timeout_seconds=attempt.schedule["timeout_seconds"],
         user_id=attempt.schedule["user_id"],
         idempotency_key=attempt.idempotency_key,
+        resume_run_id=attempt.resume_run_id,
+        resume_session_id=attempt.resume_session_id,
     )
     started = time.monotonic()
     outcome = fire(
-        runtime.client, request, base_url=runtime.settings.base_url, service_token=runtime.settings.service_token
+        runtime.client, request, base_url=runtime.settings.base_url, service_token=runtime.settings.service_token,
+        on_accepted=lambda run_id, session_id: _record_accepted(db, attempt_id, run_id, session_id),
     )
     follow_up = _in_transaction(
         db, lambda conn, _retrying: lifecycle.finish_attempt(conn, attempt_id, outcome), patient=True
@@ -66,6 +77,17 @@ def fire_task(self: Any, attempt_id: str) -> str:
         request.attempt, attempt_id, f", agno run {outcome.run_id}" if outcome.run_id else "",
     )
     return outcome.status
+
+
+def _record_accepted(db: Database, attempt_id: str, run_id: str, session_id: str | None) -> None:
+    """Put agno's run id on the attempt as soon as the run is accepted, so a retry after a
+    lost worker resumes it. Best effort: the outcome records it again at the end."""
+    try:
+        _in_transaction(
+            db, lambda conn, _retrying: lifecycle.record_accepted(conn, attempt_id, run_id=run_id, session_id=session_id)
+        )
+    except DBAPIError as exc:
+        log.warning("attempt %s: agno run %s not recorded yet (%s)", attempt_id, run_id, type(exc.orig).__name__)
 
 
 def _in_transaction(db: Database, work: Callable[[Any, bool], T], *, patient: bool = False) -> T:

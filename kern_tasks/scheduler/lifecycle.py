@@ -14,6 +14,7 @@ One attempt row's life (each arrow one conditional UPDATE or INSERT below):
                                    |                      | paused | cancelled
                                    |                      | retrying (+ a queued retry)
                                    +--expire_lost_attempts--> as finish_attempt, "failed"
+                                   |   (its worker stopped beating, or its deadline passed)
     queued, schedule disabled --start_attempt--> cancelled (manual attempts still run)
 
 - an attempt leaves "queued" once and "running" once, so duplicate messages and late
@@ -48,10 +49,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 
 from kern_tasks.db.clock import db_now, db_time, epoch_now
-from kern_tasks.db.tables import schedule_runs, schedules
+from kern_tasks.db.tables import schedule_runs, schedules, workers
 from kern_tasks.dispatch import Dispatch
 from kern_tasks.errors import CronError
 from kern_tasks.firing.backoff import DEFAULT_CAP_SECONDS, backoff_delay
+from kern_tasks.firing.liveness import LOST_AFTER_S
 from kern_tasks.scheduler.slots import DEFAULT_GRACE_S, jitter_offset, plan_slots, skip_overlapped
 
 log = logging.getLogger("kern_tasks.lifecycle")
@@ -63,6 +65,9 @@ LEASED_RECHECK_S = 0.5
 MAX_COUNTDOWN_S = 300
 LOST_ATTEMPT_MARGIN_S = 30
 RESUME_WINDOW_S = 300
+# A lost worker is not the target's fault: this many lost attempts per slot do not count
+# against max_retries (more would retry for ever a call that kills every worker it runs on).
+FREE_LOST_RETRIES = 1
 
 _s, _r = schedules, schedule_runs
 
@@ -73,6 +78,10 @@ class Attempt:
 
     run: RowMapping
     schedule: RowMapping
+    # agno's run the previous attempt of this slot had started (202) when its worker was
+    # lost: this attempt polls it instead of starting a second one.
+    resume_run_id: str | None = None
+    resume_session_id: str | None = None
 
     @property
     def idempotency_key(self) -> str:
@@ -360,7 +369,7 @@ _START = (
         _r.c.status == "queued",
         (_r.c.not_before.is_(None)) | (_r.c.not_before <= epoch_now()),
     )
-    .values(status="running", triggered_at=epoch_now())
+    .values(status="running", triggered_at=epoch_now(), worker_id=bindparam("b_worker"))
     .returning(*_r.c)
 )
 _SCHEDULE = select(_s).where(_s.c.id == bindparam("b_id"))
@@ -379,16 +388,20 @@ _RECORDED = ("status_code", "run_id", "session_id", "input", "output", "requirem
 
 
 # Invariant: queued -> running once (a conditional UPDATE), not before not_before.
-def start_attempt(conn: Connection, attempt_id: str, *, resume: bool = False) -> Attempt | NotYet | None:
-    """queued -> running, on the database's clock. None when there is nothing to do
-    (already taken, finished, deleted); attempts of a schedule disabled meanwhile end
-    "cancelled" (manual ones run).
+def start_attempt(
+    conn: Connection, attempt_id: str, *, resume: bool = False, worker_id: str | None = None
+) -> Attempt | NotYet | None:
+    """queued -> running, on the database's clock, stamped with the worker that takes it
+    (whose heartbeat row the caller upserts in this transaction: firing.liveness). None
+    when there is nothing to do (already taken, finished, deleted); attempts of a schedule
+    disabled meanwhile end "cancelled" (manual ones run). A retry whose previous attempt
+    was lost after agno accepted its run carries that run (Attempt.resume_run_id).
 
     `resume`: the caller's previous try may have committed this very transition before
     its connection died (the commit's answer was lost), so an attempt that became
     "running" within the last RESUME_WINDOW_S is taken as its own rather than left to expire.
     """
-    row = conn.execute(_START, {"b_id": attempt_id}).mappings().first()
+    row = conn.execute(_START, {"b_id": attempt_id, "b_worker": worker_id}).mappings().first()
     if row is None:
         current = conn.execute(
             select(_r.c.status, _r.c.not_before, _r.c.triggered_at, epoch_now()).where(_r.c.id == attempt_id)
@@ -407,7 +420,35 @@ def start_attempt(conn: Connection, attempt_id: str, *, resume: bool = False) ->
     if not schedule["enabled"] and not row["manual"]:
         _end(conn, row, status="cancelled", now=db_now(conn), error="the schedule was disabled before this run started")
         return None
+    if row["attempt"] > 1:  # rare: only retries look back
+        previous = conn.execute(
+            select(_r.c.run_id, _r.c.session_id).where(
+                *_same_slot(row), _r.c.attempt == row["attempt"] - 1, _r.c.lost.is_(True), _r.c.run_id.is_not(None)
+            )
+        ).first()
+        if previous is not None:
+            return Attempt(run=row, schedule=schedule, resume_run_id=previous[0], resume_session_id=previous[1])
     return Attempt(run=row, schedule=schedule)
+
+
+def _same_slot(row: RowMapping) -> tuple[Any, ...]:
+    return (
+        _r.c.schedule_id == row["schedule_id"], _r.c.scheduled_for == row["scheduled_for"],
+        _r.c.manual == row["manual"],
+    )
+
+
+# Invariant: agno's run id is on the attempt row from the 202 on, so a retry after a lost
+# worker finds the run to resume; only a running attempt is written (a late call changes
+# nothing on an attempt that has ended).
+def record_accepted(conn: Connection, attempt_id: str, *, run_id: str, session_id: str | None) -> bool:
+    """Record the agno run a running attempt started; False when it is no longer running."""
+    return bool(
+        conn.execute(
+            update(_r).where(_r.c.id == attempt_id, _r.c.status == "running")
+            .values(run_id=run_id, session_id=session_id)
+        ).rowcount
+    )
 
 
 # Invariant: running -> an outcome once (a conditional UPDATE); a late result after the
@@ -436,14 +477,24 @@ def finish_attempt(
     )
 
 
+def may_retry(attempt: int, max_retries: int, *, lost_before: int, lost: bool) -> bool:
+    """Whether a slot's attempt number `attempt`, ended retryable, gets another: a slot
+    makes 1 + max_retries attempts of its own, and its first FREE_LOST_RETRIES attempts
+    lost with their worker (`lost_before` earlier ones, plus this one if `lost`) are not
+    counted."""
+    free = min(lost_before + int(lost), FREE_LOST_RETRIES)
+    return attempt - free <= max_retries
+
+
 # Invariant: a retry is a new queued row (attempt + 1, same slot and lease token), made
-# only while attempts <= max_retries; the slot keeps its lease until its last attempt ends.
+# only while may_retry holds; the slot keeps its lease until its last attempt ends.
 def _retry_or_end(
     conn: Connection, attempt_id: str, *, status: str, error: str | None, retry_after: float | None,
-    recorded: dict[str, Any], now: float | None, rng: random.Random | None,
+    recorded: dict[str, Any], now: float | None, rng: random.Random | None, lost: bool = False,
 ) -> Dispatch | None:
     """End a running attempt whose failure may be retried: "retrying" plus the next
-    attempt while the budget lasts, else `status`."""
+    attempt while the budget lasts, else `status`. A `lost` attempt (its worker died) is
+    marked so, and its retry is published at once: the wait is for the target's sake."""
     row = conn.execute(
         select(_r, _s.c.max_retries, _s.c.retry_delay_seconds)
         .join(_s, _s.c.id == _r.c.schedule_id)
@@ -453,11 +504,19 @@ def _retry_or_end(
     if row is None:
         return None  # finished already (the lost-attempt sweep, or the worker, got there first)
     now = db_time(conn) if now is None else now
-    if row["attempt"] > row["max_retries"]:
+    if lost:
+        recorded = {**recorded, "lost": True}
+    lost_before = 0
+    if lost or row["attempt"] > row["max_retries"]:  # only then can earlier losses matter
+        lost_before = conn.execute(
+            select(func.count()).select_from(_r)
+            .where(*_same_slot(row), _r.c.lost.is_(True), _r.c.attempt < row["attempt"])
+        ).scalar_one()  # fmt: skip
+    if not may_retry(row["attempt"], row["max_retries"], lost_before=lost_before, lost=lost):
         _end(conn, row, status=status, now=int(now), error=error, **recorded)
         return None
     _end(conn, row, status="retrying", now=int(now), error=error, release=False, **recorded)
-    delay = backoff_delay(row["retry_delay_seconds"], row["attempt"], retry_after=retry_after, rng=rng)
+    delay = 0.0 if lost else backoff_delay(row["retry_delay_seconds"], row["attempt"], retry_after=retry_after, rng=rng)
     rides_broker = delay <= MAX_COUNTDOWN_S
     retry = queued_attempt(
         schedule_id=row["schedule_id"], attempt=row["attempt"] + 1, scheduled_for=row["scheduled_for"],
@@ -531,30 +590,47 @@ def sweep_unpublished(
     return [Dispatch(attempt_id) for attempt_id in rows.scalars()]
 
 
-def _lost(now: float, margin_s: int) -> Any:
-    """Running attempts taken for lost: past their deadline (timeout_seconds + margin), so
-    their worker was killed mid-call. (Add further rules here, OR-ed in.)"""
-    return _r.c.triggered_at <= int(now) - _s.c.timeout_seconds - margin_s
+def lost_attempts_query(*, now: float, limit: int, margin_s: int, heartbeats: bool) -> Any:
+    """Running attempts taken for lost, read through the partial index of open attempts
+    (O(running attempts)) and kern_workers by its key:
+      1. taken by a worker (worker_id) that has not beaten for LOST_AFTER_S, or whose row
+         is gone, and running for LOST_AFTER_S: the worker died mid-call, found in seconds
+         whatever the timeout. Only when the sweeper `heartbeats` (liveness.Vigil): after
+         an outage that silenced everyone the workers get time to beat again;
+      2. the backstop, for every attempt (those from before worker_id too): past its
+         deadline, timeout_seconds + margin_s, as no live worker's call can be."""
+    now_s = int(now)
+    rule = _r.c.triggered_at <= now_s - _s.c.timeout_seconds - margin_s
+    if heartbeats:
+        silent = or_(workers.c.heartbeat_at.is_(None), workers.c.heartbeat_at <= now_s - LOST_AFTER_S)
+        rule = or_(rule, _r.c.worker_id.is_not(None) & (_r.c.triggered_at <= now_s - LOST_AFTER_S) & silent)
+    return (
+        select(_r.c.id, _r.c.worker_id, _s.c.timeout_seconds, workers.c.heartbeat_at)
+        .join(_s, _s.c.id == _r.c.schedule_id)
+        .outerjoin(workers, workers.c.id == _r.c.worker_id)
+        .where(_r.c.status == "running", rule)
+        .limit(limit)
+        .with_for_update(of=_r, skip_locked=True)
+    )
 
 
 # Invariant: an attempt is "running" only while a worker may still report on it; a lost
-# one ends "failed" (retryable) exactly as a failed call would, through _retry_or_end.
+# one ends "failed" (retryable) through _retry_or_end, keeping the agno run it started.
 def expire_lost_attempts(
-    conn: Connection, *, now: float, limit: int, margin_s: int = LOST_ATTEMPT_MARGIN_S
+    conn: Connection, *, now: float, limit: int, margin_s: int = LOST_ATTEMPT_MARGIN_S, heartbeats: bool = True
 ) -> list[Dispatch]:
-    """End lost attempts (see _lost) failed, retryable; return the retries to publish."""
-    lost = conn.execute(
-        select(_r.c.id, _s.c.timeout_seconds)
-        .join(_s, _s.c.id == _r.c.schedule_id)
-        .where(_r.c.status == "running", _lost(now, margin_s))
-        .limit(limit)
-        .with_for_update(of=_r, skip_locked=True)
-    ).all()
+    """End lost attempts (lost_attempts_query) failed, retryable; return the retries to publish."""
+    lost = conn.execute(lost_attempts_query(now=now, limit=limit, margin_s=margin_s, heartbeats=heartbeats)).all()
     dispatches = []
-    for attempt_id, timeout_seconds in lost:
-        error = f"no result within timeout_seconds ({timeout_seconds}) + {margin_s}s: the worker was lost"
+    for attempt_id, worker_id, timeout_seconds, heartbeat_at in lost:
+        if worker_id is not None and heartbeats and (heartbeat_at is None or heartbeat_at <= int(now) - LOST_AFTER_S):
+            silence = "its row is gone" if heartbeat_at is None else f"silent for {int(now) - heartbeat_at}s"
+            error = f"no heartbeat from worker {worker_id} ({silence}): the worker was lost"
+        else:
+            error = f"no result within timeout_seconds ({timeout_seconds}) + {margin_s}s: the worker was lost"
         dispatch = _retry_or_end(
-            conn, attempt_id, status="failed", error=error, retry_after=None, recorded={}, now=now, rng=None
+            conn, attempt_id, status="failed", error=error, retry_after=None, recorded={}, now=now, rng=None,
+            lost=True,
         )
         if dispatch is not None:
             dispatches.append(dispatch)
