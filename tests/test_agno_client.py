@@ -1,5 +1,5 @@
 """agno's own client (`agno.client.AgentOSClient`, agno 3.1.10) reads our AgentOS: config,
-agents, workflows, sessions and their runs, traces and their span trees, deleting a
+agents, workflows, sessions and their runs (all, or one), traces and their span trees, deleting a
 session. Every answer is parsed by agno's models (the client does it) and checked for the
 right values; unknown ids answer 404 and bad query values 4xx, never 500.
 
@@ -38,7 +38,7 @@ from kern_tasks.agent import Agent  # noqa: E402
 from kern_tasks.db import Database  # noqa: E402
 from kern_tasks.os import AgentOS  # noqa: E402
 from kern_tasks.settings import Settings  # noqa: E402
-from kern_tasks.workflow import Parallel, Step, StepInput, Workflow  # noqa: E402
+from kern_tasks.workflow import Condition, Loop, Parallel, Router, Step, StepInput, Workflow  # noqa: E402
 
 from .conftest import EMPTY_SETTINGS, POSTGRES_URL, drop_schema, fresh_schema_name  # noqa: E402
 from .os_server import LiveServer  # noqa: E402
@@ -112,7 +112,16 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         Step(name="shout", executor=shout),
         Parallel(Step(name="a", executor=left), Step(name="b", executor=right), name="fan"),
     ])
-    agent_os = AgentOS(agents=[demo, helper], workflows=[workflow], db=db, settings=Settings(security_key=KEY))
+    # Listed with its steps, never run: every container, an agent step, a nested workflow.
+    branchy = Workflow(id="branchy", name="Branchy", steps=[
+        Condition(name="check", evaluator=True, steps=[Step(name="ask", agent=demo)],
+                  else_steps=[Step(name="skip", executor=shout)]),
+        Loop(name="again", steps=[shout], max_iterations=2),
+        Router(name="route", choices=[Step(name="l", executor=left), [right]], selector='"l"'),
+        Step(name="inner", workflow=Workflow(name="Inner", steps=[shout])),
+    ])
+    agent_os = AgentOS(agents=[demo, helper], workflows=[workflow, branchy], db=db,
+                       settings=Settings(security_key=KEY))
     try:
         with LiveServer(agent_os.get_app()) as server:
             with httpx.Client(base_url=server.url, headers=AUTH, timeout=15, trust_env=False) as http:
@@ -137,7 +146,7 @@ def test_config_agents_and_workflows(world: World) -> None:
     assert [(a.id, a.name, a.model.provider if a.model else None) for a in config.agents] == [
         ("demo", "Demo", "offline"), ("helper", None, "offline")]
     assert [(w.id, w.name, w.description) for w in config.workflows] == [
-        ("pipeline", "Pipeline", "shout, then fan out")]
+        ("pipeline", "Pipeline", "shout, then fan out"), ("branchy", "Branchy", None)]
     assert config.databases == [config.os_database] and config.os_database
     assert config.session and [(d.db_id, d.tables) for d in config.session.dbs or []] == [
         (config.os_database, ["agno_sessions"])]
@@ -164,11 +173,22 @@ def test_config_agents_and_workflows(world: World) -> None:
     assert agent.sessions and agent.sessions["add_history_to_context"] is True
 
     flows = sync(client.list_workflows(headers=AUTH))
-    assert [(w.id, w.db_id) for w in flows] == [("pipeline", config.os_database)]
+    assert [(w.id, w.db_id) for w in flows] == [("pipeline", config.os_database), ("branchy", config.os_database)]
     flow = client.get_workflow("pipeline", headers=AUTH)
     assert isinstance(flow, WorkflowResponse) and flow.steps is not None
     assert [(s["name"], s["type"]) for s in flow.steps] == [("shout", "Step"), ("fan", "Parallel")]
     assert [(s["name"], s["type"]) for s in flow.steps[1]["steps"]] == [("a", "Step"), ("b", "Step")]
+    branchy = client.get_workflow("branchy", headers=AUTH)
+    assert branchy.steps is not None
+    assert [(s["name"], s["type"]) for s in branchy.steps] == [
+        ("check", "Condition"), ("again", "Loop"), ("route", "Router"), ("inner", "Workflow")]
+    check, again, route, inner = branchy.steps
+    (ask,) = check["steps"]
+    assert (ask["name"], ask["agent"]["id"], ask["agent"]["model"]["provider"]) == ("ask", "demo", "offline")
+    assert [s["name"] for s in check["else_steps"]] == ["skip"]
+    assert [s["name"] for s in again["steps"]] == ["shout"]
+    assert [(s["name"], s["type"]) for s in route["steps"]] == [("l", "Step"), ("steps_group_1", "Steps")]
+    assert (inner["workflow_id"], [s["name"] for s in inner["steps"]]) == ("inner", ["shout"])
 
     assert status_of(lambda: client.get_agent("ghost", headers=AUTH)) == 404
     assert status_of(lambda: client.get_workflow("ghost", headers=AUTH)) == 404
@@ -230,6 +250,10 @@ def test_sessions_and_their_runs(world: World) -> None:
     assert (flow_run.run_id, flow_run.workflow_id, flow_run.run_input, flow_run.status) == (
         world.workflow_run_id, "pipeline", "data", "COMPLETED")
     assert flow_run.step_results and [s["step_name"] for s in flow_run.step_results] == ["shout", "fan"]
+    one = sync(client.get_session_run(world.session_id, world.run_ids[1], headers=AUTH))
+    assert isinstance(one, RunSchema) and (one.run_id, one.run_input) == (world.run_ids[1], "and again")
+    one_flow = sync(client.get_session_run(world.workflow_session_id, world.workflow_run_id, headers=AUTH))
+    assert isinstance(one_flow, WorkflowRunSchema) and one_flow.run_id == world.workflow_run_id
 
     # Unknown, of another owner, or of another type: 404.
     assert status_of(client.get_session("ghost", headers=AUTH)) == 404
@@ -237,6 +261,8 @@ def test_sessions_and_their_runs(world: World) -> None:
     assert status_of(client.get_session(world.session_id, session_type=SessionType.WORKFLOW, headers=AUTH)) == 404
     assert status_of(client.get_session_runs("ghost", headers=AUTH)) == 404
     assert status_of(client.get_session_runs(world.session_id, user_id="u2", headers=AUTH)) == 404
+    assert status_of(client.get_session_run(world.session_id, world.helper_run_id, headers=AUTH)) == 404
+    assert status_of(client.get_session_run(world.session_id, "ghost", headers=AUTH)) == 404
 
 
 def test_traces_and_their_span_trees(world: World) -> None:
@@ -324,6 +350,7 @@ BAD_QUERIES = [
     ("/sessions/ghost/runs?created_after=-1", 422),
     ("/sessions/ghost/runs?created_before=99999999999999999999", 422),
     ("/sessions/a%00b/runs", 404),
+    ("/sessions/ghost/runs/a%00b", 404),
     ("/traces?start_time=yesterday", 422),
     ("/traces?end_time=2026-13-01T00:00:00Z", 422),
     ("/traces?status=MAYBE", 422),

@@ -128,9 +128,10 @@ class RunQueries:
         created_after: int | None = None,
         created_before: int | None = None,
         statuses: Sequence[str] | None = None,
+        run_id: str | None = None,
     ) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
-        """(session row, its run rows within the bounds, inclusive, and of one of `statuses`);
-        None when there is no such session for `user_id`."""
+        """(session row, its run rows within the bounds, inclusive, of one of `statuses`, and
+        only run `run_id` when given); None when there is no such session for `user_id`."""
         query = select(sessions).where(sessions.c.session_id == session_id)
         if user_id is not None:
             query = query.where(sessions.c.user_id == user_id)
@@ -141,6 +142,8 @@ class RunQueries:
             run_query = run_query.where(runs.c.created_at <= created_before)
         if statuses:
             run_query = run_query.where(runs.c.status.in_(list(statuses)))
+        if run_id is not None:
+            run_query = run_query.where(runs.c.run_id == run_id)
         with self.db.connect() as conn:
             found = conn.execute(query).mappings().first()
             if found is None:

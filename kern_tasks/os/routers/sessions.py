@@ -5,6 +5,7 @@
     GET    /sessions/{id}             the session in its type's detail shape (type, user_id)
     GET    /sessions/{id}/runs        its runs in order (type, user_id, created_after,
                                       created_before, status: repeatable, any case)
+    GET    /sessions/{id}/runs/{run}  one of them (type, user_id)
     DELETE /sessions/{id}             204; the session and its runs (user_id scopes it)
 
 `user_id` narrows every route to that owner's sessions (a session of another owner is not
@@ -124,6 +125,27 @@ async def get_session_runs(
     session, run_rows = found if found is not None else (None, [])
     _found(session, session_id, session_type)
     return [run_schema(row) for row in run_rows]
+
+
+@router.get("/sessions/{session_id}/runs/{run_id}", response_model=Union[WorkflowRunSchema, RunSchema],
+            summary="Get a run of a session")
+async def get_session_run(
+    session_id: str,
+    run_id: str,
+    request: Request,
+    session_type: SessionType | None = Query(None, alias="type"),
+    user_id: str | None = text_filter("owner"),
+    db_id: str | None = text_filter("this OS's database id"),
+    table: str | None = text_filter("this OS's session table"),
+) -> Any:
+    queries = _queries(request, db_id, table)
+    found = await asyncio.to_thread(
+        queries.session_runs, known_id(session_id, "session"), user_id=user_id, run_id=known_id(run_id, "run"))
+    session, run_rows = found if found is not None else (None, [])
+    _found(session, session_id, session_type)
+    if not run_rows:
+        raise NotFound(f"session {session_id[:80]!r} has no run {run_id[:80]!r}")
+    return run_schema(run_rows[0])
 
 
 @router.delete("/sessions/{session_id}", status_code=204, response_class=Response, summary="Delete a session")
