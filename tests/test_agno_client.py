@@ -4,8 +4,8 @@ session. Every answer is parsed by agno's models (the client does it) and checke
 right values; unknown ids answer 404 and bad query values 4xx, never 500.
 
 One real uvicorn per database kind (Postgres and SQLite) serves an AgentOS with a security
-key, two offline agents and a workflow, after three agent runs over HTTP (two in one
-session) and one workflow run in process. Streaming runs are not covered here.
+key, two offline agents and a workflow, after three agent runs through the client's
+run_agent (two in one session) and one workflow run in process. Streaming runs are not covered here.
 """
 
 from __future__ import annotations
@@ -124,14 +124,15 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
                        settings=Settings(security_key=KEY))
     try:
         with LiveServer(agent_os.get_app()) as server:
-            with httpx.Client(base_url=server.url, headers=AUTH, timeout=15, trust_env=False) as http:
-                first = http.post("/agents/demo/runs", data={"message": "hello there", "user_id": "u1"}).json()
-                second = http.post("/agents/demo/runs", data={
-                    "message": "and again", "session_id": first["session_id"], "user_id": "u1"}).json()
-                other = http.post("/agents/helper/runs", data={"message": "help me", "user_id": "u2"}).json()
+            client = AgentOSClient(server.url)  # its run_agent sends stream=false
+            first = sync(client.run_agent("demo", "hello there", user_id="u1", headers=AUTH))
+            second = sync(client.run_agent("demo", "and again", session_id=first.session_id, user_id="u1",
+                                           headers=AUTH))
+            other = sync(client.run_agent("helper", "help me", user_id="u2", headers=AUTH))
             flow = workflow.run(input="data", user_id="u3")
-            assert [r["status"] for r in (first, second, other)] == ["COMPLETED"] * 3 and flow.status == "COMPLETED"
-            yield World(server.url, first["session_id"], (first["run_id"], second["run_id"]), other["run_id"],
+            assert [r.status.value for r in (first, second, other)] == ["COMPLETED"] * 3
+            assert flow.status == "COMPLETED" and second.session_id == first.session_id
+            yield World(server.url, str(first.session_id), (first.run_id, second.run_id), other.run_id,
                         flow.session_id, flow.run_id)
     finally:
         db.dispose()
