@@ -91,6 +91,11 @@ class Drive:
         # agno sets this on the input it was given (shared with sibling branches); kept so.
         if step_input.previous_step_outputs:
             step_input.previous_step_content = step_input.get_last_step_content()
+        return self.tries(step, step_input)
+
+    def tries(self, step: Step, step_input: StepInput) -> StepOutput:
+        """The retry loop: up to max_retries + 1 attempts, then the step's `exhausted` rule.
+        A step-per-task runner (replay.py) reads the outcome from storage instead."""
         for attempt in range(step.max_retries + 1):
             try:
                 return self.attempt(step, step_input, attempt + 1)
@@ -145,17 +150,32 @@ class Drive:
             # agno fails here too (its thread pool refuses zero workers), ending the run in ERROR.
             raise ValueError(f"Parallel {parallel.name!r} has no steps")
 
-        def branch(index: int) -> StepOutput:
-            try:
-                return self.execute(parallel.steps[index], step_input)
-            except Exception as exc:  # noqa: BLE001 - a failed branch is a failed output
-                log.warning("Parallel branch %s failed: %s", parallel.branch_name(index), exc)
-                return inner_failed(parallel.branch_name(index), exc)
+        return parallel.combine(self.branches(parallel, step_input))
 
+    def branch(self, parallel: Parallel, index: int, step_input: StepInput) -> StepOutput:
+        """Branch `index` of `parallel`: its output, or a failed output if it raised."""
+        try:
+            return self.execute(parallel.steps[index], step_input)
+        except Exception as exc:  # noqa: BLE001 - a failed branch is a failed output
+            log.warning("Parallel branch %s failed: %s", parallel.branch_name(index), exc)
+            return inner_failed(parallel.branch_name(index), exc)
+
+    def branches(self, parallel: Parallel, step_input: StepInput) -> list[StepOutput]:
+        """Every branch's output, in branch order; in-process, each branch on a thread."""
         with ThreadPoolExecutor(max_workers=len(parallel.steps)) as pool:
-            futures = [pool.submit(contextvars.copy_context().run, branch, i) for i in range(len(parallel.steps))]
-            outputs = [future.result() for future in futures]
-        return parallel.combine(outputs)
+            futures = [pool.submit(contextvars.copy_context().run, self.branch, parallel, i, step_input)
+                       for i in range(len(parallel.steps))]
+            return [future.result() for future in futures]
+
+    # The decisions of Loop, Condition and Router, each one call a replaying runner can record.
+    def ends(self, loop: Loop, results: list[StepOutput], iteration: int) -> bool:
+        return loop.should_end(results, iteration)
+
+    def choose(self, condition: Condition, step_input: StepInput) -> tuple[str, list[Node]] | None:
+        return condition.choose(step_input, self.run_context)
+
+    def select(self, router: Router, step_input: StepInput) -> list[Node]:
+        return router.select(step_input, self.run_context)
 
     def loop(self, loop: Loop, step_input: StepInput) -> StepOutput:
         all_results: list[StepOutput] = []
@@ -165,14 +185,14 @@ class Drive:
             results, stopped, next_input = self.sequence(loop.steps, iteration_input, catch=False)
             all_results.extend(results)
             iteration += 1
-            if loop.should_end(results, iteration) or stopped:
+            if self.ends(loop, results, iteration) or stopped:
                 break
             if loop.forward_iteration_output:
                 iteration_input = next_input
         return loop.combine(all_results, iteration)
 
     def condition(self, condition: Condition, step_input: StepInput) -> StepOutput:
-        chosen = condition.choose(step_input, self.run_context)
+        chosen = self.choose(condition, step_input)
         if chosen is None:
             return condition.not_met()
         branch, nodes = chosen
@@ -180,7 +200,7 @@ class Drive:
         return condition.combine(results, branch)
 
     def router(self, router: Router, step_input: StepInput) -> StepOutput:
-        nodes = router.select(step_input, self.run_context)
+        nodes = self.select(router, step_input)
         if not nodes:
             return router.none_selected()
         results, _, _ = self.sequence(nodes, step_input, catch=True)

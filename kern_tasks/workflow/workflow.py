@@ -192,7 +192,7 @@ class Workflow:
         stored_session = load_session(self._store, session_id)
         run_context = RunContext(
             run_id=run_id, session_id=session_id, user_id=user_id, workflow_id=self.id, workflow_name=self.name,
-            session_state=self._session_state(arguments["session_state"], stored_session, session_id, user_id,
+            session_state=self.run_session_state(arguments["session_state"], stored_session, session_id, user_id,
                                               run_id),
             dependencies={**(self.dependencies or {}), **(arguments["dependencies"] or {})} or None,
             metadata=metadata,
@@ -220,8 +220,9 @@ class Workflow:
             raise error
         return run
 
-    def _session_state(self, given: dict[str, Any] | None, stored_session: dict[str, Any] | None,
-                       session_id: str, user_id: str | None, run_id: str) -> dict[str, Any]:
+    def run_session_state(self, given: dict[str, Any] | None, stored_session: dict[str, Any] | None,
+                          session_id: str, user_id: str | None, run_id: str) -> dict[str, Any]:
+        """A run's session_state, with agno's run keys (also what a run on workers starts from)."""
         # agno's order: the stored (or, for a new session, the definition's) state under the
         # run's; and like agno, the dict the caller gave is the run's state itself, so the
         # caller sees what the steps left in it.
