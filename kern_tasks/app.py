@@ -6,7 +6,7 @@
 
     # your app
     from kern_tasks.app import install
-    install(your_app)                       # registers kern.fire
+    install(your_app)                       # registers kern.fire, kern.workflow.*
     your_app.conf.beat_scheduler = "kern_tasks.beat:LeaseScheduler"
 """
 
@@ -15,10 +15,11 @@ from __future__ import annotations
 from celery import Celery
 
 from kern_tasks.broker import TRANSPORT as REDIS_TRANSPORT
-from kern_tasks.dispatch import TASK_FIRE
+from kern_tasks.dispatch import TASK_FIRE, TASK_WORKFLOW_ADVANCE, TASK_WORKFLOW_STEP
 from kern_tasks.firing.task import fire_task
 from kern_tasks.runtime import bind_runtime
 from kern_tasks.settings import Settings
+from kern_tasks.workflow.tasks import advance_task, step_task
 
 # Redis re-delivers an unacknowledged message after this long; no wait we put in the
 # broker (countdowns) comes near it.
@@ -82,3 +83,6 @@ def install(app: Celery, settings: Settings | None = None) -> None:
         ignore_result=True,
         max_retries=0,  # retries are attempt rows in SQL, not Celery retries
     )(fire_task)
+    # Workflow runs (kern_tasks.workflow.tasks): progress in SQL, so the same options.
+    for name, body in ((TASK_WORKFLOW_ADVANCE, advance_task), (TASK_WORKFLOW_STEP, step_task)):
+        app.task(name=name, bind=True, shared=False, acks_late=True, ignore_result=True, max_retries=0)(body)

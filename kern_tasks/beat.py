@@ -9,7 +9,8 @@ kern_tasks.scheduler.lifecycle for the rules). Each tick:
   3. about once a second, sweep: publish queued attempts that have no message (a crash
      between 1 and 2, manual triggers, retries whose wait is over, messages lost with a
      broker restart) and end attempts whose worker was lost (it stopped beating:
-     firing.liveness), retrying them at once;
+     firing.liveness), retrying them at once; the same for workflow steps
+     (kern_tasks.workflow.tasks.sweep);
   4. sleep until the earliest claimable next_run_at, at most one sweep interval and at
      most max_interval (the seed's scheduler_poll_interval).
 
@@ -31,11 +32,12 @@ from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import DBAPIError
 
 from kern_tasks.db import db_time
-from kern_tasks.dispatch import publish
+from kern_tasks.dispatch import publish, publish_messages
 from kern_tasks.firing import liveness
 from kern_tasks.runtime import runtime_for
 from kern_tasks.scheduler import lifecycle
 from kern_tasks.scheduler.slots import DEFAULT_GRACE_S
+from kern_tasks.workflow import tasks as workflow_tasks
 
 log = logging.getLogger("kern_tasks.beat")
 
@@ -134,10 +136,14 @@ class LeaseScheduler(Scheduler):
             dispatches += lifecycle.expire_lost_attempts(
                 conn, now=now, limit=self.batch, heartbeats=self.vigil.trusts_heartbeats()
             )
+            workflow_messages = workflow_tasks.sweep(
+                conn, now=now, limit=self.batch, heartbeats=self.vigil.trusts_heartbeats()
+            )
             liveness.forget_dead_workers(conn, now=int(now))
         if dispatches:
             log.info("beat: sweep published %d attempt(s)", len(dispatches))
         publish(self.app, dispatches)
+        publish_messages(self.app, workflow_messages)
 
     def broker_backlog(self) -> int:
         """Messages waiting in the broker's queue. When at least as many as the attempts

@@ -19,6 +19,9 @@ import kombu.exceptions
 log = logging.getLogger("kern_tasks.dispatch")
 
 TASK_FIRE = "kern.fire"
+# A workflow run on Celery (kern_tasks.workflow.tasks): decide what runs next, run one step.
+TASK_WORKFLOW_ADVANCE = "kern.workflow.advance"
+TASK_WORKFLOW_STEP = "kern.workflow.step"
 
 # kombu >= 5.7 raises this when a publish batch failed part-way; older kombu has no batches.
 _BatchPublishError: Any = getattr(kombu.exceptions, "BatchPublishError", ())
@@ -66,3 +69,22 @@ def publish(app: Any, dispatches: Sequence[Dispatch]) -> None:
                 log.warning("publishing %d attempt(s) as a batch failed (%s); sending one by one", len(dispatches), exc)
         for dispatch in dispatches:
             send(producer, dispatch)
+
+
+@dataclass(frozen=True)
+class Message:
+    """Any other task message: `task(*args)` (the workflow tasks' progress is in SQL, so
+    a message carries ids only)."""
+
+    task: str
+    args: tuple[str, ...]
+
+
+def publish_messages(app: Any, messages: Sequence[Message]) -> None:
+    """Send `messages` over one producer connection, with the broker retry policy of `publish`."""
+    if not messages:
+        return
+    with app.producer_or_acquire() as producer:
+        for message in messages:
+            app.send_task(message.task, args=list(message.args), producer=producer, retry=True,
+                          retry_policy=_RETRY_POLICY)

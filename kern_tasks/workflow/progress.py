@@ -1,0 +1,320 @@
+"""The one module that writes a workflow run's progress: kern_workflow_runs (one row per run)
+and kern_workflow_steps (one row per step attempt, and one per recorded decision). Every
+statement is a named function here, with the invariant it keeps written above it; the
+tables are migration 0005's.
+
+A step is named by its `path` in the run: the positions of the nodes around it, "/"-joined
+("2/b1/0": top-level node 2, Parallel branch 1, its first node; a Loop's later iterations
+continue its count). A decision of a Loop, Condition or Router is the container's path plus
+"?end<i>", "?choose" or "?select" (replay.py makes both).
+
+One step attempt's life (each arrow one conditional UPDATE or INSERT below):
+
+    queue_steps ---> queued --take_step--> running --finish_step--> succeeded | failed (final)
+                       ^                      |  --retry_step--> failed, + attempt+1 running
+                       |                      +--expire_lost_steps--> lost, + attempt+1 queued
+                       +-- republish_queued (a message that may be lost is sent again)
+
+- an attempt leaves "queued" once and "running" once, so a duplicate message, or the late
+  result of a worker taken for lost, changes nothing;
+- a step's outcome is its one `final` row; a step with a final row is never queued again,
+  so a finished step never runs again;
+- every write of a run's progress happens with its run row locked (`lock_run`), so
+  decisions and the steps queued after them are taken by one transaction at a time.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger, Boolean, Column, Connection, Float, ForeignKey, Index, RowMapping, String, Table, Text, and_,
+    exists, false, func, or_, select, text, update,
+)
+
+from kern_tasks.db.tables import JSONType, metadata, workers
+from kern_tasks.firing.liveness import LOST_AFTER_S
+
+# A running run with no open step this long has lost its advance message (never sent, or
+# its worker died before committing anything): the sweep sends it again.
+STALLED_AFTER_S = 10.0
+# A queued step whose message went out this long ago may have lost it: sent again.
+REPUBLISH_AFTER_S = 30.0
+# A lost worker is not the step's fault: this many lost attempts per step are free.
+FREE_LOST_ATTEMPTS = 1
+RUNNING, COMPLETED, ERROR = "RUNNING", "COMPLETED", "ERROR"
+
+runs = Table(
+    "kern_workflow_runs",
+    metadata,
+    Column("run_id", String, primary_key=True),
+    Column("workflow_id", String, nullable=False),
+    Column("session_id", String, nullable=False),
+    Column("user_id", String),
+    Column("status", String, nullable=False),  # RUNNING, then COMPLETED or ERROR (agno's values)
+    Column("request", JSONType, nullable=False),  # input, additional_data, media, metadata
+    Column("session_state", JSONType),  # the run's state, changes of each finished step merged in
+    Column("result", JSONType),  # the run's to_dict() once it ended
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+Index("ix_kern_workflow_runs_open", runs.c.updated_at, postgresql_where=text("status = 'RUNNING'"),
+      sqlite_where=text("status = 'RUNNING'"))
+
+steps = Table(
+    "kern_workflow_steps",
+    metadata,
+    Column("id", String, primary_key=True),
+    Column("run_id", String, ForeignKey("kern_workflow_runs.run_id", ondelete="CASCADE"), nullable=False),
+    Column("path", String, nullable=False),
+    Column("attempt", BigInteger, nullable=False),  # from 1; 0 for a decision
+    Column("status", String, nullable=False),  # queued, running, succeeded, failed, lost, decided
+    Column("final", Boolean, nullable=False, server_default=false()),  # the step's outcome
+    Column("worker_id", String),  # kern_workers.id of the worker that took it
+    Column("output", JSONType),  # StepOutput.to_dict(); a decision's {"value": ...}
+    Column("error", Text),
+    Column("executor_runs", JSONType),  # agent / nested workflow runs, as agno keeps them
+    Column("enqueued_at", Float),
+    Column("started_at", Float),
+    Column("ended_at", Float),
+)
+Index("uq_kern_workflow_steps_attempt", steps.c.run_id, steps.c.path, steps.c.attempt, unique=True)
+Index("ix_kern_workflow_steps_open", steps.c.status, steps.c.enqueued_at,
+      postgresql_where=text("status IN ('queued', 'running')"),
+      sqlite_where=text("status IN ('queued', 'running')"))
+
+_OPEN = ("queued", "running")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A finished step: its output (None when it raised) or the error it raised."""
+
+    output: dict[str, Any] | None
+    error: str | None
+    executor_runs: list[dict[str, Any]] | None = None
+
+
+@dataclass
+class Progress:
+    """What a run has done so far: outcomes and decisions by path, open paths."""
+
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    decisions: dict[str, Any] = field(default_factory=dict)
+    open: set[str] = field(default_factory=set)
+    last_attempt: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Taken:
+    """A step attempt this worker now runs: its row id, number, and the tries left."""
+
+    row_id: str
+    attempt: int
+    tries_left: int
+
+
+# Invariant: a run row is made once, RUNNING, before any message about it is sent.
+def create_run(conn: Connection, *, run_id: str, workflow_id: str, session_id: str, user_id: str | None,
+               request: dict[str, Any], session_state: dict[str, Any] | None, now: float) -> None:
+    conn.execute(runs.insert().values(
+        run_id=run_id, workflow_id=workflow_id, session_id=session_id, user_id=user_id, status=RUNNING,
+        request=request, session_state=session_state, created_at=now, updated_at=now,
+    ))
+
+
+# Invariant: whoever writes a run's progress holds its row (FOR UPDATE on Postgres; SQLite
+# serialises writers with its database lock, taken by the first write of the transaction).
+def lock_run(conn: Connection, run_id: str) -> RowMapping | None:
+    """The run's row, locked until the transaction ends; None when there is no such run."""
+    if conn.dialect.name == "sqlite":
+        # Take the write lock now, so no other writer reads the same progress meanwhile.
+        conn.execute(update(runs).where(runs.c.run_id == run_id).values(updated_at=runs.c.updated_at))
+    return conn.execute(select(runs).where(runs.c.run_id == run_id).with_for_update()).mappings().first()
+
+
+def get_run(conn: Connection, run_id: str) -> RowMapping | None:
+    """Read only: the run's row as it is."""
+    return conn.execute(select(runs).where(runs.c.run_id == run_id)).mappings().first()
+
+
+def load_progress(conn: Connection, run_id: str) -> Progress:
+    """Read only: the run's outcomes, decisions and open steps."""
+    progress = Progress()
+    rows = conn.execute(
+        select(steps.c.path, steps.c.attempt, steps.c.status, steps.c.final, steps.c.output, steps.c.error,
+               steps.c.executor_runs).where(steps.c.run_id == run_id)
+    ).mappings()
+    for row in rows:
+        path = row["path"]
+        progress.last_attempt[path] = max(progress.last_attempt.get(path, 0), row["attempt"])
+        if row["status"] == "decided":
+            progress.decisions[path] = (row["output"] or {}).get("value")
+        elif row["final"]:
+            progress.outcomes[path] = Outcome(row["output"], row["error"], row["executor_runs"])
+        elif row["status"] in _OPEN:
+            progress.open.add(path)
+    return progress
+
+
+# Invariant: a decision is recorded once (the unique (run, path, attempt 0) row) and only
+# under the run's lock, so every replay after it takes the same branch.
+def record_decisions(conn: Connection, run_id: str, decisions: dict[str, Any], *, now: float) -> None:
+    for path, value in decisions.items():
+        conn.execute(steps.insert().values(
+            id=str(uuid.uuid4()), run_id=run_id, path=path, attempt=0, status="decided", final=True,
+            output={"value": value}, started_at=now, ended_at=now,
+        ))
+
+
+# Invariant: a step is queued only while it has neither an open attempt nor an outcome;
+# called under the run's lock, with the progress read under it.
+def queue_steps(conn: Connection, run_id: str, paths: set[str], progress: Progress, *, now: float) -> list[str]:
+    """Queue the next attempt of each path that needs one; returns the paths queued."""
+    queued = []
+    for path in sorted(paths):
+        if path in progress.open or path in progress.outcomes:
+            continue
+        conn.execute(steps.insert().values(
+            id=str(uuid.uuid4()), run_id=run_id, path=path, attempt=progress.last_attempt.get(path, 0) + 1,
+            status="queued", enqueued_at=now,
+        ))
+        queued.append(path)
+    return queued
+
+
+def _tries_used(conn: Connection, run_id: str, path: str) -> int:
+    failed, lost = conn.execute(
+        select(func.count().filter(steps.c.status == "failed"), func.count().filter(steps.c.status == "lost"))
+        .where(steps.c.run_id == run_id, steps.c.path == path, steps.c.attempt > 0)
+    ).one()
+    return int(failed) + max(0, int(lost) - FREE_LOST_ATTEMPTS)
+
+
+# Invariant: queued -> running once (a conditional UPDATE), stamped with the worker that takes it.
+def take_step(conn: Connection, run_id: str, path: str, *, worker_id: str, max_tries: int, now: float) -> Taken | None:
+    """Take the step's queued attempt; None when there is none (a duplicate message, a
+    step already running or finished)."""
+    row = conn.execute(
+        update(steps).where(steps.c.run_id == run_id, steps.c.path == path, steps.c.status == "queued")
+        .values(status="running", worker_id=worker_id, started_at=now)
+        .returning(steps.c.id, steps.c.attempt)
+    ).first()
+    if row is None:
+        return None
+    return Taken(row_id=row[0], attempt=int(row[1]), tries_left=max(1, max_tries - _tries_used(conn, run_id, path)))
+
+
+# Invariant: running -> failed once; the next attempt is a new row, running on this worker.
+def retry_step(conn: Connection, run_id: str, path: str, taken: Taken, *, error: str, worker_id: str,
+               now: float) -> Taken | None:
+    """Record the attempt's error and start the next one; None when the attempt was no
+    longer running (taken for lost: its retry belongs to whoever takes that)."""
+    ended = conn.execute(
+        update(steps).where(steps.c.id == taken.row_id, steps.c.status == "running")
+        .values(status="failed", error=error, ended_at=now)
+    ).rowcount
+    if not ended:
+        return None
+    row_id = str(uuid.uuid4())
+    conn.execute(steps.insert().values(
+        id=row_id, run_id=run_id, path=path, attempt=taken.attempt + 1, status="running", worker_id=worker_id,
+        started_at=now,
+    ))
+    return Taken(row_id=row_id, attempt=taken.attempt + 1, tries_left=taken.tries_left - 1)
+
+
+# Invariant: running -> an outcome once (a conditional UPDATE): the step's one final row.
+def finish_step(conn: Connection, taken: Taken, outcome: Outcome, *, now: float) -> bool:
+    """Record the step's outcome; False when the attempt was no longer running."""
+    return bool(conn.execute(
+        update(steps).where(steps.c.id == taken.row_id, steps.c.status == "running")
+        .values(status="succeeded" if outcome.output is not None and outcome.output.get("success", True) else "failed",
+                final=True, output=outcome.output, error=outcome.error, executor_runs=outcome.executor_runs,
+                ended_at=now)
+    ).rowcount)
+
+
+# Invariant: a step's changes to the session state join the run's under the run's lock
+# (top-level keys: set ones replace, removed ones go), so parallel branches keep each other's.
+def merge_state(conn: Connection, run_id: str, state: dict[str, Any] | None, changed: dict[str, Any],
+                removed: set[str], *, now: float) -> dict[str, Any] | None:
+    if not changed and not removed:
+        return state
+    merged = {k: v for k, v in (state or {}).items() if k not in removed}
+    merged.update(changed)
+    conn.execute(update(runs).where(runs.c.run_id == run_id).values(session_state=merged, updated_at=now))
+    return merged
+
+
+def touch_run(conn: Connection, run_id: str, *, now: float) -> None:
+    conn.execute(update(runs).where(runs.c.run_id == run_id).values(updated_at=now))
+
+
+# Invariant: RUNNING -> COMPLETED | ERROR once, with the run's dict; a later advance finds
+# the run ended and does nothing.
+def finish_run(conn: Connection, run_id: str, *, status: str, result: dict[str, Any], now: float) -> bool:
+    return bool(conn.execute(
+        update(runs).where(runs.c.run_id == run_id, runs.c.status == RUNNING)
+        .values(status=status, result=result, updated_at=now)
+    ).rowcount)
+
+
+# --- the sweep (beat) ------------------------------------------------------------------------
+
+
+# Invariant: an attempt is "running" only while its worker may still report on it: one
+# whose worker has not beaten for LOST_AFTER_S (or whose row is gone), running that long,
+# ends "lost" and its step gets a queued attempt (within LOST_AFTER_S + a sweep of the loss).
+def expire_lost_steps(conn: Connection, *, now: float, limit: int) -> list[tuple[str, str]]:
+    """End lost attempts; returns the (run_id, path) queued again, to publish."""
+    silent = or_(workers.c.heartbeat_at.is_(None), workers.c.heartbeat_at <= now - LOST_AFTER_S)
+    lost = conn.execute(
+        select(steps.c.id, steps.c.run_id, steps.c.path, steps.c.attempt)
+        .outerjoin(workers, workers.c.id == steps.c.worker_id)
+        .where(steps.c.status == "running", steps.c.started_at <= now - LOST_AFTER_S, silent)
+        .limit(limit).with_for_update(of=steps, skip_locked=True)
+    ).all()
+    queued = []
+    for row_id, run_id, path, attempt in lost:
+        conn.execute(update(steps).where(steps.c.id == row_id, steps.c.status == "running").values(
+            status="lost", ended_at=now, error="no heartbeat from its worker: the worker was lost"))
+        conn.execute(steps.insert().values(
+            id=str(uuid.uuid4()), run_id=run_id, path=path, attempt=attempt + 1, status="queued", enqueued_at=now,
+        ))
+        queued.append((run_id, path))
+    return queued
+
+
+# Invariant: every queued step is in the broker at least once: one sent REPUBLISH_AFTER_S
+# ago and still queued is sent again (a duplicate is harmless: take_step is conditional).
+def republish_queued(conn: Connection, *, now: float, limit: int,
+                     after_s: float = REPUBLISH_AFTER_S) -> list[tuple[str, str]]:
+    rows = conn.execute(
+        update(steps).where(steps.c.id.in_(
+            select(steps.c.id).where(steps.c.status == "queued", steps.c.enqueued_at <= now - after_s).limit(limit)
+        )).values(enqueued_at=now).returning(steps.c.run_id, steps.c.path)
+    ).all()
+    return [(run_id, path) for run_id, path in rows]
+
+
+# Invariant: a RUNNING run always has a step open or an advance in flight: one with neither
+# for STALLED_AFTER_S is advanced again (advancing twice is harmless: it is under the lock).
+def stalled_runs(conn: Connection, *, now: float, limit: int, after_s: float = STALLED_AFTER_S) -> list[str]:
+    open_step = exists().where(and_(steps.c.run_id == runs.c.run_id, steps.c.status.in_(_OPEN)))
+    rows = conn.execute(
+        update(runs).where(runs.c.run_id.in_(
+            select(runs.c.run_id).where(runs.c.status == RUNNING, runs.c.updated_at <= now - after_s, ~open_step)
+            .limit(limit)
+        )).values(updated_at=now).returning(runs.c.run_id)
+    ).all()
+    return [row[0] for row in rows]
+
+
+def attempts(conn: Connection, run_id: str) -> list[RowMapping]:
+    """Read only: every step attempt of the run (not decisions), in path and attempt order."""
+    return list(conn.execute(
+        select(steps).where(steps.c.run_id == run_id, steps.c.attempt > 0).order_by(steps.c.path, steps.c.attempt)
+    ).mappings())

@@ -1,0 +1,94 @@
+"""Running a workflow on Celery workers from any process: `submit` records the run and hands
+it to the workers; `result` and `wait` read how it ended.
+
+    run_id = submit(celery_app, workflow, "AI agents in 2026", session_id="s1")
+    run = wait(db, run_id, timeout=120)          # a WorkflowRunOutput, as workflow.run gives
+
+The calling process runs nothing: it writes the run's row (RUNNING, with its input and its
+starting session_state, as `Workflow.run` would start it) and, after the commit, publishes
+`kern.workflow.advance(run_id)`; workers (tasks.py) do the rest. The workers must know the
+workflow by its id (KERN_APP). Input, additional_data and media must be JSON values (or,
+with an input_schema, a model or JSON of it): they cross processes through the database.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from pydantic import BaseModel
+
+from kern_tasks.db import Database, db_time
+from kern_tasks.dispatch import publish_messages
+from kern_tasks.errors import NotFound, ValidationError
+from kern_tasks.runtime import runtime_for
+from kern_tasks.workflow import progress
+from kern_tasks.workflow.tasks import advance_message
+from kern_tasks.workflow.types import MEDIA_FIELDS, WorkflowRunOutput
+from kern_tasks.workflow.workflow import Workflow, validate_input
+
+
+def _json_value(field: str, value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        raise ValidationError(field, f"must be a JSON value to run on workers, got {type(value).__name__}") from None
+    return value
+
+
+def submit(
+    app: Any, workflow: Workflow, input: Any = None, *, db: Database | None = None, run_id: str | None = None,
+    session_id: str | None = None, user_id: str | None = None, session_state: dict[str, Any] | None = None,
+    additional_data: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None,
+    dependencies: dict[str, Any] | None = None, **media: list[Any] | None,
+) -> str:
+    """Record a new run of `workflow` and publish it to the workers of Celery app `app`;
+    returns its run_id. `db` defaults to the app's database. Parameters as `Workflow.run`."""
+    unknown = sorted(set(media) - set(MEDIA_FIELDS))
+    if unknown:
+        raise TypeError(f"submit() got unexpected keyword arguments: {', '.join(unknown)}")
+    if workflow.input_schema is not None:
+        input = validate_input(input, workflow.input_schema)
+    db = db if db is not None else runtime_for(app).db
+    run_id = run_id or str(uuid.uuid4())
+    session_id = session_id or workflow.session_id or str(uuid.uuid4())
+    user_id = user_id or workflow.user_id
+    state = workflow.run_session_state(session_state, None, session_id, user_id, run_id)
+    request = {
+        "input": _json_value("input", input),
+        "additional_data": _json_value("additional_data", additional_data),
+        "metadata": {**(workflow.metadata or {}), **(metadata or {})},
+        "dependencies": _json_value("dependencies", dependencies),
+        **{name: _json_value(name, list(value)) for name, value in media.items() if value},
+    }
+    with db.begin() as conn:
+        progress.create_run(conn, run_id=run_id, workflow_id=workflow.id, session_id=session_id, user_id=user_id,
+                            request=request, session_state=_json_value("session_state", state), now=db_time(conn))
+    publish_messages(app, [advance_message(run_id)])
+    return run_id
+
+
+def result(db: Database, run_id: str) -> WorkflowRunOutput | None:
+    """The run as it ended (COMPLETED or ERROR), or None while it runs; NotFound for a
+    run_id nobody submitted."""
+    with db.connect() as conn:
+        row = progress.get_run(conn, run_id)
+    if row is None:
+        raise NotFound(f"no workflow run {run_id!r}")
+    return None if row["status"] == progress.RUNNING else WorkflowRunOutput.from_dict(row["result"])
+
+
+def wait(db: Database, run_id: str, *, timeout: float = 60.0, interval: float = 0.1) -> WorkflowRunOutput:
+    """Poll `result` until the run ends; TimeoutError after `timeout` seconds (never longer)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ended = result(db, run_id)
+        if ended is not None:
+            return ended
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"workflow run {run_id} still running after {timeout}s")
+        time.sleep(interval)

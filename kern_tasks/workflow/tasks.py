@@ -1,0 +1,252 @@
+"""Workflow runs on Celery workers: `kern.workflow.advance(run_id)` and `kern.workflow.step(run_id, path)`.
+
+The database holds a run's progress (progress.py); a message carries ids only, and every
+message is published after the commit of the progress it follows from:
+
+- advance: under the run's lock, replay the run (replay.py) from its recorded outcomes;
+  record the decisions taken on the way (a Loop's end, a Condition's branch, a Router's
+  route), queue the steps that run next and publish one step message each (a sequence's
+  next step: a chain; every branch of a Parallel at once: a chord's header), or, when
+  nothing is left, end the run with its agno-shaped dict;
+- step: take the queued attempt (queued -> running, on this worker, whose heartbeat row is
+  registered in that transaction: firing.liveness), rebuild the step's exact input by a
+  replay targeted at it, run the executor (each retry a row of its own), then in one
+  transaction record the outcome, merge the step's session_state changes and advance, so
+  the step that completes a Parallel's branches is the one that runs its body: no task
+  ever waits for another, so nothing waits forever on a lost branch, an empty Parallel
+  (agno's error, the run ends in ERROR) or a failed one (agno's failed branch output).
+
+Beat's sweep (`sweep`) finds attempts whose worker died (no heartbeat for LOST_AFTER_S)
+and queues them again, re-sends queued steps whose message may be lost, and re-advances
+running runs with nothing open. A finished step has a final row and is never queued again.
+
+Workers find workflows through KERN_APP ("module:attribute" of an AgentOS, whose
+`workflows` they serve, or of a Workflow).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import logging
+import threading
+from typing import Any
+
+from sqlalchemy import Connection
+
+from kern_tasks.db import db_time
+from kern_tasks.dispatch import TASK_WORKFLOW_ADVANCE, TASK_WORKFLOW_STEP, Message, publish_messages
+from kern_tasks.firing import liveness
+from kern_tasks.runtime import runtime_for
+from kern_tasks.workflow import progress
+from kern_tasks.workflow.progress import Outcome, Progress, Taken
+from kern_tasks.workflow.replay import Pending, Reached, Replay
+from kern_tasks.workflow.runner import execute_workflow
+from kern_tasks.workflow.types import MEDIA_FIELDS, RunContext, WorkflowRunOutput
+from kern_tasks.workflow.workflow import Workflow, validate_input
+
+log = logging.getLogger("kern_tasks.workflow")
+
+_cache_lock = threading.Lock()
+_workflows: dict[str, dict[str, Workflow]] = {}
+
+
+def workflows_from(ref: str | None) -> dict[str, Workflow]:
+    """The workflows named by KERN_APP (`ref`), by id; imported once per process.
+    LookupError when `ref` is unset or names neither an AgentOS nor a Workflow."""
+    if not ref or ":" not in ref:
+        raise LookupError(f'KERN_APP must be "module:attribute" of an AgentOS or a Workflow, got {ref!r}')
+    with _cache_lock:
+        if ref not in _workflows:
+            module_name, _, attribute = ref.partition(":")
+            target: Any = importlib.import_module(module_name)
+            for part in attribute.split("."):
+                target = getattr(target, part)
+            items = [target] if isinstance(target, Workflow) else list(getattr(target, "workflows", None) or [])
+            if not items:
+                raise LookupError(f"KERN_APP={ref!r} is neither a Workflow nor holds `workflows`")
+            _workflows[ref] = {w.id: w for w in items if isinstance(w, Workflow)}
+        return _workflows[ref]
+
+
+def step_message(run_id: str, path: str) -> Message:
+    return Message(TASK_WORKFLOW_STEP, (run_id, path))
+
+
+def advance_message(run_id: str) -> Message:
+    return Message(TASK_WORKFLOW_ADVANCE, (run_id,))
+
+
+def run_context(workflow: Workflow, row: Any) -> RunContext:
+    """The run's RunContext, its session_state a fresh copy of the stored one."""
+    request = row["request"]
+    return RunContext(
+        run_id=row["run_id"], session_id=row["session_id"], user_id=row["user_id"], workflow_id=workflow.id,
+        workflow_name=workflow.name, session_state=copy.deepcopy(row["session_state"] or {}),
+        dependencies={**(workflow.dependencies or {}), **(request.get("dependencies") or {})} or None,
+        metadata=request.get("metadata"),
+    )
+
+
+def _input(workflow: Workflow, request: dict[str, Any]) -> Any:
+    value = request.get("input")
+    return validate_input(value, workflow.input_schema) if workflow.input_schema is not None else value
+
+
+def advance_in(conn: Connection, workflow: Workflow, row: Any, *, now: float) -> list[Message]:
+    """Under the run's lock: replay, record decisions, then queue what runs next or end the run."""
+    run_id = row["run_id"]
+    found = progress.load_progress(conn, run_id)
+    replay = Replay(run_context(workflow, row), found.outcomes, found.decisions, record=True)
+    request = row["request"]
+    run = WorkflowRunOutput(
+        run_id=run_id, input=_input(workflow, request), session_id=row["session_id"], user_id=row["user_id"],
+        workflow_id=workflow.id, workflow_name=workflow.name, metadata=request.get("metadata"),
+        created_at=int(row["created_at"]), **{name: list(request[name]) for name in MEDIA_FIELDS if request.get(name)},
+    )
+    try:
+        run, _ = execute_workflow(workflow.steps, run, replay, request.get("additional_data"))
+    except Pending:
+        progress.record_decisions(conn, run_id, replay.new_decisions, now=now)
+        queued = progress.queue_steps(conn, run_id, replay.pending, found, now=now)
+        progress.touch_run(conn, run_id, now=now)
+        return [step_message(run_id, path) for path in queued]
+    progress.record_decisions(conn, run_id, replay.new_decisions, now=now)
+    if not workflow.store_executor_outputs:
+        run.step_executor_runs = None
+    if run.metrics is not None:
+        run.metrics["duration"] = max(0.0, now - float(row["created_at"]))
+    progress.finish_run(conn, run_id, status=run.status.value, result=run.to_dict(), now=now)
+    log.info("workflow run %s (%s) ended %s", run_id, workflow.id, run.status.value)
+    return []
+
+
+def _workflow_of(app: Any, row: Any) -> Workflow | None:
+    try:
+        return workflows_from(runtime_for(app).settings.app).get(row["workflow_id"])
+    except (LookupError, ImportError, AttributeError) as exc:
+        log.error("workflow run %s: cannot find workflow %s (%s)", row["run_id"], row["workflow_id"], exc)
+        return None
+
+
+def _refuse(conn: Connection, row: Any, *, now: float) -> None:
+    """A worker that does not know the run's workflow ends the run in ERROR (a deployment
+    error: waiting would never end), saying why."""
+    error = f"workflow {row['workflow_id']!r} is not among this worker's KERN_APP workflows"
+    progress.finish_run(conn, row["run_id"], status=progress.ERROR, now=now, result={
+        "run_id": row["run_id"], "session_id": row["session_id"], "workflow_id": row["workflow_id"],
+        "status": progress.ERROR, "content": f"Workflow execution failed: {error}",
+    })
+
+
+def advance_task(self: Any, run_id: str) -> str:
+    """Celery task body (kern.workflow.advance)."""
+    db = runtime_for(self.app).db
+    with db.begin() as conn:
+        now = db_time(conn)
+        row = progress.lock_run(conn, run_id)
+        if row is None or row["status"] != progress.RUNNING:
+            return "nothing to do"
+        workflow = _workflow_of(self.app, row)
+        if workflow is None:
+            _refuse(conn, row, now=now)
+            return "unknown workflow"
+        messages = advance_in(conn, workflow, row, now=now)
+    publish_messages(self.app, messages)
+    return f"{len(messages)} step(s) published"
+
+
+def step_task(self: Any, run_id: str, path: str) -> str:
+    """Celery task body (kern.workflow.step)."""
+    db = runtime_for(self.app).db
+    heart = liveness.heart_for(db)
+    with db.connect() as conn:
+        row = progress.get_run(conn, run_id)
+        found = progress.load_progress(conn, run_id) if row is not None else Progress()
+    if row is None or row["status"] != progress.RUNNING or path in found.outcomes:
+        return "nothing to do"
+    workflow = _workflow_of(self.app, row)
+    context = run_context(workflow, row) if workflow is not None else None
+    reached = _reach(workflow, row, context, found, path) if workflow is not None else None
+    max_tries = reached.step.max_retries + 1 if reached is not None else 1
+    with db.begin() as conn:
+        me = liveness.register(conn, heart)
+        taken = progress.take_step(conn, run_id, path, worker_id=me, max_tries=max_tries, now=db_time(conn))
+    if taken is None:
+        return "nothing to do"  # a duplicate message, or another worker has it
+    changed: dict[str, Any] = {}
+    removed: set[str] = set()
+    if reached is None or context is None:
+        outcome = Outcome(None, f"no step at {path} in workflow {row['workflow_id']!r} on this worker")
+    else:
+        before = copy.deepcopy(context.session_state or {})
+        result = _attempts(db, reached, context, taken, run_id, path, me)
+        if result is None:
+            return "taken for lost meanwhile"
+        outcome, taken = result
+        after = context.session_state or {}
+        changed = {k: v for k, v in after.items() if k not in before or before[k] != v}
+        removed = set(before) - set(after)
+    with db.begin() as conn:
+        now = db_time(conn)
+        locked = progress.lock_run(conn, run_id)
+        if locked is None or not progress.finish_step(conn, taken, outcome, now=now):
+            return "taken for lost meanwhile"
+        messages: list[Message] = []
+        if locked["status"] == progress.RUNNING and workflow is not None:
+            state = locked["session_state"]
+            state = progress.merge_state(conn, run_id, state, changed, removed, now=now)
+            messages = advance_in(conn, workflow, {**locked, "session_state": state}, now=now)
+    publish_messages(self.app, messages)
+    return "succeeded" if outcome.output is not None else "failed"
+
+
+def _reach(workflow: Workflow, row: Any, context: RunContext, found: Progress, path: str) -> Reached | None:
+    replay = Replay(context, found.outcomes, found.decisions, record=False, target=path)
+    request = row["request"]
+    run = WorkflowRunOutput(run_id=row["run_id"], input=_input(workflow, request), session_id=row["session_id"],
+                            **{name: list(request[name]) for name in MEDIA_FIELDS if request.get(name)})
+    try:
+        execute_workflow(workflow.steps, run, replay, request.get("additional_data"))
+    except Reached as reached:
+        return reached
+    except Pending:
+        pass
+    return None
+
+
+def _attempts(db: Any, reached: Reached, context: RunContext, taken: Taken, run_id: str, path: str,
+              worker: str) -> tuple[Outcome, Taken] | None:
+    """Run the step's attempts (the first already taken); the outcome and the attempt that
+    ended with it, or None when an attempt was taken for lost meanwhile."""
+    step, step_input = reached.step, reached.step_input
+    executor_runs: list[dict[str, Any]] = []
+    while True:
+        try:
+            output = step.attempt(step_input, context, True, executor_runs.append)
+            return Outcome(output.to_dict(), None, executor_runs or None), taken
+        except Exception as exc:  # noqa: BLE001 - any executor error is retried, then ruled on
+            log.warning("Step %s failed (attempt %d): %s", step.name, taken.attempt, exc)
+            if taken.tries_left > 1:
+                with db.begin() as conn:
+                    retried = progress.retry_step(conn, run_id, path, taken, error=str(exc), worker_id=worker,
+                                                  now=db_time(conn))
+                if retried is None:
+                    return None
+                taken = retried
+                continue
+            try:
+                return Outcome(step.exhausted(exc).to_dict(), None, executor_runs or None), taken
+            except Exception as final:  # noqa: BLE001 - the step raised: the containers' rules apply
+                return Outcome(None, str(final), executor_runs or None), taken
+
+
+def sweep(conn: Connection, *, now: float, limit: int, heartbeats: bool) -> list[Message]:
+    """Beat's sweep for workflow runs (see the module docstring); `heartbeats` as the
+    sweeper's liveness.Vigil says (after an outage, workers get time to beat again)."""
+    lost = progress.expire_lost_steps(conn, now=now, limit=limit) if heartbeats else []
+    again = progress.republish_queued(conn, now=now, limit=limit)
+    stalled = progress.stalled_runs(conn, now=now, limit=limit)
+    if lost:
+        log.warning("workflow sweep: %d step attempt(s) lost with their worker, queued again", len(lost))
+    return ([step_message(r, p) for r, p in lost + again] + [advance_message(r) for r in stalled])

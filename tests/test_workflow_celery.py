@@ -1,0 +1,197 @@
+"""Workflow runs on real `celery worker` processes, durable across a SIGKILLed worker (issue 8,
+parts 3 and 4).
+
+Real Postgres (a schema per module or test), real Redis (databases 14 and 15), real worker and
+beat processes (tests/processes.py) loading tests/test_workflow_app.py through KERN_APP:
+
+- a sequence, a Parallel with failing branches, a Loop with a CEL end condition, a Router,
+  a Condition and an empty Parallel (agno's ERROR, not a wait) give the same run (status, content, step tree) on the workers as in-process,
+  every step attempt a row (a retried branch two);
+- a Parallel's two branches run at the same time on two worker processes (their rows'
+  start/end stamps overlap, each stamped by another worker);
+- a worker SIGKILLed in a Loop's second iteration: beat's sweep finds the step lost (its
+  worker stopped beating) and runs it again on another worker; the executors' call counts
+  show that only that step ran twice, and the run ends as an uninterrupted one did.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from kern_tasks.app import create_app
+from kern_tasks.db import Database
+from kern_tasks.firing.liveness import LOST_AFTER_S
+from kern_tasks.settings import Settings
+from kern_tasks.workflow import Workflow, progress
+from kern_tasks.workflow.submit import submit, wait
+from tests import test_workflow_app as defs
+from tests.conftest import POSTGRES_URL, broker_url_for, drop_schema, flush_broker, fresh_schema_name
+from tests.processes import Processes, kern_env, wait_for
+
+pytestmark = pytest.mark.slow
+
+REDIS_DB = 14
+# The SIGKILL test's own: the module's workers (other schema) must not take its messages.
+CRASH_REDIS_DB = 15
+APP = "tests.test_workflow_app:agent_os"
+RETRY_BOUND_S = 60  # the issue's promise: a lost step runs again within 60 s
+
+
+class Cluster:
+    """A migrated schema, a Celery app of the test process (to submit) and worker processes."""
+
+    def __init__(self, tmp: Path, redis_db: int = REDIS_DB) -> None:
+        self.schema = fresh_schema_name()
+        self.calls = tmp / "calls.txt"
+        flush_broker(redis_db)
+        settings = Settings(database_url=POSTGRES_URL, db_schema=self.schema, broker_url=broker_url_for(redis_db))
+        self.db = Database(POSTGRES_URL, schema=self.schema, settings=settings)
+        self.db.upgrade()
+        self.app = create_app(settings)
+        env = kern_env(database_url=POSTGRES_URL, schema=self.schema, base_url="http://127.0.0.1:9",
+                       data_dir=tmp / "kern", broker_url=broker_url_for(redis_db))
+        self.procs = Processes(tmp / "logs", env={**env, "KERN_APP": APP, defs.CALLS_ENV: str(self.calls)})
+
+    def worker(self, name: str) -> Any:
+        # One task at a time and no prefetch beyond it: a second message goes to another worker.
+        proc = self.procs.celery(name, ["worker", "-P", "threads", "-c", "1", "--prefetch-multiplier", "1",
+                                        "-l", "INFO", "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
+                                        "--without-heartbeat"])
+        self.procs.wait_for_log(name, " ready.")
+        return proc
+
+    def run(self, workflow: Workflow, input: Any, timeout: float = 30, **kwargs: Any) -> dict[str, Any]:
+        run_id = submit(self.app, workflow, input, db=self.db, session_id="s1", **kwargs)
+        return wait(self.db, run_id, timeout=timeout).to_dict()
+
+    def attempts(self, run_id: str) -> list[Any]:
+        with self.db.connect() as conn:
+            return progress.attempts(conn, run_id)
+
+    def close(self, failed: bool) -> None:
+        self.procs.stop_all()
+        if failed:
+            print(self.procs.dump_logs(tail=150))
+        self.db.dispose()
+        drop_schema(self.schema)
+
+
+@pytest.fixture(scope="module")
+def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    made = Cluster(tmp_path_factory.mktemp("workflow-celery"))
+    failed_before = request.session.testsfailed
+    try:
+        made.worker("w1")
+        made.worker("w2")
+        yield made
+    finally:
+        made.close(request.session.testsfailed > failed_before)
+
+
+def tree(output: dict[str, Any]) -> dict[str, Any]:
+    keys = ("step_name", "step_type", "executor_type", "executor_name", "content", "success", "error", "stop")
+    node = {k: output.get(k) for k in keys}
+    if output.get("steps"):
+        node["steps"] = [tree(s) for s in output["steps"]]
+    return node
+
+
+def normalised(run: dict[str, Any]) -> dict[str, Any]:
+    return {"status": run["status"], "content": run.get("content"), "keys": sorted(run),
+            "steps": [tree(s) for s in run.get("step_results", [])]}
+
+
+def in_process(workflow: Workflow, input: Any, **kwargs: Any) -> dict[str, Any]:
+    try:
+        result = workflow.run(input, session_id="s1", **kwargs)
+    except Exception:  # noqa: BLE001 - a run in ERROR raises; it is kept as the last run
+        result = workflow.get_last_run_output(session_id="s1")
+    return result.to_dict()
+
+
+@pytest.mark.parametrize("workflow, input", [
+    (defs.sequence, "a topic"),
+    (defs.parallel_failing, "a topic"),
+    (defs.loop_cel, "AI agents"),
+    (defs.router, "a video please"),
+    (defs.router, "a picture"),
+    (defs.condition, "urgent: fix"),
+    (defs.condition, "later"),
+    (defs.empty_parallel, "x"),
+], ids=["sequence", "parallel-failing", "loop-cel", "router-video", "router-image", "condition-if",
+        "condition-else", "empty-parallel"])
+def test_a_run_on_workers_equals_the_run_in_process(cluster: Cluster, workflow: Workflow, input: str) -> None:
+    expected = normalised(in_process(workflow, input))
+    ran = cluster.run(workflow, input)
+    assert normalised(ran) == expected
+    assert ran["run_id"] and ran["session_id"] == "s1" and ran["workflow_id"] == workflow.id
+    rows = cluster.attempts(ran["run_id"])
+    assert all(row["status"] in ("succeeded", "failed") for row in rows)
+    assert all(row["worker_id"] for row in rows)
+    if workflow is defs.parallel_failing:
+        # The branch with max_retries=1: two attempt rows, the first failed and not final.
+        broken = [(row["attempt"], row["status"], row["final"]) for row in rows if row["path"] == "1/b1/0"]
+        assert broken == [(1, "failed", False), (2, "failed", True)]
+
+
+def test_parallel_branches_run_at_once_on_two_workers(cluster: Cluster) -> None:
+    ran = cluster.run(defs.overlap, "go")
+    assert normalised(ran) == normalised(in_process(defs.overlap, "go"))
+    left, right = sorted(cluster.attempts(ran["run_id"]), key=lambda row: row["path"])
+    assert (left["path"], right["path"]) == ("0/b0/0", "0/b1/0")
+    assert left["worker_id"] != right["worker_id"]
+    # Each started before the other ended: they overlapped (stamps on the database's clock).
+    assert left["started_at"] < right["ended_at"] and right["started_at"] < left["ended_at"]
+
+
+def test_a_duplicate_message_for_a_finished_step_does_nothing(cluster: Cluster) -> None:
+    ran = cluster.run(defs.sequence, "once")
+    before = defs.calls("b", cluster.calls)
+    rows = cluster.attempts(ran["run_id"])
+    cluster.app.send_task("kern.workflow.step", args=[ran["run_id"], "1"])
+    cluster.app.send_task("kern.workflow.advance", args=[ran["run_id"]])
+    again = cluster.run(defs.sequence, "after the duplicates")  # the workers have drained the duplicates
+    assert again["status"] == "COMPLETED"
+    assert defs.calls("b", cluster.calls) == before + 1  # only the new run's
+    assert cluster.attempts(ran["run_id"]) == rows
+
+
+def test_a_worker_sigkilled_mid_step_only_that_step_runs_again(tmp_path: Path) -> None:
+    made = Cluster(tmp_path, CRASH_REDIS_DB)
+    failed = True
+    try:
+        expected_calls = {"research": 1, "draft": 2, "review": 2, "publish": 1}
+        os.environ[defs.CALLS_ENV] = str(tmp_path / "in-process.txt")
+        (tmp_path / "in-process.hung").write_text("not here")  # the reference run does not hang
+        try:
+            expected = normalised(in_process(defs.crash, "AI agents"))
+            assert {name: defs.calls(name) for name in expected_calls} == expected_calls
+        finally:
+            del os.environ[defs.CALLS_ENV]
+        first = made.worker("w1")
+        made.procs.beat("beat", max_interval=1)
+        made.procs.wait_for_log("beat", "beat: Starting...")
+        run_id = submit(made.app, defs.crash, "AI agents", db=made.db, session_id="s1")
+        wait_for(lambda: defs.calls("review", made.calls) == 2, 30, what="the second review (it hangs)")
+        made.procs.kill(first)  # SIGKILL, mid-step
+        assert first.returncode == -signal.SIGKILL
+        made.worker("w2")
+        ended = wait(made.db, run_id, timeout=RETRY_BOUND_S + LOST_AFTER_S)
+        assert normalised(ended.to_dict()) == expected
+        # Only the interrupted step ran twice: review 3 (2 + the re-run), the others as uninterrupted.
+        assert {name: defs.calls(name, made.calls) for name in expected_calls} == {**expected_calls, "review": 3}
+        rows = made.attempts(run_id)
+        by_path: dict[str, list[str]] = {}
+        for row in rows:
+            by_path.setdefault(row["path"], []).append(row["status"])
+        assert by_path.pop("1/3") == ["lost", "succeeded"]  # the loop's second review
+        assert all(statuses == ["succeeded"] for statuses in by_path.values()), by_path
+        assert ended.run_id == run_id
+        failed = False
+    finally:
+        made.close(failed)
