@@ -1,9 +1,10 @@
-"""Handing attempts to the broker: the task names and `publish`.
+"""Handing work to the broker: the task names, `publish` and `publish_messages`.
 
 Beat (new slots, sweeps), the fire task (a retry, an early redelivery) and the lifecycle
 (what to publish after a commit) speak in `Dispatch` values; this module turns them
-into `kern.fire(attempt_id)` messages. It imports neither the Celery app nor the
-database, so every one of those may import it.
+into `kern.fire(attempt_id)` messages. The workflow tasks (kern.workflow.advance and
+kern.workflow.step) and their sweep speak in `Message` values (`publish_messages`). It
+imports neither the Celery app nor the database, so every one of those may import it.
 
 Names: `attempt_id` is our agno_schedule_runs.id; `run_id` means only agno's run id.
 """
