@@ -5,6 +5,8 @@
     backoff.py   the waits between attempts
     task.py      kern.fire: takes the attempt, fires it, records it (the rows are
                  scheduler/lifecycle.py's, the messages dispatch.py's)
+    liveness.py  worker heartbeats (kern_workers), so a worker that dies mid-call is found
+                 in seconds (by fires and workflow steps alike)
 
 http, response and backoff touch neither the database nor Celery.
 """
