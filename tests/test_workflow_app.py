@@ -51,8 +51,12 @@ def executor(name: str, body: Callable[[StepInput], Any]) -> Callable[[StepInput
     return run
 
 
+def echoed(name: str) -> Callable[[StepInput], str]:
+    return lambda s: f"{name}<{s.previous_step_content}|{s.get_input_as_string()}>"
+
+
 def echo(name: str) -> Callable[[StepInput], Any]:
-    return executor(name, lambda s: f"{name}<{s.previous_step_content}|{s.get_input_as_string()}>")
+    return executor(name, echoed(name))
 
 
 def failing(name: str) -> Callable[[StepInput], Any]:
@@ -69,6 +73,7 @@ def slow(name: str, seconds: float) -> Callable[[StepInput], Any]:
 
 
 def hang_once(name: str, on_call: int, then: Callable[[StepInput], Any]) -> Callable[[StepInput], Any]:
+    """An executor that hangs on its `on_call`-th call, once, then does as `then` (a plain body)."""
     def body(step_input: StepInput) -> Any:
         path = calls_file()
         marker = path.with_suffix(".hung") if path is not None else None
@@ -125,9 +130,15 @@ crash = Workflow(name="wf_crash", steps=[
     draft_review_loop(hang_once("review", 2, review)),  # hangs in the loop's second iteration
     Step(name="publish", executor=echo("publish")),
 ])
+crash_parallel = Workflow(name="wf_crash_parallel", steps=[
+    Step(name="research", executor=echo("research")),
+    Parallel(Step(name="left", executor=slow("left", 0.5)),
+             Step(name="right", executor=hang_once("right", 1, echoed("right"))), name="fan"),  # hangs at once
+    Step(name="publish", executor=echo("publish")),
+])
 empty_parallel = Workflow(name="wf_empty_parallel", steps=[  # agno: the run ends in ERROR
     Step(name="start", executor=echo("start")), Parallel(name="none"), Step(name="after", executor=echo("after")),
 ])
-WORKFLOWS = [sequence, parallel_failing, loop_cel, router, condition, overlap, crash, empty_parallel]
+WORKFLOWS = [sequence, parallel_failing, loop_cel, router, condition, overlap, crash, crash_parallel, empty_parallel]
 
 agent_os = AgentOS(workflows=WORKFLOWS)

@@ -9,8 +9,8 @@ beat processes (tests/processes.py) loading tests/test_workflow_app.py through K
   every step attempt a row (a retried branch two);
 - a Parallel's two branches run at the same time on two worker processes (their rows'
   start/end stamps overlap, each stamped by another worker);
-- a worker SIGKILLed in a Loop's second iteration: beat's sweep finds the step lost (its
-  worker stopped beating) and runs it again on another worker; the executors' call counts
+- a worker SIGKILLed in a Loop's second iteration, and in a Parallel branch: beat's sweep
+  finds the step lost (its worker stopped beating) and runs it again on another worker; the executors' call counts
   show that only that step ran twice, and the run ends as an uninterrupted one did.
 """
 
@@ -161,35 +161,43 @@ def test_a_duplicate_message_for_a_finished_step_does_nothing(cluster: Cluster) 
     assert cluster.attempts(ran["run_id"]) == rows
 
 
-def test_a_worker_sigkilled_mid_step_only_that_step_runs_again(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workflow, hung, hung_on, path, expected_calls", [
+    # In a Loop's second iteration (its fourth node: draft, review, draft, review).
+    (defs.crash, "review", 2, "1/3", {"research": 1, "draft": 2, "review": 2, "publish": 1}),
+    # In a Parallel branch: the other branch is not run again, the Parallel's body runs once.
+    (defs.crash_parallel, "right", 1, "1/b1/0", {"research": 1, "left": 1, "right": 1, "publish": 1}),
+], ids=["loop-second-iteration", "parallel-branch"])
+def test_a_worker_sigkilled_mid_step_only_that_step_runs_again(
+    tmp_path: Path, workflow: Workflow, hung: str, hung_on: int, path: str, expected_calls: dict[str, int]
+) -> None:
     made = Cluster(tmp_path, CRASH_REDIS_DB)
     failed = True
     try:
-        expected_calls = {"research": 1, "draft": 2, "review": 2, "publish": 1}
         os.environ[defs.CALLS_ENV] = str(tmp_path / "in-process.txt")
         (tmp_path / "in-process.hung").write_text("not here")  # the reference run does not hang
         try:
-            expected = normalised(in_process(defs.crash, "AI agents"))
+            expected = normalised(in_process(workflow, "AI agents"))
             assert {name: defs.calls(name) for name in expected_calls} == expected_calls
         finally:
             del os.environ[defs.CALLS_ENV]
         first = made.worker("w1")
         made.procs.beat("beat", max_interval=1)
         made.procs.wait_for_log("beat", "beat: Starting...")
-        run_id = submit(made.app, defs.crash, "AI agents", db=made.db, session_id="s1")
-        wait_for(lambda: defs.calls("review", made.calls) == 2, 30, what="the second review (it hangs)")
+        run_id = submit(made.app, workflow, "AI agents", db=made.db, session_id="s1")
+        wait_for(lambda: defs.calls(hung, made.calls) == hung_on, 30, what=f"call {hung_on} of {hung} (it hangs)")
         made.procs.kill(first)  # SIGKILL, mid-step
         assert first.returncode == -signal.SIGKILL
         made.worker("w2")
         ended = wait(made.db, run_id, timeout=RETRY_BOUND_S + LOST_AFTER_S)
         assert normalised(ended.to_dict()) == expected
-        # Only the interrupted step ran twice: review 3 (2 + the re-run), the others as uninterrupted.
-        assert {name: defs.calls(name, made.calls) for name in expected_calls} == {**expected_calls, "review": 3}
+        # Only the interrupted step ran twice (its calls + the re-run), the others as uninterrupted.
+        ran = {name: defs.calls(name, made.calls) for name in expected_calls}
+        assert ran == {**expected_calls, hung: expected_calls[hung] + 1}
         rows = made.attempts(run_id)
         by_path: dict[str, list[str]] = {}
         for row in rows:
             by_path.setdefault(row["path"], []).append(row["status"])
-        assert by_path.pop("1/3") == ["lost", "succeeded"]  # the loop's second review
+        assert by_path.pop(path) == ["lost", "succeeded"]
         assert all(statuses == ["succeeded"] for statuses in by_path.values()), by_path
         assert ended.run_id == run_id
         failed = False
