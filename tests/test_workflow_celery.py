@@ -9,6 +9,7 @@ beat processes (tests/processes.py) loading tests/test_workflow_app.py through K
   every step attempt a row (a retried branch two);
 - a Parallel's two branches run at the same time on two worker processes (their rows'
   start/end stamps overlap, each stamped by another worker);
+- the run is kept as agno keeps it (agno_runs, the session's state, a span per attempt);
 - a worker SIGKILLed in a Loop's second iteration, and in a Parallel branch: beat's sweep
   finds the step lost (its worker stopped beating) and runs it again on another worker; the executors' call counts
   show that only that step ran twice, and the run ends as an uninterrupted one did.
@@ -18,14 +19,18 @@ from __future__ import annotations
 
 import os
 import signal
+import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from sqlalchemy import select
 
 from kern_tasks.app import create_app
 from kern_tasks.db import Database
+from kern_tasks.db.run_tables import sessions, spans, traces
 from kern_tasks.firing.liveness import LOST_AFTER_S
+from kern_tasks.runs.store import RunStore
 from kern_tasks.settings import Settings
 from kern_tasks.workflow import Workflow, progress
 from kern_tasks.workflow.submit import submit, wait
@@ -66,7 +71,8 @@ class Cluster:
         return proc
 
     def run(self, workflow: Workflow, input: Any, timeout: float = 30, **kwargs: Any) -> dict[str, Any]:
-        run_id = submit(self.app, workflow, input, db=self.db, session_id="s1", **kwargs)
+        kwargs.setdefault("session_id", f"s-{uuid.uuid4().hex[:8]}")  # a session is one workflow's
+        run_id = submit(self.app, workflow, input, db=self.db, **kwargs)
         return wait(self.db, run_id, timeout=timeout).to_dict()
 
     def attempts(self, run_id: str) -> list[Any]:
@@ -127,9 +133,9 @@ def in_process(workflow: Workflow, input: Any, **kwargs: Any) -> dict[str, Any]:
         "condition-else", "empty-parallel"])
 def test_a_run_on_workers_equals_the_run_in_process(cluster: Cluster, workflow: Workflow, input: str) -> None:
     expected = normalised(in_process(workflow, input))
-    ran = cluster.run(workflow, input)
+    ran = cluster.run(workflow, input, session_id=f"s-{workflow.id}-{input}")
     assert normalised(ran) == expected
-    assert ran["run_id"] and ran["session_id"] == "s1" and ran["workflow_id"] == workflow.id
+    assert ran["run_id"] and ran["session_id"] == f"s-{workflow.id}-{input}" and ran["workflow_id"] == workflow.id
     rows = cluster.attempts(ran["run_id"])
     assert all(row["status"] in ("succeeded", "failed") for row in rows)
     assert all(row["worker_id"] for row in rows)
@@ -203,3 +209,26 @@ def test_a_worker_sigkilled_mid_step_only_that_step_runs_again(
         failed = False
     finally:
         made.close(failed)
+
+
+def test_a_run_on_workers_is_kept_as_agno_keeps_it(cluster: Cluster) -> None:
+    session = f"s-{uuid.uuid4().hex[:8]}"
+    ran = cluster.run(defs.parallel_failing, "a topic", session_id=session, session_state={"n": 1})
+    stored = RunStore(cluster.db).get(ran["run_id"])
+    assert stored is not None and (stored.run_type, stored.status) == ("workflow", "COMPLETED")
+    assert [tree(s) for s in stored.run_data["step_results"]] == [tree(s) for s in ran["step_results"]]
+    with cluster.db.connect() as conn:
+        session_data = conn.execute(select(sessions.c.session_data).where(sessions.c.session_id == session)).scalar()
+        (trace_id,) = conn.execute(select(traces.c.trace_id).where(traces.c.run_id == ran["run_id"])).scalars()
+        found = conn.execute(select(spans).where(spans.c.trace_id == trace_id)).mappings().all()
+    # The state saved without the run's own keys, as agno saves it.
+    assert session_data["session_state"] == {"n": 1}
+    # One span per step attempt under the run's root: the retried branch has two, both ERROR.
+    root = [s for s in found if s["parent_span_id"] is None]
+    attempts = sorted((s["name"], s["attributes"]["agno.step.attempt"], s["status_code"]) for s in found
+                      if s["parent_span_id"] is not None)
+    assert len(root) == 1 and all(s["parent_span_id"] == root[0]["span_id"] for s in found if s not in root)
+    assert attempts == [("after", 1, "OK"), ("broken", 1, "ERROR"), ("broken", 2, "ERROR"), ("left", 1, "OK"),
+                        ("skipped", 1, "ERROR"), ("start", 1, "OK")]
+    again = cluster.run(defs.parallel_failing, "again", session_id=session)
+    assert again["status"] == "COMPLETED" and RunStore(cluster.db).get(again["run_id"]).status == "COMPLETED"

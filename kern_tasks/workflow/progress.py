@@ -21,6 +21,9 @@ One step attempt's life (each arrow one conditional UPDATE or INSERT below):
   so a finished step never runs again;
 - every write of a run's progress happens with its run row locked (`lock_run`), so
   decisions and the steps queued after them are taken by one transaction at a time.
+
+The run as agno keeps it (agno_runs, agno_sessions, a span per attempt) is record.py's,
+written by tasks.py around these statements.
 """
 
 from __future__ import annotations
@@ -251,6 +254,14 @@ def merge_state(conn: Connection, run_id: str, state: dict[str, Any] | None, cha
 
 def touch_run(conn: Connection, run_id: str, *, now: float) -> None:
     conn.execute(update(runs).where(runs.c.run_id == run_id).values(updated_at=now))
+
+
+# Invariant: a run's dict is written (still RUNNING) before agno's record of its end, and
+# the run ends only after that record: an end interrupted in between is a RUNNING run with
+# nothing open, which the sweep advances again (agno's record of an end is idempotent).
+def record_result(conn: Connection, run_id: str, result: dict[str, Any], *, now: float) -> None:
+    conn.execute(update(runs).where(runs.c.run_id == run_id, runs.c.status == RUNNING)
+                 .values(result=result, updated_at=now))
 
 
 # Invariant: RUNNING -> COMPLETED | ERROR once, with the run's dict; a later advance finds

@@ -4,9 +4,12 @@ it to the workers; `result` and `wait` read how it ended.
     run_id = submit(celery_app, workflow, "AI agents in 2026", session_id="s1")
     run = wait(db, run_id, timeout=120)          # a WorkflowRunOutput, as workflow.run gives
 
-The calling process runs nothing: it writes the run's row (RUNNING, with its input and its
-starting session_state, as `Workflow.run` would start it) and, after the commit, publishes
-`kern.workflow.advance(run_id)`; workers (tasks.py) do the rest. The workers must know the
+The calling process runs nothing: it records the run as agno keeps it (agno_runs, RUNNING,
+in its session: `Conflict` when the session is another workflow's or user's; record.py)
+and writes its progress row (its input and its starting session_state, the stored
+session's as `Workflow.run` starts it), then, after the commit, publishes
+`kern.workflow.advance(run_id)`; workers (tasks.py) do the rest, and at the end the
+session's state is saved and the trace ended, as in-process. The workers must know the
 workflow by its id (KERN_APP). Input, additional_data and media must be JSON values (or,
 with an input_schema, a model or JSON of it): they cross processes through the database.
 """
@@ -23,8 +26,10 @@ from pydantic import BaseModel
 from kern_tasks.db import Database, db_time
 from kern_tasks.dispatch import publish_messages
 from kern_tasks.errors import NotFound, ValidationError
+from kern_tasks.runs.store import RunStore
 from kern_tasks.runtime import runtime_for
 from kern_tasks.workflow import progress
+from kern_tasks.workflow.record import load_session, run_started, workflow_data
 from kern_tasks.workflow.tasks import advance_message
 from kern_tasks.workflow.types import MEDIA_FIELDS, WorkflowRunOutput
 from kern_tasks.workflow.workflow import Workflow, validate_input
@@ -57,7 +62,8 @@ def submit(
     run_id = run_id or str(uuid.uuid4())
     session_id = session_id or workflow.session_id or str(uuid.uuid4())
     user_id = user_id or workflow.user_id
-    state = workflow.run_session_state(session_state, None, session_id, user_id, run_id)
+    store = RunStore(db)
+    state = workflow.run_session_state(session_state, load_session(store, session_id), session_id, user_id, run_id)
     request = {
         "input": _json_value("input", input),
         "additional_data": _json_value("additional_data", additional_data),
@@ -65,6 +71,12 @@ def submit(
         "dependencies": _json_value("dependencies", dependencies),
         **{name: _json_value(name, list(value)) for name, value in media.items() if value},
     }
+    run = WorkflowRunOutput(run_id=run_id, input=input, session_id=session_id, user_id=user_id,
+                            workflow_id=workflow.id, workflow_name=workflow.name, metadata=request["metadata"],
+                            **{name: request[name] for name in MEDIA_FIELDS if name in request})
+    run_started(store, run_id=run_id, session_id=session_id, user_id=user_id, workflow_id=workflow.id,
+                workflow_name=workflow.name, run_data=run.to_dict(), description=workflow.description,
+                session_workflow_data=workflow_data(workflow.id, workflow.name, workflow.steps), started_at=time.time())
     with db.begin() as conn:
         progress.create_run(conn, run_id=run_id, workflow_id=workflow.id, session_id=session_id, user_id=user_id,
                             request=request, session_state=_json_value("session_state", state), now=db_time(conn))

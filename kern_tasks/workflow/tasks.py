@@ -30,15 +30,21 @@ import copy
 import importlib
 import logging
 import threading
-from typing import Any
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 
 from kern_tasks.db import db_time
 from kern_tasks.dispatch import TASK_WORKFLOW_ADVANCE, TASK_WORKFLOW_STEP, Message, publish_messages
 from kern_tasks.firing import liveness
+from kern_tasks.runs.store import RunStore
+from kern_tasks.runs.traces import span_id_for
 from kern_tasks.runtime import runtime_for
 from kern_tasks.workflow import progress
+from kern_tasks.workflow.record import attempt_finished, attempt_started, root_span_id, run_finished
 from kern_tasks.workflow.progress import Outcome, Progress, Taken
 from kern_tasks.workflow.replay import Pending, Reached, Replay
 from kern_tasks.workflow.runner import execute_workflow
@@ -93,8 +99,20 @@ def _input(workflow: Workflow, request: dict[str, Any]) -> Any:
     return validate_input(value, workflow.input_schema) if workflow.input_schema is not None else value
 
 
-def advance_in(conn: Connection, workflow: Workflow, row: Any, *, now: float) -> list[Message]:
-    """Under the run's lock: replay, record decisions, then queue what runs next or end the run."""
+@dataclass
+class Advanced:
+    """What an advance found: the step messages to publish, or (`result`) the run's dict,
+    recorded and waiting for `end` after the commit."""
+
+    messages: list[Message] = field(default_factory=list)
+    result: dict[str, Any] | None = None
+    row: Any = None
+    now: float = 0.0
+
+
+def advance_in(conn: Connection, workflow: Workflow, row: Any, *, now: float) -> Advanced:
+    """Under the run's lock: replay, record decisions, then queue what runs next, or record
+    the run's dict when nothing is left (`end` ends the run after the commit)."""
     run_id = row["run_id"]
     found = progress.load_progress(conn, run_id)
     replay = Replay(run_context(workflow, row), found.outcomes, found.decisions, record=True)
@@ -110,15 +128,47 @@ def advance_in(conn: Connection, workflow: Workflow, row: Any, *, now: float) ->
         progress.record_decisions(conn, run_id, replay.new_decisions, now=now)
         queued = progress.queue_steps(conn, run_id, replay.pending, found, now=now)
         progress.touch_run(conn, run_id, now=now)
-        return [step_message(run_id, path) for path in queued]
+        return Advanced(messages=[step_message(run_id, path) for path in queued])
     progress.record_decisions(conn, run_id, replay.new_decisions, now=now)
     if not workflow.store_executor_outputs:
         run.step_executor_runs = None
     if run.metrics is not None:
         run.metrics["duration"] = max(0.0, now - float(row["created_at"]))
-    progress.finish_run(conn, run_id, status=run.status.value, result=run.to_dict(), now=now)
-    log.info("workflow run %s (%s) ended %s", run_id, workflow.id, run.status.value)
-    return []
+    result = run.to_dict()
+    progress.record_result(conn, run_id, result, now=now)
+    return Advanced(result=result, row=row, now=now)
+
+
+def after_commit(app: Any, advanced: Advanced) -> None:
+    """Publish what an advance queued; or end the run: agno's record of it (agno_runs,
+    the session's state, the trace), then our row. If agno's record fails, the run stays
+    RUNNING with nothing open and the sweep advances it again."""
+    publish_messages(app, advanced.messages)
+    if advanced.result is None:
+        return
+    db = runtime_for(app).db
+    row, result = advanced.row, advanced.result
+    try:
+        run_finished(RunStore(db), result, copy.deepcopy(row["session_state"] or {}),
+                     started_at=float(row["created_at"]), ended_at=advanced.now)
+    except DBAPIError as exc:
+        log.warning("workflow run %s: its end not recorded yet (%s); the sweep retries", row["run_id"], exc)
+        return
+    with db.begin() as conn:
+        progress.finish_run(conn, row["run_id"], status=result["status"], result=result, now=db_time(conn))
+    log.info("workflow run %s (%s) ended %s", row["run_id"], row["workflow_id"], result["status"])
+
+
+def _traced(what: str, record: Callable[[], Any]) -> None:
+    """A span is a view of the run, not its progress: a failure to record one is logged only."""
+    try:
+        record()
+    except DBAPIError as exc:
+        log.warning("workflow: %s not recorded (%s)", what, exc)
+
+
+def _span(run_id: str, path: str, attempt: int) -> str:
+    return span_id_for(run_id, path, attempt)
 
 
 def _workflow_of(app: Any, row: Any) -> Workflow | None:
@@ -151,9 +201,9 @@ def advance_task(self: Any, run_id: str) -> str:
         if workflow is None:
             _refuse(conn, row, now=now)
             return "unknown workflow"
-        messages = advance_in(conn, workflow, row, now=now)
-    publish_messages(self.app, messages)
-    return f"{len(messages)} step(s) published"
+        advanced = advance_in(conn, workflow, row, now=now)
+    after_commit(self.app, advanced)
+    return f"{len(advanced.messages)} step(s) published" if advanced.result is None else "ended"
 
 
 def step_task(self: Any, run_id: str, path: str) -> str:
@@ -174,13 +224,16 @@ def step_task(self: Any, run_id: str, path: str) -> str:
         taken = progress.take_step(conn, run_id, path, worker_id=me, max_tries=max_tries, now=db_time(conn))
     if taken is None:
         return "nothing to do"  # a duplicate message, or another worker has it
+    store = RunStore(db)
+    if reached is not None:
+        _start_span(store, run_id, path, reached, taken)
     changed: dict[str, Any] = {}
     removed: set[str] = set()
     if reached is None or context is None:
         outcome = Outcome(None, f"no step at {path} in workflow {row['workflow_id']!r} on this worker")
     else:
         before = copy.deepcopy(context.session_state or {})
-        result = _attempts(db, reached, context, taken, run_id, path, me)
+        result = _attempts(db, store, reached, context, taken, run_id, path, me)
         if result is None:
             return "taken for lost meanwhile"
         outcome, taken = result
@@ -192,13 +245,26 @@ def step_task(self: Any, run_id: str, path: str) -> str:
         locked = progress.lock_run(conn, run_id)
         if locked is None or not progress.finish_step(conn, taken, outcome, now=now):
             return "taken for lost meanwhile"
-        messages: list[Message] = []
+        advanced = Advanced()
         if locked["status"] == progress.RUNNING and workflow is not None:
             state = locked["session_state"]
             state = progress.merge_state(conn, run_id, state, changed, removed, now=now)
-            messages = advance_in(conn, workflow, {**locked, "session_state": state}, now=now)
-    publish_messages(self.app, messages)
+            advanced = advance_in(conn, workflow, {**locked, "session_state": state}, now=now)
+    if reached is not None:
+        output = outcome.output or {}
+        error = outcome.error if outcome.output is None else (
+            None if output.get("success", True) else output.get("error") or str(output.get("content")))
+        _traced("a span's end", lambda: attempt_finished(store, _span(run_id, path, taken.attempt), error=error,
+                                                          content=output.get("content"), ended_at=time.time()))
+    after_commit(self.app, advanced)
     return "succeeded" if outcome.output is not None else "failed"
+
+
+def _start_span(store: RunStore, run_id: str, path: str, reached: Reached, taken: Taken) -> None:
+    # Every attempt's span hangs from the run's root (containers have no span on workers).
+    _traced("a span", lambda: attempt_started(
+        store, run_id, _span(run_id, path, taken.attempt), root_span_id(run_id), reached.step.name,
+        reached.step.step_type, taken.attempt, started_at=time.time()))
 
 
 def _reach(workflow: Workflow, row: Any, context: RunContext, found: Progress, path: str) -> Reached | None:
@@ -215,8 +281,8 @@ def _reach(workflow: Workflow, row: Any, context: RunContext, found: Progress, p
     return None
 
 
-def _attempts(db: Any, reached: Reached, context: RunContext, taken: Taken, run_id: str, path: str,
-              worker: str) -> tuple[Outcome, Taken] | None:
+def _attempts(db: Any, store: RunStore, reached: Reached, context: RunContext, taken: Taken, run_id: str,
+              path: str, worker: str) -> tuple[Outcome, Taken] | None:
     """Run the step's attempts (the first already taken); the outcome and the attempt that
     ended with it, or None when an attempt was taken for lost meanwhile."""
     step, step_input = reached.step, reached.step_input
@@ -233,7 +299,11 @@ def _attempts(db: Any, reached: Reached, context: RunContext, taken: Taken, run_
                                                   now=db_time(conn))
                 if retried is None:
                     return None
+                ended = taken.attempt
+                _traced("a span's end", lambda: attempt_finished(store, _span(run_id, path, ended), error=str(exc),
+                                                                  ended_at=time.time()))
                 taken = retried
+                _start_span(store, run_id, path, reached, taken)
                 continue
             try:
                 return Outcome(step.exhausted(exc).to_dict(), None, executor_runs or None), taken
