@@ -136,9 +136,18 @@ crash_parallel = Workflow(name="wf_crash_parallel", steps=[
              Step(name="right", executor=hang_once("right", 1, echoed("right"))), name="fan"),  # hangs at once
     Step(name="publish", executor=echo("publish")),
 ])
+def unstorable(step_input: StepInput, run_context: Any) -> str:
+    run_context.session_state["handle"] = object()  # no JSON: cannot cross to the next worker
+    return "kept a handle"
+
+
+unstorable_state = Workflow(name="wf_unstorable", steps=[
+    Step(name="keep", executor=unstorable, max_retries=0), Step(name="after", executor=echo("after")),
+])
 empty_parallel = Workflow(name="wf_empty_parallel", steps=[  # agno: the run ends in ERROR
     Step(name="start", executor=echo("start")), Parallel(name="none"), Step(name="after", executor=echo("after")),
 ])
-WORKFLOWS = [sequence, parallel_failing, loop_cel, router, condition, overlap, crash, crash_parallel, empty_parallel]
+WORKFLOWS = [sequence, parallel_failing, loop_cel, router, condition, overlap, crash, crash_parallel, empty_parallel,
+             unstorable_state]
 
 agent_os = AgentOS(workflows=WORKFLOWS)

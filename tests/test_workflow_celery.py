@@ -1,18 +1,22 @@
 """Workflow runs on real `celery worker` processes, durable across a SIGKILLed worker (issue 8,
 parts 3 and 4).
 
-Real Postgres (a schema per module or test), real Redis (databases 14 and 15), real worker and
-beat processes (tests/processes.py) loading tests/test_workflow_app.py through KERN_APP:
+Real Postgres (a schema per module or test), real Redis (databases 14 and 15), real worker
+and beat processes (tests/processes.py) loading tests/test_workflow_app.py through KERN_APP:
 
 - a sequence, a Parallel with failing branches, a Loop with a CEL end condition, a Router,
-  a Condition and an empty Parallel (agno's ERROR, not a wait) give the same run (status, content, step tree) on the workers as in-process,
-  every step attempt a row (a retried branch two);
+  a Condition and an empty Parallel (agno's ERROR, not a wait) give the same run (status,
+  content, step tree) on the workers as in-process, every step attempt a row (a retried
+  branch two);
 - a Parallel's two branches run at the same time on two worker processes (their rows'
   start/end stamps overlap, each stamped by another worker);
+- a duplicate message for a finished step does nothing; a step whose session_state cannot
+  cross workers fails (agno's rule for a raising step) instead of leaving the run waiting;
 - the run is kept as agno keeps it (agno_runs, the session's state, a span per attempt);
 - a worker SIGKILLed in a Loop's second iteration, and in a Parallel branch: beat's sweep
-  finds the step lost (its worker stopped beating) and runs it again on another worker; the executors' call counts
-  show that only that step ran twice, and the run ends as an uninterrupted one did.
+  finds the step lost (its worker stopped beating) and runs it again on another worker;
+  the executors' call counts show that only that step ran twice, and the run ends as an
+  uninterrupted one did.
 """
 
 from __future__ import annotations
@@ -209,6 +213,14 @@ def test_a_worker_sigkilled_mid_step_only_that_step_runs_again(
         failed = False
     finally:
         made.close(failed)
+
+
+def test_a_step_whose_state_cannot_cross_workers_fails_and_the_run_goes_on(cluster: Cluster) -> None:
+    ran = cluster.run(defs.unstorable_state, "x")
+    assert ran["status"] == "COMPLETED"  # not a run left waiting on an attempt that never ends
+    keep, after = ran["step_results"]
+    assert (keep["success"], after["success"]) == (False, True)
+    assert keep["content"].startswith("Step skipped due to error: the step's output or session_state could not be stored")
 
 
 def test_a_run_on_workers_is_kept_as_agno_keeps_it(cluster: Cluster) -> None:

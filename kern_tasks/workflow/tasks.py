@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, StatementError
 
 from kern_tasks.db import db_time
 from kern_tasks.dispatch import TASK_WORKFLOW_ADVANCE, TASK_WORKFLOW_STEP, Message, publish_messages
@@ -217,7 +217,13 @@ def step_task(self: Any, run_id: str, path: str) -> str:
         return "nothing to do"
     workflow = _workflow_of(self.app, row)
     context = run_context(workflow, row) if workflow is not None else None
-    reached = _reach(workflow, row, context, found, path) if workflow is not None else None
+    reached: Reached | None = None
+    missing = f"no step at {path} in workflow {row['workflow_id']!r} on this worker"
+    if workflow is not None and context is not None:
+        try:
+            reached = _reach(workflow, row, context, found, path)
+        except Exception as exc:  # noqa: BLE001 - e.g. the stored input no longer fits input_schema
+            missing = f"the step's input could not be rebuilt: {type(exc).__name__}: {exc}"
     max_tries = reached.step.max_retries + 1 if reached is not None else 1
     with db.begin() as conn:
         me = liveness.register(conn, heart)
@@ -230,7 +236,7 @@ def step_task(self: Any, run_id: str, path: str) -> str:
     changed: dict[str, Any] = {}
     removed: set[str] = set()
     if reached is None or context is None:
-        outcome = Outcome(None, f"no step at {path} in workflow {row['workflow_id']!r} on this worker")
+        outcome = Outcome(None, missing)  # the run goes on by agno's rule for a step that raised
     else:
         before = copy.deepcopy(context.session_state or {})
         result = _attempts(db, store, reached, context, taken, run_id, path, me)
@@ -240,16 +246,18 @@ def step_task(self: Any, run_id: str, path: str) -> str:
         after = context.session_state or {}
         changed = {k: v for k, v in after.items() if k not in before or before[k] != v}
         removed = set(before) - set(after)
-    with db.begin() as conn:
-        now = db_time(conn)
-        locked = progress.lock_run(conn, run_id)
-        if locked is None or not progress.finish_step(conn, taken, outcome, now=now):
-            return "taken for lost meanwhile"
-        advanced = Advanced()
-        if locked["status"] == progress.RUNNING and workflow is not None:
-            state = locked["session_state"]
-            state = progress.merge_state(conn, run_id, state, changed, removed, now=now)
-            advanced = advance_in(conn, workflow, {**locked, "session_state": state}, now=now)
+    try:
+        advanced = _finish(db, workflow, run_id, taken, outcome, changed, removed)
+    except (StatementError, TypeError, ValueError) as exc:
+        if isinstance(exc, DBAPIError):
+            raise
+        # The output or the state changes are no JSON: the step fails, saying why, rather
+        # than leave its attempt running for ever.
+        log.warning("Step %s: its outcome cannot be stored (%s)", path, exc)
+        outcome = Outcome(None, f"the step's output or session_state could not be stored: {exc}")
+        advanced = _finish(db, workflow, run_id, taken, outcome, {}, set())
+    if advanced is None:
+        return "taken for lost meanwhile"
     if reached is not None:
         output = outcome.output or {}
         error = outcome.error if outcome.output is None else (
@@ -258,6 +266,21 @@ def step_task(self: Any, run_id: str, path: str) -> str:
                                                           content=output.get("content"), ended_at=time.time()))
     after_commit(self.app, advanced)
     return "succeeded" if outcome.output is not None else "failed"
+
+
+def _finish(db: Any, workflow: Workflow | None, run_id: str, taken: Taken, outcome: Outcome,
+            changed: dict[str, Any], removed: set[str]) -> Advanced | None:
+    """One transaction: the step's outcome, its session_state changes, and the advance that
+    follows. None when the attempt was no longer running (taken for lost meanwhile)."""
+    with db.begin() as conn:
+        now = db_time(conn)
+        locked = progress.lock_run(conn, run_id)
+        if locked is None or not progress.finish_step(conn, taken, outcome, now=now):
+            return None
+        if locked["status"] != progress.RUNNING or workflow is None:
+            return Advanced()
+        state = progress.merge_state(conn, run_id, locked["session_state"], changed, removed, now=now)
+        return advance_in(conn, workflow, {**locked, "session_state": state}, now=now)
 
 
 def _start_span(store: RunStore, run_id: str, path: str, reached: Reached, taken: Taken) -> None:
