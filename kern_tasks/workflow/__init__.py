@@ -7,6 +7,11 @@ Modules, one idea each: `types` (StepInput, StepOutput, RunContext, WorkflowRunO
 and one attempt at it), `containers` (what Steps, Parallel, Loop, Condition and Router
 decide), `runner` (driving a run in this process), `record` (keeping a run, its session
 and a span per step attempt where agno keeps them), `workflow` (Workflow, run/arun).
+
+On Celery workers: `submit` (record a run and hand it to the workers; `wait` for its end),
+`tasks` (kern.workflow.advance / kern.workflow.step, and beat's sweep), `replay` (the
+runner's rules driven from recorded outcomes), `progress` (the SQL of a run's progress,
+migration 0005).
 """
 
 from kern_tasks.workflow.cel import CelError
