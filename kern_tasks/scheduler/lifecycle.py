@@ -161,9 +161,15 @@ def new_lease_token(replica: str) -> str:
 
 def lease_budget(timeout_seconds: Any, max_retries: Any) -> Any:
     """How long a lease lasts: every attempt's timeout, every retry wait at the backoff cap,
-    and a margin. At least `backoff.retry_budget_seconds` of the slot (a test checks it).
-    Works on ints and on SQL columns alike, so the claim's SQL uses this very formula."""
-    return timeout_seconds * (max_retries + 1) + max_retries * DEFAULT_CAP_SECONDS + LEASE_MARGIN_S
+    the free retries after lost workers (each lost attempt ran up to its timeout plus the
+    lost-attempt margin; its retry is published at once), and a margin. At least
+    `backoff.retry_budget_seconds` of the slot (a test checks it). Works on ints and on SQL
+    columns alike, so the claim's SQL uses this very formula."""
+    attempts = max_retries + 1 + FREE_LOST_RETRIES
+    return (
+        timeout_seconds * attempts + FREE_LOST_RETRIES * LOST_ATTEMPT_MARGIN_S
+        + max_retries * DEFAULT_CAP_SECONDS + LEASE_MARGIN_S
+    )
 
 
 def _lease_is_stale(now: int) -> Any:
