@@ -146,11 +146,6 @@ class RunBody(BaseModel):
     error: str | None = None
 
 
-class ComponentSummary(BaseModel):
-    id: str
-    name: str | None = None
-
-
 class Health(BaseModel):
     status: str = "ok"
     instantiated_at: str
