@@ -39,7 +39,13 @@ from kern_tasks.errors import NotMigrated
 from kern_tasks.os import errors
 from kern_tasks.os.auth import BearerAuth
 from kern_tasks.os.limits import MAX_BODY_BYTES, BodyLimit
-from kern_tasks.os.routers import READ_ROUTERS, health_router, run_router, schedules_router
+from kern_tasks.os.routers import (
+    READ_ROUTERS,
+    agent_runs_router,
+    health_router,
+    schedules_router,
+    workflow_runs_router,
+)
 from kern_tasks.os.runner import RunExecutor
 from kern_tasks.os.targets import Targets, by_id
 from kern_tasks.runs import RunStore
@@ -142,8 +148,8 @@ class AgentOS:
         app.state.agent_os = self
         errors.install(app)
         app.include_router(health_router)
-        app.include_router(run_router("agents"))
-        app.include_router(run_router("workflows"))
+        app.include_router(agent_runs_router)
+        app.include_router(workflow_runs_router)
         app.include_router(schedules_router)
         for read_router in READ_ROUTERS:  # config, agents, workflows, sessions, traces
             app.include_router(read_router)

@@ -23,6 +23,24 @@ from kern_tasks.runs.safe import has_unstorable_text
 
 ID_MAX = 255
 MAX_FIELDS = 200
+# What `_ident` accepts: empty (none), or up to ID_MAX characters, not all blank, no NUL.
+ID_FIELD = {"type": "string", "maxLength": ID_MAX, "pattern": r"^([^\x00]*[^\s\x00-\x1f\x85][^\x00]*)?$"}
+# The OpenAPI description of the form (the run routes' requestBody content).
+FORM_DOC = {
+    "application/x-www-form-urlencoded": {
+        "schema": {
+            "type": "object",
+            "required": ["message"],
+            "properties": {
+                "message": {"type": "string", "minLength": 1},
+                "stream": {"type": "boolean", "enum": [False], "default": False, "description": "must be false"},
+                "background": {"type": "boolean", "default": False},
+                "session_id": ID_FIELD,
+                "user_id": ID_FIELD,
+            },
+        }
+    }
+}
 TRUE = frozenset({"true", "1", "yes", "on", "t", "y"})
 FALSE = frozenset({"false", "0", "no", "off", "f", "n"})
 
