@@ -10,9 +10,16 @@ POST /v1/chat/completions from `script`, one entry per request, in order:
 
     "text" or {"content": "text"}                 an assistant message
     {"tool_calls": [{"name", "arguments": dict | JSON text, "id"?}], "content"?}
-    {"status": 401, "body": "..."}                an HTTP error with that body
+    {"status": 401, "body": "...", "headers"?}    an HTTP error with that body; it asks a
+                                                  retrying client to wait 5 ms (retry-after-ms)
     {"delay": 1.5, ...}                           wait that long first (for timeouts)
+    {"forever": True, ...}                        this entry answers every request from now on
     a callable(request_json) -> one of the above  decided from the request
+
+A request with `"stream": true` is answered as OpenAI streams: server-sent chat.completion.chunk
+events, the text a word at a time (or the entry's "chunks"), each tool call as a first delta with
+its id and name then its arguments in two pieces, the finish reason, `usage` in a last chunk when
+`stream_options.include_usage` is set, then `data: [DONE]`.
 
 Every successful reply carries `usage` (fixed token counts, see USAGE). An exhausted
 script answers 500 "script exhausted".
@@ -23,19 +30,21 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, Self
 
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from tests.processes import ServerThread
 
 USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+RETRY_SOON = {"retry-after-ms": "5"}
 
 
 class ChatServer:
@@ -74,7 +83,10 @@ class ChatServer:
         body = await request.json()
         with self._lock:
             self.requests.append({"path": request.url.path, "headers": dict(request.headers), "json": body})
-            entry = self.script.pop(0) if self.script else None
+            entry = self.script[0] if self.script else None
+            if self.script and not (isinstance(entry, dict) and entry.get("forever")):
+                self.script.pop(0)
+            serial = len(self.requests)
         if entry is None:
             return PlainTextResponse("script exhausted", status_code=500)
         if callable(entry):
@@ -84,13 +96,17 @@ class ChatServer:
         if entry.get("delay"):
             await asyncio.sleep(entry["delay"])
         if "status" in entry:
-            return PlainTextResponse(entry.get("body", ""), status_code=entry["status"])
-        return JSONResponse(completion(body.get("model", "?"), entry, len(self.requests)))
+            return PlainTextResponse(entry.get("body", ""), status_code=entry["status"],
+                                     headers=entry.get("headers", RETRY_SOON))
+        if body.get("stream"):
+            usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return StreamingResponse(chunks(body.get("model", "?"), entry, serial, usage),
+                                     media_type="text/event-stream")
+        return JSONResponse(completion(body.get("model", "?"), entry, serial))
 
 
-def completion(model: str, entry: dict[str, Any], serial: int) -> dict[str, Any]:
-    """A chat.completion object as OpenAI sends it."""
-    calls = [
+def _calls(entry: dict[str, Any], serial: int) -> list[dict[str, Any]]:
+    return [
         {
             "id": call.get("id", f"call_{serial}_{index}"),
             "type": "function",
@@ -101,6 +117,38 @@ def completion(model: str, entry: dict[str, Any], serial: int) -> dict[str, Any]
         }
         for index, call in enumerate(entry.get("tool_calls", []))
     ]
+
+
+async def chunks(model: str, entry: dict[str, Any], serial: int, usage: bool) -> AsyncIterator[str]:
+    """The reply as OpenAI streams it (chat.completion.chunk events)."""
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+        choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
+        body = {"id": f"chatcmpl-{serial}", "object": "chat.completion.chunk", "created": int(time.time()),
+                "model": model, "choices": choices, **extra}
+        return f"data: {json.dumps(body)}\n\n"
+
+    yield chunk({"role": "assistant", "content": ""})
+    content = entry.get("content")
+    for piece in entry.get("chunks") or (re.findall(r"\S+\s*", content) if content else []):
+        yield chunk({"content": piece})
+    calls = _calls(entry, serial)
+    for index, call in enumerate(calls):
+        yield chunk({"tool_calls": [{"index": index, "id": call["id"], "type": "function",
+                                     "function": {"name": call["function"]["name"], "arguments": ""}}]})
+        arguments = call["function"]["arguments"]
+        half = len(arguments) // 2
+        for piece in (arguments[:half], arguments[half:]):
+            yield chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+    yield chunk({}, "tool_calls" if calls else "stop")
+    if usage:
+        yield chunk(None, usage=dict(USAGE))  # type: ignore[arg-type]
+    yield "data: [DONE]\n\n"
+
+
+def completion(model: str, entry: dict[str, Any], serial: int) -> dict[str, Any]:
+    """A chat.completion object as OpenAI sends it."""
+    calls = _calls(entry, serial)
     message: dict[str, Any] = {"role": "assistant", "content": entry.get("content")}
     if calls:
         message["tool_calls"] = calls

@@ -1,7 +1,8 @@
 """Agent, model adapters and toolkits.
 
-The loop is tested through the real OpenAI adapter (httpx) against a local server that
-speaks the chat-completions wire format (tests/chat_server.py); no test needs a network.
+The loop is tested through the real OpenAI adapter (the `openai` SDK) against a local server
+that speaks the chat-completions wire format (tests/chat_server.py); no test needs a network.
+Streaming, retries and cancellation: tests/test_agent_stream.py.
 """
 
 from __future__ import annotations
@@ -345,9 +346,11 @@ def test_max_tool_rounds(chat_server: Any) -> None:
 @pytest.mark.parametrize("status", [401, 500])
 def test_http_errors_end_the_run_without_leaking_the_key(chat_server: Any, status: int) -> None:
     body = json.dumps({"error": {"message": f"Incorrect API key provided: {API_KEY}", "pad": "x" * 5000}})
-    chat_server.reset([{"status": status, "body": body}])
+    chat_server.reset([{"status": status, "body": body, "forever": True}])
     out = make_agent(chat_server, []).run("hi")
     assert out.status == "ERROR" and f"HTTP {status}" in out.error
+    # The SDK retries a 500 (twice, by default), not a 401.
+    assert len(chat_server.requests) == (3 if status == 500 else 1)
     assert API_KEY not in out.error and API_KEY not in json.dumps(out.to_dict())
     assert len(out.error) < 800
     model_span = out.spans[1]
@@ -360,13 +363,15 @@ def test_missing_key_timeout_and_unreachable_server(chat_server: Any) -> None:
     out = agent.run("hi")
     assert out.status == "ERROR" and "OPENAI_API_KEY" in out.error
 
-    slow = OpenAIChat("gpt-test", api_key=API_KEY, base_url=chat_server.url, timeout=0.3)
-    chat_server.reset([{"delay": 1.0, "content": "late"}])
+    slow = OpenAIChat("gpt-test", api_key=API_KEY, base_url=chat_server.url, timeout=0.3, max_retries=1)
+    chat_server.reset([{"delay": 1.0, "content": "late", "forever": True}])
     out = Agent(model=slow).run("hi")
-    assert out.status == "ERROR" and "timeout" in out.error
+    assert out.status == "ERROR" and "timeout" in out.error and "2 attempts" in out.error
+    assert len(chat_server.requests) == 2
 
     closed_port = free_port()
-    out = Agent(model=OpenAIChat("m", api_key=API_KEY, base_url=f"http://127.0.0.1:{closed_port}/v1")).run("hi")
+    unreachable = OpenAIChat("m", api_key=API_KEY, base_url=f"http://127.0.0.1:{closed_port}/v1", max_retries=0)
+    out = Agent(model=unreachable).run("hi")
     assert out.status == "ERROR" and "request failed" in out.error
 
 

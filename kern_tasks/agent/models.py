@@ -2,7 +2,8 @@
 
 `Model` is the contract: stateless between calls and safe to share between threads;
 `invoke` returns a `ModelResponse` or raises `ModelError` (with a message fit for a run's
-`error`). Here too the two models that need no network: `OfflineModel` (deterministic,
+`error`); `stream` does the same while handing each text delta to a callback as it comes
+(by default: the whole text at once, after `invoke`). Here too the two models that need no network: `OfflineModel` (deterministic,
 for demos) and `ScriptedModel` (replies given in advance, for tests). `OpenAIChat` lives in
 openai_chat.py; `get_model` (providers.py) turns a "provider:model" string into one.
 """
@@ -10,9 +11,11 @@ openai_chat.py; `get_model` (providers.py) turns a "provider:model" string into 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +71,16 @@ class Model(ABC):
         """The next assistant message for `messages` (chat-completions format), given the
         `tools` (chat-completions `tools` entries, possibly empty). Raises ModelError."""
 
+    def stream(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], on_text: Callable[[str], None]
+    ) -> ModelResponse:
+        """`invoke`, calling `on_text` with each piece of the reply's text as it arrives; the
+        pieces joined are the response's content. Models that cannot stream send it whole."""
+        response = self.invoke(messages, tools)
+        if response.content:
+            on_text(response.content)
+        return response
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
 
@@ -101,6 +114,15 @@ class OfflineModel(Model):
                    "total_tokens": words_in + len(answer.split())},
             finish_reason="stop",
         )
+
+    def stream(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], on_text: Callable[[str], None]
+    ) -> ModelResponse:
+        """The same answer, a word (with its following space) at a time."""
+        response = self.invoke(messages, tools)
+        for piece in re.findall(r"\S+\s*", response.content or ""):
+            on_text(piece)
+        return response
 
 
 class ScriptedModel(Model):

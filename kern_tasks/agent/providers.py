@@ -1,6 +1,6 @@
 """Model strings: which Model a "provider:model" string names.
 
-    get_model("openai:gpt-4o-mini")      OpenAIChat over httpx, OPENAI_API_KEY / OPENAI_BASE_URL
+    get_model("openai:gpt-4o-mini")      OpenAIChat (the openai SDK), OPENAI_API_KEY / OPENAI_BASE_URL
     get_model("ollama:llama3.1")         same adapter, default base http://localhost:11434/v1, no key needed
     get_model("vllm:Qwen/Qwen2.5-7B")    same adapter, default base http://localhost:8000/v1, no key needed
     get_model("offline")                 OfflineModel: no network, deterministic (demos, tests)
