@@ -11,7 +11,7 @@ from kern_tasks.agent.agent import Agent
 from kern_tasks.agent.models import Model, ModelError, ModelResponse, OfflineModel, ScriptedModel, ToolCall
 from kern_tasks.agent.openai_chat import OpenAIChat
 from kern_tasks.agent.providers import get_model
-from kern_tasks.agent.run import RunOutput, Span
+from kern_tasks.agent.run import RunContext, RunOutput, Span
 from kern_tasks.agent.tools import Function, ToolArgumentError, Toolkit, tool
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "ModelResponse",
     "OfflineModel",
     "OpenAIChat",
+    "RunContext",
     "RunOutput",
     "ScriptedModel",
     "Span",

@@ -29,7 +29,7 @@ from typing import Any
 
 from kern_tasks.agent.models import Model, ModelError, ModelResponse, ToolCall
 from kern_tasks.agent.providers import get_model
-from kern_tasks.agent.run import COMPLETED, ERROR, RunOutput, Span, Tracer
+from kern_tasks.agent.run import COMPLETED, CURRENT_RUN, ERROR, RunContext, RunOutput, Span, Tracer
 from kern_tasks.agent.tools import Function, ToolArgumentError, Toolkit, resolve_tools
 from kern_tasks.settings import Settings
 
@@ -117,12 +117,16 @@ class Agent:
         metrics: dict[str, Any] = {"model_calls": 0, "tool_calls": 0, "tool_errors": 0}
         content: str | None = None
         error: str | None = None
+        # Tools taking `run_context` (SchedulerTools: the run's user owns what it creates) read it.
+        current = CURRENT_RUN.set(RunContext(run_id=run_id, session_id=session_id, agent_id=self.id, user_id=user_id))
         try:
             content = self._loop(messages, tracer, root, metrics)
         except _RunFailed as exc:
             error = str(exc)
         except Exception as exc:  # noqa: BLE001 - the contract: a run reports, never raises
             error = f"internal error: {type(exc).__name__}: {exc}"
+        finally:
+            CURRENT_RUN.reset(current)
         status = ERROR if error else COMPLETED
         Tracer.end(root, "ERROR" if error else "OK", **({"error": error} if error else {}))
         metrics["duration"] = root.end_time - started

@@ -4,6 +4,9 @@ A run's trace has one root span "agent.run" (kind "agent"); under it one "model.
 span (kind "model") per model call and one "tool.<name>" span (kind "tool") per tool
 call, in the order they started. `trace_id` is the run id. Times are epoch seconds.
 Everything in a RunOutput is JSON-able (`to_dict()`).
+
+`RunContext` is who and what a run is (agno's name): a tool that declares a `run_context`
+parameter receives the current run's (tools.py injects it; the model never sees it).
 """
 
 from __future__ import annotations
@@ -11,11 +14,28 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 COMPLETED = "COMPLETED"
 ERROR = "ERROR"
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """The run a tool call belongs to: its ids and its user (None: a run without a user)."""
+
+    run_id: str
+    session_id: str
+    agent_id: str
+    user_id: str | None = None
+
+
+# The run executing on this thread (or task): set by Agent.run for the length of the run,
+# read by tools.py to inject `run_context`. A context variable, so concurrent runs of one
+# Agent (threads, arun) each see their own.
+CURRENT_RUN: ContextVar[RunContext | None] = ContextVar("kern_tasks_current_run", default=None)
 
 
 @dataclass

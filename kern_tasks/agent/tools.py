@@ -16,6 +16,9 @@ the two cannot disagree. Descriptions come from the docstring (first paragraph =
 description, `Args:` = parameter descriptions). A plain typed function is a tool too;
 `@tool` only adds a name/description override and marks methods of a `Toolkit`
 subclass. A mismatch raises `ToolArgumentError` with a message meant for the model.
+
+A parameter named `run_context` (agno's convention) is not shown to the model: it receives
+the `RunContext` of the run calling the tool (None outside a run).
 """
 
 from __future__ import annotations
@@ -33,9 +36,11 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
+from kern_tasks.agent.run import CURRENT_RUN
 from kern_tasks.agent.schema import adapter, parse_docstring, schema_of, without_null
 
 _MARK = "__kern_tool__"
+RUN_CONTEXT_PARAM = "run_context"
 
 
 class ToolArgumentError(ValueError):
@@ -64,6 +69,7 @@ class Function:
     entrypoint: Callable[..., Any]
     _adapters: dict[str, TypeAdapter[Any]] = field(default_factory=dict, repr=False)
     _required: frozenset[str] = field(default=frozenset(), repr=False)
+    takes_run_context: bool = False
 
     @classmethod
     def from_callable(
@@ -80,8 +86,12 @@ class Function:
         properties: dict[str, Any] = {}
         required: list[str] = []
         adapters: dict[str, TypeAdapter[Any]] = {}
+        takes_run_context = False
         for param in inspect.signature(fn).parameters.values():
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD) or param.name == "self":
+                continue
+            if param.name == RUN_CONTEXT_PARAM:
+                takes_run_context = True  # filled in by `execute`, never by the model
                 continue
             try:
                 validator = adapter(hints.get(param.name, Any))
@@ -100,7 +110,7 @@ class Function:
             adapters[param.name] = validator
         parameters: dict[str, Any] = {"type": "object", "properties": properties, "required": required}
         parameters["additionalProperties"] = False
-        return cls(name, description, parameters, fn, adapters, frozenset(required))
+        return cls(name, description, parameters, fn, adapters, frozenset(required), takes_run_context)
 
     def to_openai(self) -> dict[str, Any]:
         """The chat-completions `tools` entry of this function."""
@@ -142,8 +152,12 @@ class Function:
         return bound
 
     def execute(self, arguments: Any) -> str:
-        """Call the tool with checked arguments; its result as text (JSON unless a str)."""
-        result = self.entrypoint(**self.bind(arguments))
+        """Call the tool with checked arguments (and the current run's context, when it takes
+        one); its result as text (JSON unless a str)."""
+        bound = self.bind(arguments)
+        if self.takes_run_context:
+            bound[RUN_CONTEXT_PARAM] = CURRENT_RUN.get()
+        result = self.entrypoint(**bound)
         if inspect.isawaitable(result):
             result = _run_coroutine(result)
         return to_text(result)

@@ -11,6 +11,14 @@ the model reads it and tries again. Docstrings are written for the model.
 
 A POST to a run endpoint (/agents|teams|workflows/{id}/runs) starts a run whose input
 is the payload's `message`, so such a schedule must have a non-empty message.
+
+Owners, as agno's: every tool acts for one owner, the toolkit's `user_id` when given, else
+the user of the run calling it (its `run_context`). A schedule it creates belongs to that
+owner and records the run and session that created it (created_by_run_id /
+created_by_session_id; a change made by a run stamps updated_by_*); it lists, reads,
+changes, triggers and deletes only that owner's schedules. Another owner's schedule is
+"not found", with the hint to list one's own: the model never sees the row. Without an
+owner (no user_id, no run user) the tools see every schedule, as agno's do.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any, ParamSpec
 
+from kern_tasks.agent.run import RunContext
 from kern_tasks.agent.tools import Toolkit
 from kern_tasks.db import Database
 from kern_tasks.errors import CronError, KernError, NotFound, ValidationError
@@ -49,6 +58,7 @@ class SchedulerTools(Toolkit):
     """Schedule tools over one database; defaults fill what the model leaves out.
 
     `db=None` means `Database()`: the database `Settings.from_env()` names.
+    `user_id` fixes the owner of every operation (None: the calling run's user).
     `endpoint_policy` says which routes a schedule may call (kern_tasks.scheduler.endpoints);
     the manager applies it, so the tools refuse what the HTTP API refuses, in its words.
     An AgentOS hands its own policy to the SchedulerTools of its agents that have none."""
@@ -68,6 +78,7 @@ class SchedulerTools(Toolkit):
         name: str = "scheduler",
         *,
         endpoint_policy: EndpointPolicy | None = None,
+        user_id: str | None = None,
     ) -> None:
         super().__init__(name)
         self.manager = ScheduleManager(db, endpoint_policy=endpoint_policy)
@@ -75,6 +86,7 @@ class SchedulerTools(Toolkit):
         self.default_method = default_method
         self.default_timezone = default_timezone
         self.default_payload = dict(default_payload or {})
+        self.user_id = user_id
 
     @property
     def endpoint_policy(self) -> EndpointPolicy | None:
@@ -97,6 +109,7 @@ class SchedulerTools(Toolkit):
         message: str | None = None,
         payload: dict[str, Any] | None = None,
         description: str | None = None,
+        run_context: RunContext | None = None,
     ) -> str:
         """Create a recurring schedule, or update the one that already has this name (safe to repeat; an
         existing disabled schedule stays disabled).
@@ -129,19 +142,25 @@ class SchedulerTools(Toolkit):
         if message is not None:
             body["message"] = message
         _require_message(endpoint, method, body)
+        owner = self._owner(run_context)
         try:
-            before = self.manager.get_by_name(name)
+            before = self.manager.get_by_name(name, owner)
         except (NotFound, ValidationError):
             before = None
         schedule = self.manager.create(
             name=name, cron=cron, endpoint=endpoint, method=method, description=description,
-            payload=body or None, timezone=timezone, if_exists="update",
+            payload=body or None, timezone=timezone, if_exists="update", user_id=owner,
+            provenance=_provenance("created_by", run_context) or None,
         )
         status = "created" if before is None else ("unchanged" if schedule == before else "updated")
+        if status == "updated":
+            self._stamp_change(schedule.id, run_context)
         return json.dumps({"status": status, **schedule_json(schedule)})
 
     @_reports_errors
-    def list_schedules(self, enabled: bool | None = None, limit: int = 20, page: int = 1) -> str:
+    def list_schedules(
+        self, enabled: bool | None = None, limit: int = 20, page: int = 1, run_context: RunContext | None = None
+    ) -> str:
         """List schedules, newest first, one page at a time.
 
         Args:
@@ -149,7 +168,7 @@ class SchedulerTools(Toolkit):
             limit: how many per page (1-1000).
             page: which page, from 1.
         """
-        found = self.manager.list_page(enabled=enabled, limit=limit, page=page)
+        found = self.manager.list_page(enabled=enabled, limit=limit, page=page, user_id=self._owner(run_context))
         return json.dumps({
             "data": [schedule_json(s) for s in found.data],
             "meta": {"page": found.page, "limit": found.limit,
@@ -157,13 +176,13 @@ class SchedulerTools(Toolkit):
         })
 
     @_reports_errors
-    def get_schedule(self, schedule_id: str) -> str:
+    def get_schedule(self, schedule_id: str, run_context: RunContext | None = None) -> str:
         """Get one schedule with its next run time.
 
         Args:
             schedule_id: the schedule's id or its name.
         """
-        return json.dumps(schedule_json(self._find(schedule_id)))
+        return json.dumps(schedule_json(self._find(schedule_id, run_context)))
 
     @_reports_errors
     def update_schedule(
@@ -177,6 +196,7 @@ class SchedulerTools(Toolkit):
         message: str | None = None,
         payload: dict[str, Any] | None = None,
         description: str | None = None,
+        run_context: RunContext | None = None,
     ) -> str:
         """Change a schedule: pass only what should change. The next run time follows a new cron or zone.
 
@@ -191,7 +211,7 @@ class SchedulerTools(Toolkit):
             payload: a new request body (replaces the old one; message still applies).
             description: a new description.
         """
-        current = self._find(schedule_id)
+        current = self._find(schedule_id, run_context)
         if timezone is not None:
             timezone = _zone(timezone)
         given = {"name": name, "cron_expr": cron, "timezone": timezone, "endpoint": endpoint,
@@ -209,56 +229,61 @@ class SchedulerTools(Toolkit):
             validation.method(changes.get("method", current.method)),
             changes.get("payload", current.payload) or {},
         )
-        updated = _present(self.manager.update(current.id, **changes), schedule_id)
+        updated = _present(self.manager.update(current.id, self._owner(run_context), **changes), schedule_id)
+        self._stamp_change(updated.id, run_context)
         return json.dumps({"status": "updated", **schedule_json(updated)})
 
     @_reports_errors
-    def delete_schedule(self, schedule_id: str) -> str:
+    def delete_schedule(self, schedule_id: str, run_context: RunContext | None = None) -> str:
         """Delete a schedule and its run history for good (to pause it instead, use disable_schedule).
 
         Args:
             schedule_id: the schedule's id or its name.
         """
-        schedule = self._find(schedule_id)
-        if not self.manager.delete(schedule.id):
+        schedule = self._find(schedule_id, run_context)
+        if not self.manager.delete(schedule.id, self._owner(run_context)):
             raise _gone(schedule_id)
         return json.dumps({"status": "deleted", "id": schedule.id, "name": schedule.name})
 
     @_reports_errors
-    def enable_schedule(self, schedule_id: str) -> str:
+    def enable_schedule(self, schedule_id: str, run_context: RunContext | None = None) -> str:
         """Enable a schedule so it runs on its cron again (its next run time is recomputed).
 
         Args:
             schedule_id: the schedule's id or its name.
         """
-        schedule = _present(self.manager.enable(self._find(schedule_id).id), schedule_id)
+        owner = self._owner(run_context)
+        schedule = _present(self.manager.enable(self._find(schedule_id, run_context).id, owner), schedule_id)
         return json.dumps({"status": "enabled", **schedule_json(schedule)})
 
     @_reports_errors
-    def disable_schedule(self, schedule_id: str, reason: str | None = None) -> str:
+    def disable_schedule(
+        self, schedule_id: str, reason: str | None = None, run_context: RunContext | None = None
+    ) -> str:
         """Disable (pause) a schedule; enable_schedule turns it back on.
 
         Args:
             schedule_id: the schedule's id or its name.
             reason: why, shown to people later.
         """
-        schedule = _present(self.manager.disable(self._find(schedule_id).id, reason=reason), schedule_id)
+        found = self._find(schedule_id, run_context)
+        schedule = _present(self.manager.disable(found.id, self._owner(run_context), reason=reason), schedule_id)
         return json.dumps({"status": "disabled", **schedule_json(schedule)})
 
     @_reports_errors
-    def trigger_schedule(self, schedule_id: str) -> str:
+    def trigger_schedule(self, schedule_id: str, run_context: RunContext | None = None) -> str:
         """Run a schedule once now, without changing its cron (the run is queued and starts within seconds).
 
         Args:
             schedule_id: the schedule's id or its name.
         """
-        schedule = self._find(schedule_id)
-        run = self.manager.trigger_run(schedule.id)
+        schedule = self._find(schedule_id, run_context)
+        run = self.manager.trigger_run(schedule.id, user_id=self._owner(run_context))
         return json.dumps({"status": "triggered", "schedule_id": schedule.id, "name": schedule.name,
                            "run": run_json(run)})
 
     @_reports_errors
-    def get_schedule_runs(self, schedule_id: str, limit: int = 10) -> str:
+    def get_schedule_runs(self, schedule_id: str, limit: int = 10, run_context: RunContext | None = None) -> str:
         """Recent runs of a schedule, newest first: status (queued, running, success, failed, ...),
         HTTP status code, times and error.
 
@@ -266,8 +291,8 @@ class SchedulerTools(Toolkit):
             schedule_id: the schedule's id or its name.
             limit: how many runs (1-1000).
         """
-        schedule = self._find(schedule_id)
-        runs = self.manager.runs(schedule.id, limit=limit)
+        schedule = self._find(schedule_id, run_context)
+        runs = self.manager.runs(schedule.id, limit=limit, user_id=self._owner(run_context))
         return json.dumps({"schedule_id": schedule.id, "name": schedule.name,
                            "runs": [run_json(r) for r in runs], "total_count": runs.total_count})
 
@@ -279,15 +304,36 @@ class SchedulerTools(Toolkit):
                                               'a path such as "/agents/my-agent/runs"')
         return self.default_endpoint
 
-    def _find(self, schedule_id: str) -> Schedule:
-        """By id, else by name (models often remember names, not ids)."""
-        found = self.manager.get(schedule_id)
+    def _owner(self, run_context: RunContext | None) -> str | None:
+        """Whose schedules these tools act on: the fixed user_id, else the run's user."""
+        if self.user_id is not None:
+            return self.user_id
+        return run_context.user_id if run_context is not None else None
+
+    def _find(self, schedule_id: str, run_context: RunContext | None) -> Schedule:
+        """By id, else by name (models often remember names, not ids), among the owner's
+        schedules only: another owner's is as missing as one that never was."""
+        owner = self._owner(run_context)
+        found = self.manager.get(schedule_id, owner)
         if found is not None:
             return found
         try:
-            return self.manager.get_by_name(schedule_id)
+            return self.manager.get_by_name(schedule_id, owner)
         except NotFound:
             raise _gone(schedule_id) from None
+
+    def _stamp_change(self, schedule_id: str, run_context: RunContext | None) -> None:
+        """Record which run changed the schedule (agno's updated_by_* columns)."""
+        stamp = _provenance("updated_by", run_context)
+        if stamp:
+            self.manager.stamp_provenance(schedule_id, **stamp)
+
+
+def _provenance(prefix: str, run_context: RunContext | None) -> dict[str, str]:
+    """{prefix_run_id, prefix_session_id} of the calling run ({} outside a run)."""
+    if run_context is None:
+        return {}
+    return {f"{prefix}_run_id": run_context.run_id, f"{prefix}_session_id": run_context.session_id}
 
 
 def _gone(schedule_id: str) -> NotFound:
