@@ -1,4 +1,4 @@
-"""Run kern_tasks' benchmarks: `python -m bench.run [--quick] [--only throughput,lag,claims,agno]`.
+"""Run kern_tasks' benchmarks: `python -m bench.run [--quick] [--only throughput,lag,claims,agno,workflow]`.
 
 Needs Postgres and Redis (bench/common.py says where; Redis database 12 is flushed).
 Results: a table on stdout, and bench/results/<full|quick>.json and .md.
@@ -13,7 +13,7 @@ from typing import Any
 
 from bench.common import dump_json, loadavg, log, machine_info
 
-BENCHMARKS = ("throughput", "lag", "claims", "agno")
+BENCHMARKS = ("throughput", "lag", "claims", "agno", "workflow")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -70,6 +70,17 @@ def table(results: dict[str, Any]) -> str:
             f"| agno {d['per_s']:.1f}/s (max_concurrent 10), {m['per_s']:.1f}/s (max_concurrent {m['max_concurrent']}) "
             f"| x{a['ratio_vs_agno_default']} / x{a['ratio_vs_agno_max_concurrent']} | (peer) | |"
         )
+    if w := results.get("workflow"):
+        for key, what, raw, unit in (("sequence", f"a sequence of {w['steps']} no-op Steps", "chain", "step"),
+                                     ("parallel", f"a Parallel of {w['branches']} no-op Steps", "chord", "branch")):
+            r = w[key]
+            rows.append(
+                f"| 5. {what}, submit to end, `-P {w['pool']} -c {w['concurrency']}`, median of {w['reps']} "
+                f"| {r['kern_ms_per_step']} ms/{unit} (worker CPU {r['kern_worker_cpu_ms']} ms "
+                f"+ Postgres {r['kern_postgres_cpu_ms']}) "
+                f"| raw Celery {raw} {r['raw_ms_per_step']} ms/{unit} (worker CPU {r['raw_worker_cpu_ms']} ms) "
+                f"| x{r['ratio']} (CPU x{r['cpu_ratio']}) | <= x2 | {_ok(r['ratio'] <= 2)} |"
+            )
     return "\n".join(rows)
 
 
@@ -110,6 +121,10 @@ def main(argv: list[str] | None = None) -> None:
             from bench import agno_peer
 
             results["agno"] = agno_peer.run(args.quick, pool, concurrency)
+    if "workflow" in chosen:
+        from bench import workflow
+
+        results["workflow"] = workflow.run(args.quick)
     results["seconds"] = round(time.time() - started, 1)
     results["loadavg_at_end"] = loadavg()
 
