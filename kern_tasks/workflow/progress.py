@@ -34,7 +34,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger, Boolean, Column, Connection, Float, ForeignKey, Index, RowMapping, String, Table, Text, and_,
-    exists, false, func, or_, select, text, update,
+    bindparam, exists, false, func, or_, select, text, update,
 )
 
 from kern_tasks.db.tables import JSONType, metadata, workers
@@ -143,13 +143,14 @@ def get_run(conn: Connection, run_id: str) -> RowMapping | None:
     return conn.execute(select(runs).where(runs.c.run_id == run_id)).mappings().first()
 
 
+_LOAD = select(steps.c.path, steps.c.attempt, steps.c.status, steps.c.final, steps.c.output, steps.c.error,
+               steps.c.executor_runs).where(steps.c.run_id == bindparam("l_run_id"))
+
+
 def load_progress(conn: Connection, run_id: str) -> Progress:
     """Read only: the run's outcomes, decisions and open steps."""
     progress = Progress()
-    rows = conn.execute(
-        select(steps.c.path, steps.c.attempt, steps.c.status, steps.c.final, steps.c.output, steps.c.error,
-               steps.c.executor_runs).where(steps.c.run_id == run_id)
-    ).mappings()
+    rows = conn.execute(_LOAD, {"l_run_id": run_id}).mappings()
     for row in rows:
         path = row["path"]
         progress.last_attempt[path] = max(progress.last_attempt.get(path, 0), row["attempt"])
@@ -176,38 +177,43 @@ def record_decisions(conn: Connection, run_id: str, decisions: dict[str, Any], *
 # called under the run's lock, with the progress read under it.
 def queue_steps(conn: Connection, run_id: str, paths: set[str], progress: Progress, *, now: float) -> list[str]:
     """Queue the next attempt of each path that needs one; returns the paths queued."""
-    queued = []
-    for path in sorted(paths):
-        if path in progress.open or path in progress.outcomes:
-            continue
-        conn.execute(steps.insert().values(
-            id=str(uuid.uuid4()), run_id=run_id, path=path, attempt=progress.last_attempt.get(path, 0) + 1,
-            status="queued", enqueued_at=now,
-        ))
-        queued.append(path)
+    queued = [path for path in sorted(paths) if path not in progress.open and path not in progress.outcomes]
+    if queued:  # one executemany: a Parallel's branches in one round trip (insertmanyvalues)
+        conn.execute(steps.insert(), [
+            {"id": str(uuid.uuid4()), "run_id": run_id, "path": path,
+             "attempt": progress.last_attempt.get(path, 0) + 1, "status": "queued", "enqueued_at": now}
+            for path in queued
+        ])
     return queued
 
 
-def _tries_used(conn: Connection, run_id: str, path: str) -> int:
-    failed, lost = conn.execute(
-        select(func.count().filter(steps.c.status == "failed"), func.count().filter(steps.c.status == "lost"))
-        .where(steps.c.run_id == run_id, steps.c.path == path, steps.c.attempt > 0)
-    ).one()
-    return int(failed) + max(0, int(lost) - FREE_LOST_ATTEMPTS)
+def _earlier(status: str) -> Any:
+    """How many attempts of the step being updated ended `status` (read in its UPDATE's
+    RETURNING: the statement's snapshot, before this row leaves queued)."""
+    prior = steps.alias("prior")
+    return (select(func.count()).where(prior.c.run_id == steps.c.run_id, prior.c.path == steps.c.path,
+                                       prior.c.attempt > 0, prior.c.status == status).scalar_subquery())
+
+
+# Built once: building and cache-keying a statement costs more CPU than sending it.
+_TAKE = (
+    update(steps)
+    .where(steps.c.run_id == bindparam("t_run_id"), steps.c.path == bindparam("t_path"), steps.c.status == "queued")
+    .values(status="running", worker_id=bindparam("t_worker_id"), started_at=bindparam("t_now"))
+    .returning(steps.c.id, steps.c.attempt, _earlier("failed"), _earlier("lost"))
+)
 
 
 # Invariant: queued -> running once (a conditional UPDATE), stamped with the worker that takes it.
 def take_step(conn: Connection, run_id: str, path: str, *, worker_id: str, max_tries: int, now: float) -> Taken | None:
     """Take the step's queued attempt; None when there is none (a duplicate message, a
-    step already running or finished)."""
-    row = conn.execute(
-        update(steps).where(steps.c.run_id == run_id, steps.c.path == path, steps.c.status == "queued")
-        .values(status="running", worker_id=worker_id, started_at=now)
-        .returning(steps.c.id, steps.c.attempt)
-    ).first()
+    step already running or finished). Its tries left: `max_tries` less the failed
+    attempts and the lost ones beyond FREE_LOST_ATTEMPTS, counted in the same statement."""
+    row = conn.execute(_TAKE, {"t_run_id": run_id, "t_path": path, "t_worker_id": worker_id, "t_now": now}).first()
     if row is None:
         return None
-    return Taken(row_id=row[0], attempt=int(row[1]), tries_left=max(1, max_tries - _tries_used(conn, run_id, path)))
+    used = int(row[2]) + max(0, int(row[3]) - FREE_LOST_ATTEMPTS)
+    return Taken(row_id=row[0], attempt=int(row[1]), tries_left=max(1, max_tries - used))
 
 
 # Invariant: running -> failed once; the next attempt is a new row, running on this worker.
@@ -229,15 +235,21 @@ def retry_step(conn: Connection, run_id: str, path: str, taken: Taken, *, error:
     return Taken(row_id=row_id, attempt=taken.attempt + 1, tries_left=taken.tries_left - 1)
 
 
+_FINISH = (
+    update(steps).where(steps.c.id == bindparam("f_id"), steps.c.status == "running")
+    .values(status=bindparam("f_status"), final=True, ended_at=bindparam("f_now"), error=bindparam("f_error"),
+            output=bindparam("f_output", type_=JSONType), executor_runs=bindparam("f_executor_runs", type_=JSONType))
+)
+
+
 # Invariant: running -> an outcome once (a conditional UPDATE): the step's one final row.
 def finish_step(conn: Connection, taken: Taken, outcome: Outcome, *, now: float) -> bool:
     """Record the step's outcome; False when the attempt was no longer running."""
-    return bool(conn.execute(
-        update(steps).where(steps.c.id == taken.row_id, steps.c.status == "running")
-        .values(status="succeeded" if outcome.output is not None and outcome.output.get("success", True) else "failed",
-                final=True, output=outcome.output, error=outcome.error, executor_runs=outcome.executor_runs,
-                ended_at=now)
-    ).rowcount)
+    return bool(conn.execute(_FINISH, {
+        "f_id": taken.row_id, "f_now": now, "f_output": outcome.output, "f_error": outcome.error,
+        "f_executor_runs": outcome.executor_runs,
+        "f_status": "succeeded" if outcome.output is not None and outcome.output.get("success", True) else "failed",
+    }).rowcount)
 
 
 # Invariant: a step's changes to the session state join the run's under the run's lock
