@@ -14,6 +14,7 @@ One step attempt's life (each arrow one conditional UPDATE or INSERT below):
                        ^                      |  --retry_step--> failed, + attempt+1 running
                        |                      +--expire_lost_steps--> lost, + attempt+1 queued
                        +-- republish_queued (a message that may be lost is sent again)
+    queued | running --cancel_open_steps--> cancelled (the run was cancelled; never final)
 
 - an attempt leaves "queued" once and "running" once, so a duplicate message, or the late
   result of a worker taken for lost, changes nothing;
@@ -47,7 +48,7 @@ STALLED_AFTER_S = 10.0
 REPUBLISH_AFTER_S = 30.0
 # A lost worker is not the step's fault: this many lost attempts per step are free.
 FREE_LOST_ATTEMPTS = 1
-RUNNING, COMPLETED, ERROR = "RUNNING", "COMPLETED", "ERROR"
+RUNNING, COMPLETED, ERROR, CANCELLED = "RUNNING", "COMPLETED", "ERROR", "CANCELLED"
 
 runs = Table(
     "kern_workflow_runs",
@@ -56,7 +57,7 @@ runs = Table(
     Column("workflow_id", String, nullable=False),
     Column("session_id", String, nullable=False),
     Column("user_id", String),
-    Column("status", String, nullable=False),  # RUNNING, then COMPLETED or ERROR (agno's values)
+    Column("status", String, nullable=False),  # RUNNING, then COMPLETED, ERROR or CANCELLED (agno's values)
     Column("request", JSONType, nullable=False),  # input, additional_data, media, metadata
     Column("session_state", JSONType),  # the run's state, changes of each finished step merged in
     Column("result", JSONType),  # the run's to_dict() once it ended
@@ -73,7 +74,7 @@ steps = Table(
     Column("run_id", String, ForeignKey("kern_workflow_runs.run_id", ondelete="CASCADE"), nullable=False),
     Column("path", String, nullable=False),
     Column("attempt", BigInteger, nullable=False),  # from 1; 0 for a decision
-    Column("status", String, nullable=False),  # queued, running, succeeded, failed, lost, decided
+    Column("status", String, nullable=False),  # queued, running, succeeded, failed, lost, cancelled, decided
     Column("final", Boolean, nullable=False, server_default=false()),  # the step's outcome
     Column("worker_id", String),  # kern_workers.id of the worker that took it
     Column("output", JSONType),  # StepOutput.to_dict(); a decision's {"value": ...}
@@ -102,12 +103,15 @@ class Outcome:
 
 @dataclass
 class Progress:
-    """What a run has done so far: outcomes and decisions by path, open paths."""
+    """What a run has done so far: outcomes and decisions by path, open paths, the paths
+    an attempt of which has started (taken by a worker), and those cancelled."""
 
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     decisions: dict[str, Any] = field(default_factory=dict)
     open: set[str] = field(default_factory=set)
     last_attempt: dict[str, int] = field(default_factory=dict)
+    started: set[str] = field(default_factory=set)
+    cancelled: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -144,7 +148,7 @@ def get_run(conn: Connection, run_id: str) -> RowMapping | None:
 
 
 _LOAD = select(steps.c.path, steps.c.attempt, steps.c.status, steps.c.final, steps.c.output, steps.c.error,
-               steps.c.executor_runs).where(steps.c.run_id == bindparam("l_run_id"))
+               steps.c.executor_runs, steps.c.started_at).where(steps.c.run_id == bindparam("l_run_id"))
 
 
 def load_progress(conn: Connection, run_id: str) -> Progress:
@@ -154,7 +158,11 @@ def load_progress(conn: Connection, run_id: str) -> Progress:
     for row in rows:
         path = row["path"]
         progress.last_attempt[path] = max(progress.last_attempt.get(path, 0), row["attempt"])
-        if row["status"] == "decided":
+        if row["attempt"] > 0 and row["started_at"] is not None:
+            progress.started.add(path)
+        if row["status"] == "cancelled":
+            progress.cancelled.add(path)
+        elif row["status"] == "decided":
             progress.decisions[path] = (row["output"] or {}).get("value")
         elif row["final"]:
             progress.outcomes[path] = Outcome(row["output"], row["error"], row["executor_runs"])
@@ -276,7 +284,7 @@ def record_result(conn: Connection, run_id: str, result: dict[str, Any], *, now:
                  .values(result=result, updated_at=now))
 
 
-# Invariant: RUNNING -> COMPLETED | ERROR once, with the run's dict; a later advance finds
+# Invariant: RUNNING -> COMPLETED | ERROR | CANCELLED once, with the run's dict; a later advance finds
 # the run ended and does nothing.
 def finish_run(conn: Connection, run_id: str, *, status: str, result: dict[str, Any], now: float) -> bool:
     return bool(conn.execute(
@@ -334,6 +342,53 @@ def stalled_runs(conn: Connection, *, now: float, limit: int, after_s: float = S
         )).values(updated_at=now).returning(runs.c.run_id)
     ).all()
     return [row[0] for row in rows]
+
+
+# --- cancel --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, order=True)
+class Interrupted:
+    """A step attempt a cancel ended: its path, number, and whether a worker had it."""
+
+    path: str
+    attempt: int
+    was_running: bool
+
+
+# Invariant: a cancel ends every open attempt of the run (queued or running -> cancelled, not
+# final) under the run's lock, in the transaction that records the run's CANCELLED dict, so
+# no attempt of the run is taken afterwards (take_step wants "queued") and a worker still
+# running one changes nothing when it ends (finish_step and retry_step want "running"); the
+# sweep looks at queued and running attempts only, so it never re-drives them.
+def cancel_open_steps(conn: Connection, run_id: str, *, now: float, reason: str) -> list[Interrupted]:
+    rows = conn.execute(
+        update(steps).where(steps.c.run_id == run_id, steps.c.status.in_(_OPEN))
+        .values(status="cancelled", error=reason, ended_at=now)
+        .returning(steps.c.path, steps.c.attempt, steps.c.started_at)
+    ).all()
+    return sorted(Interrupted(path, int(attempt), started is not None) for path, attempt, started in rows)
+
+
+def is_cancelling(row: RowMapping | dict[str, Any]) -> bool:
+    """A RUNNING run whose CANCELLED dict is recorded: a cancel whose end is not recorded
+    yet (an advance ends it as cancelled, never replays it)."""
+    return row["status"] == RUNNING and (row["result"] or {}).get("status") == CANCELLED
+
+
+# --- reading a run's progress as it goes (events.py) ---------------------------------------
+
+
+def progress_mark(conn: Connection, run_id: str) -> tuple[Any, ...]:
+    """Read only, one cheap query: a value that changes whenever the run's progress does
+    (its status, a row added, an attempt taken or ended)."""
+    mine = steps.c.run_id == runs.c.run_id
+    row = conn.execute(select(
+        runs.c.status, runs.c.updated_at,
+        *(select(func.count(column)).where(mine).scalar_subquery()
+          for column in (steps.c.id, steps.c.started_at, steps.c.ended_at)),
+    ).where(runs.c.run_id == run_id)).first()
+    return tuple(row) if row is not None else ()
 
 
 def attempts(conn: Connection, run_id: str) -> list[RowMapping]:

@@ -114,6 +114,9 @@ def advance_in(conn: Connection, workflow: Workflow, row: Any, *, now: float) ->
     """Under the run's lock: replay, record decisions, then queue what runs next, or record
     the run's dict when nothing is left (`end` ends the run after the commit)."""
     run_id = row["run_id"]
+    if progress.is_cancelling(row):
+        # Cancelled (cancel.py) and its end not recorded yet: end it so, never run on.
+        return Advanced(result=row["result"], row=row, now=now)
     found = progress.load_progress(conn, run_id)
     replay = Replay(run_context(workflow, row), found.outcomes, found.decisions, record=True)
     request = row["request"]
@@ -144,19 +147,24 @@ def after_commit(app: Any, advanced: Advanced) -> None:
     the session's state, the trace), then our row. If agno's record fails, the run stays
     RUNNING with nothing open and the sweep advances it again."""
     publish_messages(app, advanced.messages)
-    if advanced.result is None:
-        return
-    db = runtime_for(app).db
-    row, result = advanced.row, advanced.result
+    if advanced.result is not None:
+        record_end(runtime_for(app).db, advanced.row, advanced.result, now=advanced.now)
+
+
+def record_end(db: Any, row: Any, result: dict[str, Any], *, now: float) -> bool:
+    """End a run whose dict `result` is recorded: agno's record of it, then our row (also
+    cancel.py's). False when agno's record failed: the run stays RUNNING with nothing
+    open, and the sweep advances it again."""
     try:
         run_finished(RunStore(db), result, copy.deepcopy(row["session_state"] or {}),
-                     started_at=float(row["created_at"]), ended_at=advanced.now)
+                     started_at=float(row["created_at"]), ended_at=now)
     except DBAPIError as exc:
         log.warning("workflow run %s: its end not recorded yet (%s); the sweep retries", row["run_id"], exc)
-        return
+        return False
     with db.begin() as conn:
         progress.finish_run(conn, row["run_id"], status=result["status"], result=result, now=db_time(conn))
     log.info("workflow run %s (%s) ended %s", row["run_id"], row["workflow_id"], result["status"])
+    return True
 
 
 def _traced(what: str, record: Callable[[], Any]) -> None:
