@@ -106,11 +106,11 @@ def build(ns: SimpleNamespace) -> dict[str, list[Any]]:
                          ns.Loop(name="retrying", steps=[S(name="flaky", executor=failing("flaky"), max_retries=0)],
                                  max_iterations=2),
                          S(name="never", executor=executor("never"))],
-        "cancel": [S(name="a", executor=executor("a")), S(name="slow", executor=held("slow")),
-                   S(name="c", executor=executor("c"))],
+        "cancel": [S(name="before", executor=executor("before")), S(name="slow", executor=held("slow")),
+                   S(name="after_slow", executor=executor("after_slow"))],
         "cancel_parallel": [ns.Parallel(S(name="quick", executor=executor("quick")),
                                         S(name="hold", executor=held("hold")), name="fan"),
-                            S(name="c", executor=executor("c"))],
+                            S(name="after_fan", executor=executor("after_fan"))],
     }
 
 

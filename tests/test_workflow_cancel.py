@@ -1,0 +1,140 @@
+"""Cancelling a workflow run on real `celery worker` processes (issue 8, part 4): cooperative,
+between steps (kern_tasks/workflow/cancel.py).
+
+A run of a, slow, c is cancelled while `slow` runs (it waits for a release file): the run
+is CANCELLED at once, `a` is kept with its output, `slow` is recorded cancelled; `slow`
+finishing afterwards changes nothing and `c` never runs (the executors' call counts in a
+file, from every process); a duplicate advance and beat's sweep leave the run alone. agno's
+record says CANCELLED (agno_runs, the session's run, the interrupted attempt's span), and
+the event stream ends with WorkflowCancelled. A finished run is not cancelled (agno's 409
+wording), an unknown one is not found.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Iterator
+
+import pytest
+from sqlalchemy import select
+
+from kern_tasks.db.run_tables import spans
+from kern_tasks.errors import Conflict, NotFound
+from kern_tasks.runs.store import RunStore
+from kern_tasks.runs.traces import span_id_for
+from kern_tasks.workflow import progress, tasks
+from kern_tasks.workflow.cancel import cancel
+from kern_tasks.workflow.events import run_events
+from kern_tasks.workflow.submit import wait
+from tests import stream_app
+from tests.processes import wait_for
+from tests.test_workflow_events import Cluster, collect
+
+pytestmark = pytest.mark.slow
+
+REDIS_DB = 5
+SETTLED = "'taken for lost meanwhile'"  # what a step task says when its attempt was cancelled under it
+
+
+@pytest.fixture(scope="module")
+def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    made = Cluster(tmp_path_factory.mktemp("workflow-cancel"), REDIS_DB)
+    failed_before = request.session.testsfailed
+    try:
+        made.worker("w1")
+        made.worker("w2")
+        yield made
+    finally:
+        made.close(request.session.testsfailed > failed_before)
+
+
+def rows_by_path(cluster: Cluster, run_id: str) -> dict[str, list[Any]]:
+    with cluster.db.connect() as conn:
+        found: dict[str, list[Any]] = {}
+        for row in progress.attempts(conn, run_id):
+            found.setdefault(row["path"], []).append(dict(row))
+        return found
+
+
+def settled(cluster: Cluster, times: int) -> bool:
+    return sum(cluster.procs.log_text(name).count(SETTLED) for name in ("w1", "w2")) >= times
+
+
+def test_cancel_during_a_slow_step_keeps_what_finished_and_runs_nothing_after(cluster: Cluster) -> None:
+    workflow = stream_app.WORKFLOWS["cancel"]
+    run_id = cluster.submit("cancel")
+    wait_for(lambda: stream_app.calls(cluster.calls, "slow") == 1, 30, what="the slow step running")
+
+    result = cancel(cluster.db, workflow, run_id)
+    assert result["status"] == "CANCELLED" and result["content"] == f"Run {run_id} was cancelled"
+    assert [(s["step_name"], s["content"]) for s in result["step_results"]] == [("before", "before<None>")]
+    ended = wait(cluster.db, run_id, timeout=10)
+    assert ended.status.value == "CANCELLED"
+    rows = rows_by_path(cluster, run_id)
+    assert [(r["status"], r["final"], r["output"]["content"]) for r in rows["0"]] == [("succeeded", True, "before<None>")]
+    assert [(r["status"], r["final"]) for r in rows["1"]] == [("cancelled", False)]
+    assert "2" not in rows
+
+    # The step finishes after the cancel: nothing changes, nothing more is queued.
+    cluster.release.write_text("go")
+    wait_for(lambda: settled(cluster, 1), 30, what="the cancelled step's task to end")
+    assert stream_app.calls(cluster.calls, "slow", "end") == 1
+    assert rows_by_path(cluster, run_id) == rows
+    # Neither a duplicate advance nor beat's sweep runs it on.
+    cluster.app.send_task("kern.workflow.advance", args=[run_id])
+    again = cluster.submit("router", "a picture")  # the two workers have drained the advance by its end
+    assert wait(cluster.db, again, timeout=30).status.value == "COMPLETED"
+    with cluster.db.begin() as conn:
+        swept = tasks.sweep(conn, now=time.time() + 3600, limit=1000, heartbeats=True)
+    assert not [m for m in swept if run_id in m.args]
+    assert rows_by_path(cluster, run_id) == rows
+    assert stream_app.calls(cluster.calls, "after_slow") == 0 and stream_app.calls(cluster.calls, "before") == 1
+
+    # agno's record: the run, its session, the interrupted attempt's span.
+    store = RunStore(cluster.db)
+    stored = store.get(run_id)
+    assert stored is not None and stored.status == "CANCELLED"
+    assert stored.to_api()["content"] == f"Run {run_id} was cancelled"
+    assert [s["step_name"] for s in stored.run_data["step_results"]] == ["before"]
+    with cluster.db.connect() as conn:
+        span = conn.execute(select(spans).where(spans.c.span_id == span_id_for(run_id, "1", 1))).mappings().one()
+    assert span["status_code"] == "ERROR" and "was cancelled" in str(span["status_message"])
+
+    # Its event stream: what ran, then WorkflowCancelled.
+    events = asyncio.run(asyncio.wait_for(collect(run_events(cluster.db, workflow, run_id)), 30))
+    assert [(e["event"], e.get("step_name")) for e in events] == [
+        ("WorkflowStarted", None), ("StepStarted", "before"), ("StepOutput", "before"), ("StepCompleted", "before"),
+        ("StepStarted", "slow"), ("WorkflowCancelled", None)]
+    assert events[-1]["reason"] == f"Run {run_id} was cancelled"
+
+
+def test_a_cancelled_parallel_keeps_its_finished_branch(cluster: Cluster) -> None:
+    cluster.release.unlink(missing_ok=True)
+    workflow = stream_app.WORKFLOWS["cancel_parallel"]
+    run_id = cluster.submit("cancel_parallel")
+    wait_for(lambda: stream_app.calls(cluster.calls, "hold") == 1 and stream_app.calls(cluster.calls, "quick", "end")
+             == 1, 30, what="one branch done, the other running")
+    wait_for(lambda: "0/b0/0" in rows_by_path(cluster, run_id) and rows_by_path(cluster, run_id)["0/b0/0"][0]["final"],
+             30, what="the quick branch recorded")
+    result = cancel(cluster.db, workflow, run_id)
+    assert result["status"] == "CANCELLED" and not result.get("step_results")  # the Parallel had not finished
+    rows = rows_by_path(cluster, run_id)
+    assert [r["status"] for r in rows["0/b0/0"]] == ["succeeded"]
+    assert [r["status"] for r in rows["0/b1/0"]] == ["cancelled"]
+    cluster.release.write_text("go")
+    wait_for(lambda: settled(cluster, 2), 30, what="the cancelled branch's task to end")
+    assert rows_by_path(cluster, run_id) == rows and stream_app.calls(cluster.calls, "after_fan") == 0
+
+
+def test_a_finished_run_is_not_cancelled_and_an_unknown_one_is_not_found(cluster: Cluster) -> None:
+    workflow = stream_app.WORKFLOWS["sequence"]
+    run_id = cluster.submit("sequence")
+    assert wait(cluster.db, run_id, timeout=30).status.value == "COMPLETED"
+    with pytest.raises(Conflict, match="run is already completed"):
+        cancel(cluster.db, workflow, run_id)
+    assert RunStore(cluster.db).get(run_id).status == "COMPLETED"
+    with pytest.raises(NotFound):
+        cancel(cluster.db, workflow, "no-such-run")
+    with pytest.raises(NotFound):  # another workflow's run
+        cancel(cluster.db, stream_app.WORKFLOWS["loop"], run_id)
