@@ -51,12 +51,12 @@ def _demo(settings: Settings) -> int:
 
 def load_app(spec: str) -> object:
     """The ASGI app named by "module:attribute" (an AgentOS is asked for its app)."""
-    import importlib
+    from kern_tasks.app_ref import load_ref
 
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise SystemExit(f'KERN_APP must look like "module:attribute", got {spec!r}')
-    target = getattr(importlib.import_module(module_name), attribute)
+    try:
+        target = load_ref(spec)
+    except LookupError as exc:
+        raise SystemExit(str(exc)) from None
     return target.get_app() if hasattr(target, "get_app") else target
 
 

@@ -3,7 +3,9 @@
 `AgentOS(scheduler=True)` starts one of these: LeaseScheduler ticks on a thread (every
 web replica may run one: the lease keeps them apart), and in the embedded default (no
 KERN_BROKER_URL) a Celery worker consumes kern.fire on a thread pool in the same
-process, so one command runs everything with no services.
+process, so one command runs everything with no services. It runs kern.workflow.* too:
+`workflows` (the AgentOS's, by id) are the ones it serves, with no KERN_APP needed; its
+Celery app (`app`) is the one the AgentOS publishes workflow runs to.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import socket
 import threading
 from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 from celery import Celery
 from celery.beat import Service
@@ -38,6 +41,7 @@ class EmbeddedScheduler:
     max_interval: float = 15.0
     run_worker: bool | None = None  # None: only when there is no external broker
     worker_concurrency: int = 8
+    workflows: Mapping[str, Any] | None = None  # None: KERN_APP's (kern_tasks.runtime)
     app: Celery = field(init=False)
     _beat: Service | None = field(default=None, init=False)
     _threads: list[threading.Thread] = field(default_factory=list, init=False)
@@ -45,7 +49,7 @@ class EmbeddedScheduler:
 
     def __post_init__(self) -> None:
         self.app = create_app(self.settings, main="kern_tasks.embedded")
-        bind_runtime(self.app, self.settings, self.db)
+        bind_runtime(self.app, self.settings, self.db, self.workflows)
         if self.run_worker is None:
             self.run_worker = self.settings.broker_url is None
 

@@ -1,5 +1,10 @@
 """What a kern_tasks process shares between ticks and tasks: settings, the database and
-the HTTP client, one of each per process (rebuilt after a fork, never shared across one).
+the HTTP client, one of each per process (rebuilt after a fork, never shared across one),
+and the workflows its workers run.
+
+Workflows: those registered with the binding (`bind_runtime(app, settings, db, workflows=
+{id: workflow})`, as an AgentOS running an embedded worker does) are the ones served; when
+none were registered, workers import the ones KERN_APP holds (workflow/tasks.py).
 
 A Celery app gets its settings one way only: `bind_runtime(app, settings)` (which
 `kern_tasks.app.install` calls). The bound Runtime is what beat and the fire task read.
@@ -16,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any
+from typing import Any, Mapping
 
 import httpx
 from celery import signals
@@ -34,11 +39,15 @@ _ATTRIBUTE = "_kern_runtime"  # where a Celery app keeps its Runtime (the one bi
 
 
 class Runtime:
-    """Settings, the Database (`db`, made from the settings on first use unless given) and
-    the HTTP client of one Celery app in one process."""
+    """Settings, the Database (`db`, made from the settings on first use unless given), the
+    HTTP client of one Celery app in one process, and the workflows registered to it
+    (`workflows`: None when none were, then KERN_APP's are run)."""
 
-    def __init__(self, settings: Settings, db: Database | None = None) -> None:
+    def __init__(
+        self, settings: Settings, db: Database | None = None, workflows: Mapping[str, Any] | None = None
+    ) -> None:
         self.settings = settings
+        self.workflows = dict(workflows) if workflows is not None else None
         self.pid = os.getpid()
         self._db: Database | None = db
         self._client: httpx.Client | None = None
@@ -78,10 +87,13 @@ class Runtime:
             self._db.dispose()
 
 
-def bind_runtime(app: Any, settings: Settings, db: Database | None = None) -> Runtime:
+def bind_runtime(
+    app: Any, settings: Settings, db: Database | None = None, workflows: Mapping[str, Any] | None = None
+) -> Runtime:
     """Give a Celery app its settings, and optionally the Database it shares with this
-    process (an AgentOS running beat and a worker inside its web process)."""
-    runtime = Runtime(settings, db)
+    process and the workflows its workers run, by id (an AgentOS running beat and a
+    worker inside its web process: its own; they win over KERN_APP's)."""
+    runtime = Runtime(settings, db, workflows)
     setattr(app, _ATTRIBUTE, runtime)
     _connect_start_checks()
     return runtime
@@ -97,7 +109,8 @@ def runtime_for(app: Any) -> Runtime:
         current = getattr(app, _ATTRIBUTE, None)
         if current is None or current.pid != os.getpid():
             # A forked child must not use its parent's connections: a Database of its own.
-            current = Runtime(current.settings if current is not None else Settings.from_env())
+            current = (Runtime(current.settings, workflows=current.workflows) if current is not None
+                       else Runtime(Settings.from_env()))
             setattr(app, _ATTRIBUTE, current)
     return current
 

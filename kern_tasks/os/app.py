@@ -12,6 +12,12 @@ key and the service token unless they are given here (explicit arguments win). T
 process keeps no run state of its own beyond the runs it is executing: everything is in
 the database.
 
+Workflow runs execute on Celery workers, never here: the routes record a run and publish
+it (kern_tasks.workflow.submit) to `celery_app`, the embedded scheduler's when
+scheduler=True, else one made from the settings on first use (KERN_BROKER_URL's broker;
+its workers find the workflows through KERN_APP). On the embedded default the in-process
+worker runs them, serving this AgentOS's workflows.
+
 Start-up: before it serves, the app brings the database to head (`Database.ensure_ready`:
 one query when it is there already; on a database without our tables it migrates them
 under the migrations' lock, so replicas starting together are safe). With auto-upgrade
@@ -24,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import secrets
+import threading
 from dataclasses import replace
 import logging
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -96,9 +103,7 @@ class AgentOS:
         self.db = db if db is not None else Database(settings=self.settings)
         self.agents = list(agents or [])
         self.workflows = list(workflows or [])
-        # Workflows are kept but not served yet: kern_tasks.workflow has no run() for the
-        # routes to call. When it has, register them here (by_id(self.workflows, "workflow")).
-        self.targets = Targets(agents=by_id(self.agents, "agent"), workflows={})
+        self.targets = Targets(agents=by_id(self.agents, "agent"), workflows=by_id(self.workflows, "workflow"))
         self.scheduler = bool(scheduler)
         self.scheduler_poll_interval = float(scheduler_poll_interval)
         self.lifespan = lifespan
@@ -116,6 +121,8 @@ class AgentOS:
         self.instantiated_at = datetime.now(UTC).isoformat(timespec="seconds")
         self._app: FastAPI | None = None
         self._embedded: Any = None
+        self._celery: Any = None
+        self._celery_lock = threading.Lock()
         if self.scheduler and self.service_token is None:
             # The embedded worker fires at this app; give it a token of its own. Workers in
             # other processes need KERN_SERVICE_TOKEN set to the same value instead.
@@ -175,6 +182,7 @@ class AgentOS:
                 await asyncio.to_thread(self._stop_scheduler)
             finally:
                 await asyncio.to_thread(self.runner.shutdown)
+                await asyncio.to_thread(self._close_celery)
 
     def _ensure_tables(self) -> None:
         """The tables are at head before the first request (migrated if need be), or
@@ -189,6 +197,29 @@ class AgentOS:
             log.warning("database unavailable at start (%s); its tables are checked on first use",
                         type(exc.orig).__name__)
 
+    # --- where workflow runs go -----------------------------------------------------------
+
+    @property
+    def celery_app(self) -> Any:
+        """The Celery app workflow runs are published to: the embedded scheduler's while it
+        runs, else one made from the settings on first use (sharing this app's database)."""
+        if self._embedded is not None:
+            return self._embedded.app
+        with self._celery_lock:
+            if self._celery is None:
+                from kern_tasks.app import create_app
+                from kern_tasks.runtime import bind_runtime
+
+                self._celery = create_app(self.settings, main="kern_tasks.os")
+                bind_runtime(self._celery, self.settings, self.db)
+            return self._celery
+
+    def _close_celery(self) -> None:
+        with self._celery_lock:
+            if self._celery is not None:
+                self._celery.close()  # its broker connections
+                self._celery = None
+
     # --- the embedded scheduler -----------------------------------------------------------
 
     def _start_scheduler(self) -> None:
@@ -200,7 +231,8 @@ class AgentOS:
 
         # Fires from this process carry the token this app accepts on its run endpoints.
         settings = replace(self.settings, service_token=self.service_token)
-        self._embedded = EmbeddedScheduler(settings, self.db, max_interval=self.scheduler_poll_interval)
+        self._embedded = EmbeddedScheduler(settings, self.db, max_interval=self.scheduler_poll_interval,
+                                           workflows=self.targets.workflows)
         self._embedded.start()
 
     def _stop_scheduler(self) -> None:

@@ -1,9 +1,11 @@
 """The body of POST /agents|workflows/{id}/runs, in agno's form protocol.
 
 agno's clients (and kern_tasks' firing worker) send application/x-www-form-urlencoded
-fields: `message` (required), `stream`, `background`, `session_id`, `user_id`; other fields
-(session_state, metadata, ...) are accepted and ignored. A JSON object with the same
-fields is accepted too. Multipart (file uploads) is not supported: 415.
+fields: `message` (required), `stream`, `background`, `session_id`, `user_id`, and
+`session_state` and `additional_data`, each a JSON object in a field's text (a workflow
+run's; agents ignore them); other fields (metadata, ...) are accepted and ignored. A JSON
+object with the same fields is accepted too (there the two may be objects themselves).
+Multipart (file uploads) is not supported: 415.
 
 `stream` defaults to false here (agno's default is true, which means SSE: we have none).
 """
@@ -25,22 +27,30 @@ ID_MAX = 255
 MAX_FIELDS = 200
 # What `_ident` accepts: empty (none), or up to ID_MAX characters, not all blank, no NUL.
 ID_FIELD = {"type": "string", "maxLength": ID_MAX, "pattern": r"^([^\x00]*[^\s\x00-\x1f\x85][^\x00]*)?$"}
-# The OpenAPI description of the form (the run routes' requestBody content).
-FORM_DOC = {
-    "application/x-www-form-urlencoded": {
-        "schema": {
-            "type": "object",
-            "required": ["message"],
-            "properties": {
-                "message": {"type": "string", "minLength": 1},
-                "stream": {"type": "boolean", "enum": [False], "default": False, "description": "must be false"},
-                "background": {"type": "boolean", "default": False},
-                "session_id": ID_FIELD,
-                "user_id": ID_FIELD,
-            },
-        }
-    }
+# A JSON object in a form field's text (the pattern says what a JSON schema can: braces).
+JSON_OBJECT_FIELD = {"type": "string", "pattern": r"^\s*\{[\s\S]*\}\s*$", "description": "a JSON object"}
+FORM_FIELDS: dict[str, Any] = {
+    "message": {"type": "string", "minLength": 1},
+    "stream": {"type": "boolean", "enum": [False], "default": False, "description": "must be false"},
+    "background": {"type": "boolean", "default": False},
+    "session_id": ID_FIELD,
+    "user_id": ID_FIELD,
 }
+WORKFLOW_FORM_FIELDS: dict[str, Any] = {
+    **FORM_FIELDS,
+    "session_state": {**JSON_OBJECT_FIELD, "description": "a JSON object: the run's session_state"},
+    "additional_data": {**JSON_OBJECT_FIELD, "description": "a JSON object: the run's additional_data"},
+}
+
+
+def form_doc(fields: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI description of a run form (a run route's requestBody content)."""
+    schema = {"type": "object", "required": ["message"], "properties": fields}
+    return {"application/x-www-form-urlencoded": {"schema": schema}}
+
+
+FORM_DOC = form_doc(FORM_FIELDS)  # the agents' run form
+WORKFLOW_FORM_DOC = form_doc(WORKFLOW_FORM_FIELDS)
 TRUE = frozenset({"true", "1", "yes", "on", "t", "y"})
 FALSE = frozenset({"false", "0", "no", "off", "f", "n"})
 
@@ -52,6 +62,8 @@ class RunRequest:
     background: bool = False
     session_id: str | None = None
     user_id: str | None = None
+    session_state: dict[str, Any] | None = None
+    additional_data: dict[str, Any] | None = None
 
 
 def _flag(name: str, value: Any) -> bool:
@@ -71,6 +83,19 @@ def _ident(name: str, value: Any) -> str | None:
         raise ValidationError(name, "must be a string")
     if len(value) > ID_MAX or has_unstorable_text(value) or not value.strip():
         raise ValidationError(name, f"must be a non-blank string of at most {ID_MAX} characters without NUL")
+    return value
+
+
+def _json_object(name: str, value: Any) -> dict[str, Any] | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError):
+            raise ValidationError(name, "must be a JSON object; its text is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise ValidationError(name, f"must be a JSON object, got {json.dumps(value)[:40]}")
     return value
 
 
@@ -121,4 +146,6 @@ async def read_run_request(request: Request) -> RunRequest:
         background=_flag("background", fields.get("background")),
         session_id=_ident("session_id", fields.get("session_id")),
         user_id=_ident("user_id", fields.get("user_id")),
+        session_state=_json_object("session_state", fields.get("session_state")),
+        additional_data=_json_object("additional_data", fields.get("additional_data")),
     )

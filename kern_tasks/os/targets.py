@@ -6,11 +6,11 @@ of this app: no other host, no path we do not serve).
 hands it to its ScheduleManager and to its agents' SchedulerTools, so the API, the tools
 and Python callers refuse the same routes with the same message.
 
-A runnable is anything with `id`, `name` and
+An agent is anything with `id`, `name` and
 `run(message, *, session_id=None, user_id=None, run_id=None, history=None) -> RunOutput`
-(kern_tasks.agent.Agent). Workflows plug in here: once kern_tasks.workflow.Workflow offers
-that `run`, AgentOS puts them in `workflows` and the run routes, the background pool,
-persistence (session_type "workflow") and schedule validation serve them unchanged.
+(kern_tasks.agent.Agent); a workflow is a kern_tasks.workflow.Workflow, which the workflow
+run routes hand to Celery workers (os/routers/workflow_runs.py). Both are served by id
+here, so schedules may target /agents/{id}/runs and /workflows/{id}/runs alike.
 """
 
 from __future__ import annotations

@@ -20,14 +20,14 @@ Beat's sweep (`sweep`) finds attempts whose worker died (no heartbeat for LOST_A
 and queues them again, re-sends queued steps whose message may be lost, and re-advances
 running runs with nothing open. A finished step has a final row and is never queued again.
 
-Workers find workflows through KERN_APP ("module:attribute" of an AgentOS, whose
-`workflows` they serve, or of a Workflow).
+Workers run the workflows registered to their runtime (kern_tasks.runtime: an AgentOS's
+embedded worker, its own); else those KERN_APP names ("module:attribute" of an AgentOS,
+whose `workflows` they serve, or of a Workflow).
 """
 
 from __future__ import annotations
 
 import copy
-import importlib
 import logging
 import threading
 import time
@@ -37,6 +37,7 @@ from typing import Any, Callable
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, StatementError
 
+from kern_tasks.app_ref import load_ref
 from kern_tasks.db import db_time
 from kern_tasks.dispatch import TASK_WORKFLOW_ADVANCE, TASK_WORKFLOW_STEP, Message, publish_messages
 from kern_tasks.firing import liveness
@@ -60,14 +61,9 @@ _workflows: dict[str, dict[str, Workflow]] = {}
 def workflows_from(ref: str | None) -> dict[str, Workflow]:
     """The workflows named by KERN_APP (`ref`), by id; imported once per process.
     LookupError when `ref` is unset or names neither an AgentOS nor a Workflow."""
-    if not ref or ":" not in ref:
-        raise LookupError(f'KERN_APP must be "module:attribute" of an AgentOS or a Workflow, got {ref!r}')
     with _cache_lock:
         if ref not in _workflows:
-            module_name, _, attribute = ref.partition(":")
-            target: Any = importlib.import_module(module_name)
-            for part in attribute.split("."):
-                target = getattr(target, part)
+            target = load_ref(ref)
             items = [target] if isinstance(target, Workflow) else list(getattr(target, "workflows", None) or [])
             if not items:
                 raise LookupError(f"KERN_APP={ref!r} is neither a Workflow nor holds `workflows`")
@@ -179,9 +175,17 @@ def _span(run_id: str, path: str, attempt: int) -> str:
     return span_id_for(run_id, path, attempt)
 
 
+def served_workflows(app: Any) -> dict[str, Workflow]:
+    """The workflows the workers of `app` run: their runtime's, else KERN_APP's."""
+    runtime = runtime_for(app)
+    if runtime.workflows is not None:
+        return runtime.workflows
+    return workflows_from(runtime.settings.app)
+
+
 def _workflow_of(app: Any, row: Any) -> Workflow | None:
     try:
-        return workflows_from(runtime_for(app).settings.app).get(row["workflow_id"])
+        return served_workflows(app).get(row["workflow_id"])
     except (LookupError, ImportError, AttributeError) as exc:
         log.error("workflow run %s: cannot find workflow %s (%s)", row["run_id"], row["workflow_id"], exc)
         return None
@@ -190,7 +194,7 @@ def _workflow_of(app: Any, row: Any) -> Workflow | None:
 def _refuse(conn: Connection, row: Any, *, now: float) -> None:
     """A worker that does not know the run's workflow ends the run in ERROR (a deployment
     error: waiting would never end), saying why."""
-    error = f"workflow {row['workflow_id']!r} is not among this worker's KERN_APP workflows"
+    error = f"workflow {row['workflow_id']!r} is not among the workflows this worker serves (KERN_APP)"
     progress.finish_run(conn, row["run_id"], status=progress.ERROR, now=now, result={
         "run_id": row["run_id"], "session_id": row["session_id"], "workflow_id": row["workflow_id"],
         "status": progress.ERROR, "content": f"Workflow execution failed: {error}",

@@ -2,9 +2,8 @@
 /workflows/{id} (agno's AgentSummaryResponse, AgentResponse, WorkflowSummaryResponse,
 WorkflowResponse).
 
-Agents are the ones the run routes serve. Workflows are those AgentOS holds
-(`AgentOS(workflows=[...])`), listed with their steps although their run routes are not
-served yet. An unknown id answers 404; `version` (agno's component versions, which this OS
+Agents and workflows are the ones the run routes serve (`AgentOS(workflows=[...])`,
+listed with their steps). An unknown id answers 404; `version` (agno's component versions, which this OS
 does not keep) answers 404 for any version.
 """
 

@@ -1,51 +1,102 @@
-"""Workflow run endpoints in agno's protocol (agno/os/routers/workflows/router.py):
+"""Workflow run endpoints in agno's protocol (agno/os/routers/workflows/router.py), run on
+Celery workers, never in this process:
 
-    POST /workflows/{id}/runs           form: message, stream=false, background, session_id, user_id
-    GET  /workflows/{id}/runs/{run_id}  the run (`session_id` query optional; must match if given)
+    POST /workflows/{id}/runs           form: message, stream=false, background, session_id,
+                                        user_id, session_state, additional_data (JSON objects)
+        background=false  200  the ended run: its WorkflowRunOutput.to_dict(), as agno answers
+        background=true   202  {"run_id", "session_id", "status": "PENDING"}
+        stream=true       422  for now (SSE: `_stream`)
+    GET  /workflows/{id}/runs/{run_id}  200  the run as agno keeps it: RUNNING (the run as
+                                             recorded at its start) until it ends, then its
+                                             to_dict() (`session_id` query: must match if given)
 
-Served from `Targets.workflows`.
+A POST records the run and publishes it (kern_tasks.workflow.submit.start) to the AgentOS's
+Celery app; a wait polls the database (`until_ended`) without blocking the event loop.
+Refusals are the core's: unknown workflow 404; input failing the input_schema, bad fields
+422 naming them; a session of another workflow or user 409 (os/errors.py maps them).
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 
 from kern_tasks.errors import NotFound, ValidationError
 from kern_tasks.os.errors import error_responses
-from kern_tasks.os.forms import FORM_DOC, ID_MAX, read_run_request
-from kern_tasks.os.schemas import RunAccepted, RunBody
+from kern_tasks.os.forms import ID_MAX, WORKFLOW_FORM_DOC, RunRequest, read_run_request
+from kern_tasks.os.schemas import RunAccepted
 from kern_tasks.runs.safe import has_unstorable_text
+from kern_tasks.workflow import progress
+from kern_tasks.workflow.submit import start, until_ended
+from kern_tasks.workflow.types import WorkflowRunOutput
+from kern_tasks.workflow.workflow import Workflow
+
+
+
+class WorkflowRunBody(BaseModel):
+    """agno's WorkflowRunOutput.to_dict(); more keys (step_results, metrics, ...) follow."""
+
+    model_config = ConfigDict(extra="allow")
+
+    run_id: str
+    session_id: str
+    workflow_id: str | None = None
+    workflow_name: str | None = None
+    status: str
+    input: Any = None
+    content: Any = None
+    content_type: str | None = None
+    created_at: int | None = None
+
 
 router = APIRouter(tags=["Workflows"], responses=error_responses(401, 403, 404, 409, 413, 415, 422, 429, 503))
+
+
+def _start(agent_os: Any, workflow: Workflow, run_request: RunRequest) -> WorkflowRunOutput:
+    try:
+        return start(agent_os.celery_app, workflow, run_request.message, db=agent_os.db,
+                     session_id=run_request.session_id, user_id=run_request.user_id,
+                     session_state=run_request.session_state, additional_data=run_request.additional_data)
+    except ValidationError as exc:
+        if exc.field == "input":  # the workflow's input is the form's message
+            raise ValidationError("message", exc.message) from None
+        raise
 
 
 @router.post(
     "/workflows/{workflow_id}/runs",
     summary="Run a workflow",
-    response_model=RunBody,
+    response_model=WorkflowRunBody,
     responses={202: {"model": RunAccepted, "description": "accepted (background=true)"}},
-    openapi_extra={"requestBody": {"required": True, "content": FORM_DOC}},
+    openapi_extra={"requestBody": {"required": True, "content": WORKFLOW_FORM_DOC}},
 )
-async def create_workflow_run(workflow_id: str, request: Request) -> JSONResponse:
+async def create_workflow_run(workflow_id: str, request: Request) -> Any:
     agent_os = request.app.state.agent_os
-    target = agent_os.targets.get("workflows", workflow_id)
+    workflow = agent_os.targets.get("workflows", workflow_id)
     run_request = await read_run_request(request)
     if run_request.stream:
-        raise ValidationError("stream", "streaming is not supported: send stream=false")
-    stored, future = await agent_os.runner.start("workflow", target, run_request)
+        return await _stream(agent_os, workflow, run_request)
+    run = await asyncio.to_thread(_start, agent_os, workflow, run_request)
+    accepted = {"run_id": run.run_id, "session_id": run.session_id, "status": "PENDING"}
     if run_request.background:
-        accepted = {"run_id": stored.run_id, "session_id": stored.session_id, "status": "PENDING"}
         return JSONResponse(accepted, status_code=202)
-    finished = await agent_os.runner.wait(future)
-    if finished is None:
-        raise NotFound(f"run {stored.run_id} vanished")
-    return JSONResponse(finished.to_api())
+    ended = await until_ended(agent_os.db, run.run_id, gone=request.is_disconnected)
+    if ended is None:  # the client hung up; the run goes on on the workers
+        return JSONResponse(accepted, status_code=202)
+    return JSONResponse(ended)
 
 
-@router.get("/workflows/{workflow_id}/runs/{run_id}", summary="Get a workflow run", response_model=RunBody)
+async def _stream(agent_os: Any, workflow: Workflow, run_request: RunRequest) -> Any:
+    """stream=true: agno's SSE events of the run (H2 wires workflow/events.py in here:
+    start the run as above, then answer a StreamingResponse of its events)."""
+    raise ValidationError("stream", "streaming is not supported yet: send stream=false")
+
+
+@router.get("/workflows/{workflow_id}/runs/{run_id}", summary="Get a workflow run", response_model=WorkflowRunBody)
 async def get_workflow_run(
     workflow_id: str,
     run_id: str,
@@ -53,16 +104,34 @@ async def get_workflow_run(
     session_id: str | None = Query(None, max_length=ID_MAX),
 ) -> JSONResponse:
     agent_os = request.app.state.agent_os
-    target = agent_os.targets.get("workflows", workflow_id)
+    workflow = agent_os.targets.get("workflows", workflow_id)
     missing = NotFound(f"workflow {workflow_id[:200]!r} has no run {run_id[:80]!r}")
     if len(run_id) > ID_MAX or has_unstorable_text(run_id):
         raise missing
-    stored = await asyncio.to_thread(agent_os.store.get, run_id)
+    body = await asyncio.to_thread(_run_body, agent_os, workflow.id, run_id, session_id)
+    if body is None:
+        raise missing
+    return JSONResponse(body)
+
+
+def _run_body(agent_os: Any, workflow_id: str, run_id: str, session_id: str | None) -> dict[str, Any] | None:
+    """The run's body: its to_dict() once ended on the workers (what a wait answers), else
+    the run as agno keeps it (agno_runs: RUNNING while on the workers, or a run that
+    agno or an in-process Workflow.run kept in this database). None: not this workflow's
+    (or session's) run."""
+    with agent_os.db.connect() as conn:
+        row = progress.get_run(conn, run_id)
+    if row is not None:
+        if row["workflow_id"] != workflow_id or (session_id and row["session_id"] != session_id):
+            return None
+        if row["status"] != progress.RUNNING and row["result"] is not None:
+            return dict(row["result"])
+    stored = agent_os.store.get(run_id)
     if (
         stored is None
         or stored.run_type != "workflow"
-        or stored.component_id != target.id
+        or stored.component_id != workflow_id
         or (session_id and stored.session_id != session_id)
     ):
-        raise missing
-    return JSONResponse(stored.to_api())
+        return None
+    return stored.to_api()
