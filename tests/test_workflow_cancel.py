@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from typing import Any, Iterator
 
+import httpx
 import pytest
+from agno.client import AgentOSClient
+from agno.utils.http import aclose_default_clients
 from sqlalchemy import select
 
 from kern_tasks.db.run_tables import spans
@@ -44,6 +48,7 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     try:
         made.worker("w1")
         made.worker("w2")
+        made.web()
         yield made
     finally:
         made.close(request.session.testsfailed > failed_before)
@@ -57,8 +62,12 @@ def rows_by_path(cluster: Cluster, run_id: str) -> dict[str, list[Any]]:
         return found
 
 
+def settled_count(cluster: Cluster) -> int:
+    return sum(cluster.procs.log_text(name).count(SETTLED) for name in ("w1", "w2"))
+
+
 def settled(cluster: Cluster, times: int) -> bool:
-    return sum(cluster.procs.log_text(name).count(SETTLED) for name in ("w1", "w2")) >= times
+    return settled_count(cluster) >= times
 
 
 def test_cancel_during_a_slow_step_keeps_what_finished_and_runs_nothing_after(cluster: Cluster) -> None:
@@ -138,3 +147,52 @@ def test_a_finished_run_is_not_cancelled_and_an_unknown_one_is_not_found(cluster
         cancel(cluster.db, workflow, "no-such-run")
     with pytest.raises(NotFound):  # another workflow's run
         cancel(cluster.db, stream_app.WORKFLOWS["loop"], run_id)
+
+
+def test_cancel_over_http_answers_as_agno_and_ends_the_stream(cluster: Cluster) -> None:
+    cluster.release.unlink(missing_ok=True)
+    before = settled_count(cluster)
+    http = httpx.Client(base_url=cluster.url, timeout=30, trust_env=False)
+    workflow_id = stream_app.WORKFLOWS["cancel"].id
+    slow_before = stream_app.calls(cluster.calls, "slow")
+
+    async def stream_and_cancel() -> list[dict[str, Any]]:
+        client = AgentOSClient(cluster.url, timeout=60)
+        events: list[dict[str, Any]] = []
+        try:
+            async for event in client.run_workflow_stream(workflow_id, "go", session_id=f"s-{uuid.uuid4().hex[:8]}"):
+                events.append(event.to_dict())
+                if event.event == "StepStarted" and event.step_name == "slow":
+                    # agno's client cancels as agno's UI does: POST .../cancel, {} back.
+                    await client.cancel_workflow_run(workflow_id, event.run_id)
+            return events
+        finally:
+            await aclose_default_clients()
+
+    events = asyncio.run(asyncio.wait_for(stream_and_cancel(), 60))
+    assert [(e["event"], e.get("step_name")) for e in events] == [
+        ("WorkflowStarted", None), ("StepStarted", "before"), ("StepOutput", "before"), ("StepCompleted", "before"),
+        ("StepStarted", "slow"), ("WorkflowCancelled", None)]
+    run_id = events[0]["run_id"]
+    assert stream_app.calls(cluster.calls, "slow") == slow_before + 1
+    got = http.get(f"/workflows/{workflow_id}/runs/{run_id}")
+    assert got.status_code == 200 and got.json()["status"] == "CANCELLED"
+
+    again = http.post(f"/workflows/{workflow_id}/runs/{run_id}/cancel")
+    assert (again.status_code, again.json()["detail"]) == (409, "run is already cancelled")
+    assert http.post(f"/workflows/{workflow_id}/runs/no-such-run/cancel").status_code == 404
+    assert http.post(f"/workflows/no-such-workflow/runs/{run_id}/cancel").status_code == 404
+    other = stream_app.WORKFLOWS["loop"].id  # the run is not that workflow's
+    assert http.post(f"/workflows/{other}/runs/{run_id}/cancel").status_code == 404
+
+    done = http.post(f"/workflows/{stream_app.WORKFLOWS['router'].id}/runs",
+                     data={"message": "a picture", "stream": "false"})
+    assert done.status_code == 200 and done.json()["status"] == "COMPLETED"
+    late = http.post(f"/workflows/{stream_app.WORKFLOWS['router'].id}/runs/{done.json()['run_id']}/cancel")
+    assert (late.status_code, late.json()["detail"]) == (409, "run is already completed")
+
+    cluster.release.write_text("go")
+    wait_for(lambda: settled(cluster, before + 1), 30, what="the cancelled step's task to end")
+    assert stream_app.calls(cluster.calls, "after_slow") == 0
+    assert http.get(f"/workflows/{workflow_id}/runs/{run_id}").json()["status"] == "CANCELLED"
+    http.close()

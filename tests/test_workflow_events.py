@@ -20,11 +20,14 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Iterator
 
+import httpx
 import pytest
 
 os.environ.setdefault("AGNO_TELEMETRY", "false")
 
 import agno.workflow as agno_workflow  # noqa: E402
+from agno.client import AgentOSClient  # noqa: E402
+from agno.utils.http import aclose_default_clients  # noqa: E402
 from agno.db.in_memory import InMemoryDb  # noqa: E402
 
 from kern_tasks.app import create_app  # noqa: E402
@@ -34,7 +37,7 @@ from kern_tasks.workflow.events import run_events  # noqa: E402
 from kern_tasks.workflow.submit import submit  # noqa: E402
 from tests import stream_app  # noqa: E402
 from tests.conftest import POSTGRES_URL, broker_url_for, drop_schema, flush_broker, fresh_schema_name  # noqa: E402
-from tests.processes import Processes, kern_env  # noqa: E402
+from tests.processes import PYTHON, Processes, free_port, kern_env, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +61,9 @@ class Cluster:
         self.db = Database(POSTGRES_URL, schema=self.schema, settings=settings)
         self.db.upgrade()
         self.app = create_app(settings)
-        env = kern_env(database_url=POSTGRES_URL, schema=self.schema, base_url="http://127.0.0.1:9",
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = kern_env(database_url=POSTGRES_URL, schema=self.schema, base_url=self.url,
                        data_dir=tmp / "kern", broker_url=broker_url_for(redis_db))
         self.env = {**env, "KERN_APP": APP, stream_app.CALLS_ENV: str(self.calls),
                     stream_app.RELEASE_ENV: str(self.release)}
@@ -70,6 +75,18 @@ class Cluster:
                                         "--without-heartbeat"])
         self.procs.wait_for_log(name, " ready.")
         return proc
+
+    def web(self) -> None:
+        """`kern-tasks serve` of the same app: the HTTP routes (runs go to the workers)."""
+        self.procs.start("web", [PYTHON, "-m", "kern_tasks", "serve", "--port", str(self.port)])
+        wait_for(self._up, timeout=60, what="the web process to serve /health")
+
+    def _up(self) -> bool:
+        self.procs.check_alive()
+        try:
+            return httpx.get(f"{self.url}/health", timeout=5, trust_env=False).status_code == 200
+        except httpx.TransportError:
+            return False
 
     def submit(self, name: str, input: Any = "a topic") -> str:
         return submit(self.app, stream_app.WORKFLOWS[name], input, db=self.db,
@@ -90,6 +107,7 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     try:
         made.worker("w1")
         made.worker("w2")
+        made.web()
         yield made
     finally:
         made.close(request.session.testsfailed > failed_before)
@@ -112,10 +130,25 @@ async def collect(events: Any) -> list[dict[str, Any]]:
     return [event async for event in events]
 
 
-def our_events(cluster: Cluster, name: str, input: Any) -> tuple[str, list[dict[str, Any]]]:
-    run_id = cluster.submit(name, input)
-    stream = run_events(cluster.db, stream_app.WORKFLOWS[name], run_id)
-    return run_id, asyncio.run(asyncio.wait_for(collect(stream), STREAM_TIMEOUT_S))
+def our_events(cluster: Cluster, name: str, input: Any, via: str = "core") -> tuple[str, list[dict[str, Any]]]:
+    """The events of a new run: read by `run_events` in this process ("core"), or over
+    POST /workflows/{id}/runs stream=true, parsed by agno's own client ("sse")."""
+    workflow = stream_app.WORKFLOWS[name]
+    if via == "core":
+        run_id = cluster.submit(name, input)
+        stream = run_events(cluster.db, workflow, run_id)
+        return run_id, asyncio.run(asyncio.wait_for(collect(stream), STREAM_TIMEOUT_S))
+
+    async def over_sse() -> list[dict[str, Any]]:
+        client = AgentOSClient(cluster.url, timeout=STREAM_TIMEOUT_S)
+        try:
+            stream = client.run_workflow_stream(workflow.id, input, session_id=f"s-{name}-{uuid.uuid4().hex[:8]}")
+            return [event.to_dict() async for event in stream]
+        finally:
+            await aclose_default_clients()  # agno's shared client belongs to this loop
+
+    events = asyncio.run(asyncio.wait_for(over_sse(), STREAM_TIMEOUT_S))
+    return events[0]["run_id"], events
 
 
 def pairs(events: list[dict[str, Any]]) -> list[tuple[str, Any]]:
@@ -158,10 +191,11 @@ CASES = [("sequence", "a topic"), ("parallel", "a topic"), ("loop", "AI agents")
          ("condition", "later"), ("router", "a video please"), ("failing", "x"), ("failing_loop", "x")]
 
 
+@pytest.mark.parametrize("via", ["core", "sse"])
 @pytest.mark.parametrize("name, input", CASES, ids=[f"{n}-{i.split()[0]}" for n, i in CASES])
-def test_the_event_stream_on_workers_is_agnos(cluster: Cluster, name: str, input: str) -> None:
+def test_the_event_stream_on_workers_is_agnos(cluster: Cluster, name: str, input: str, via: str) -> None:
     expected = agno_events(name, input)
-    run_id, ours = our_events(cluster, name, input)
+    run_id, ours = our_events(cluster, name, input, via)
     assert canonical(pairs(ours)) == canonical(pairs(expected))
     assert each_step_starts_before_it_completes(ours)
     workflow = stream_app.WORKFLOWS[name]

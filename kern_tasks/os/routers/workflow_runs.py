@@ -5,10 +5,15 @@ Celery workers, never in this process:
                                         user_id, session_state, additional_data (JSON objects)
         background=false  200  the ended run: its WorkflowRunOutput.to_dict(), as agno answers
         background=true   202  {"run_id", "session_id", "status": "PENDING"}
-        stream=true       422  for now (SSE: `_stream`)
+        stream=true       200  text/event-stream: agno's workflow events of the run as it
+                                   goes on the workers (workflow/events.py), WorkflowStarted
+                                   ... WorkflowCompleted | WorkflowError | WorkflowCancelled
     GET  /workflows/{id}/runs/{run_id}  200  the run as agno keeps it: RUNNING (the run as
                                              recorded at its start) until it ends, then its
                                              to_dict() (`session_id` query: must match if given)
+    POST /workflows/{id}/runs/{run_id}/cancel  200 {} (agno's answer): cancelled between
+                                             steps (workflow/cancel.py); 404 no such run of
+                                             this workflow; 409 a run that has ended
 
 A POST records the run and publishes it (kern_tasks.workflow.submit.start) to the AgentOS's
 Celery app; a wait polls the database (`until_ended`) without blocking the event loop.
@@ -26,11 +31,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
 from kern_tasks.errors import NotFound, ValidationError
+from kern_tasks.os import sse
 from kern_tasks.os.errors import error_responses
 from kern_tasks.os.forms import ID_MAX, WORKFLOW_FORM_DOC, RunRequest, read_run_request
 from kern_tasks.os.schemas import RunAccepted
 from kern_tasks.runs.safe import has_unstorable_text
 from kern_tasks.workflow import progress
+from kern_tasks.workflow.cancel import cancel
+from kern_tasks.workflow.events import run_events
 from kern_tasks.workflow.submit import start, until_ended
 from kern_tasks.workflow.types import WorkflowRunOutput
 from kern_tasks.workflow.workflow import Workflow
@@ -91,9 +99,25 @@ async def create_workflow_run(workflow_id: str, request: Request) -> Any:
 
 
 async def _stream(agent_os: Any, workflow: Workflow, run_request: RunRequest) -> Any:
-    """stream=true: agno's SSE events of the run (H2 wires workflow/events.py in here:
-    start the run as above, then answer a StreamingResponse of its events)."""
-    raise ValidationError("stream", "streaming is not supported yet: send stream=false")
+    """stream=true: start the run as above, then answer its events as agno's SSE; a client
+    that hangs up stops the reading, not the run."""
+    run = await asyncio.to_thread(_start, agent_os, workflow, run_request)
+    return sse.response(run_events(agent_os.db, workflow, run.run_id))
+
+
+@router.post("/workflows/{workflow_id}/runs/{run_id}/cancel", summary="Cancel a workflow run")
+async def cancel_workflow_run(
+    workflow_id: str,
+    run_id: str,
+    request: Request,
+    session_id: str | None = Query(None, max_length=ID_MAX),
+) -> JSONResponse:
+    agent_os = request.app.state.agent_os
+    workflow = agent_os.targets.get("workflows", workflow_id)
+    if len(run_id) > ID_MAX or has_unstorable_text(run_id):
+        raise NotFound(f"workflow {workflow_id[:200]!r} has no run {run_id[:80]!r}")
+    await asyncio.to_thread(cancel, agent_os.db, workflow, run_id, session_id=session_id)
+    return JSONResponse({}, status_code=200)
 
 
 @router.get("/workflows/{workflow_id}/runs/{run_id}", summary="Get a workflow run", response_model=WorkflowRunBody)
