@@ -28,7 +28,7 @@ from kern_tasks.errors import Conflict, NotFound
 from kern_tasks.runs.store import RunStore
 from kern_tasks.runs.traces import span_id_for
 from kern_tasks.workflow import progress, tasks
-from kern_tasks.workflow.cancel import cancel
+from kern_tasks.workflow.cancel import _cancelled_dict, cancel
 from kern_tasks.workflow.events import run_events
 from kern_tasks.workflow.submit import wait
 from tests import stream_app
@@ -196,3 +196,33 @@ def test_cancel_over_http_answers_as_agno_and_ends_the_stream(cluster: Cluster) 
     assert stream_app.calls(cluster.calls, "after_slow") == 0
     assert http.get(f"/workflows/{workflow_id}/runs/{run_id}").json()["status"] == "CANCELLED"
     http.close()
+
+
+def test_a_cancel_whose_end_was_not_recorded_is_ended_as_cancelled_by_the_next_advance(cluster: Cluster) -> None:
+    # The cancel's transaction committed and its process died before agno's record of the
+    # end: the run is RUNNING with its CANCELLED dict and nothing open. The sweep's advance
+    # (sent here by hand) ends it as cancelled; it never runs the rest.
+    cluster.release.unlink(missing_ok=True)
+    before = settled_count(cluster)
+    workflow = stream_app.WORKFLOWS["cancel"]
+    run_id = cluster.submit("cancel")
+    wait_for(lambda: stream_app.calls(cluster.calls, "slow") == stream_app.calls(cluster.calls, "slow", "end") + 1,
+             30, what="the slow step running")
+    with cluster.db.begin() as conn:
+        now = time.time()
+        row = progress.lock_run(conn, run_id)
+        found = progress.load_progress(conn, run_id)
+        reason = f"Run {run_id} was cancelled"
+        assert [i.path for i in progress.cancel_open_steps(conn, run_id, now=now, reason=reason)] == ["1"]
+        progress.record_result(conn, run_id, _cancelled_dict(workflow, row, found, reason, now), now=now)
+    with cluster.db.connect() as conn:
+        assert progress.is_cancelling(progress.get_run(conn, run_id))
+    with pytest.raises(Conflict, match="already cancelled"):  # a second cancel sees it as cancelled
+        cancel(cluster.db, workflow, run_id)
+    assert RunStore(cluster.db).get(run_id).status == "RUNNING"
+    cluster.app.send_task("kern.workflow.advance", args=[run_id])
+    assert wait(cluster.db, run_id, timeout=30).status.value == "CANCELLED"
+    assert RunStore(cluster.db).get(run_id).status == "CANCELLED"
+    cluster.release.write_text("go")
+    wait_for(lambda: settled(cluster, before + 1), 30, what="the cancelled step's task to end")
+    assert "2" not in rows_by_path(cluster, run_id)
