@@ -11,7 +11,7 @@ and a span per step attempt where agno keeps them), `workflow` (Workflow, run/ar
 On Celery workers: `submit` (record a run and hand it to the workers; `wait` for its end),
 `tasks` (kern.workflow.advance / kern.workflow.step, and beat's sweep), `replay` (the
 runner's rules driven from recorded outcomes), `progress` (the SQL of a run's progress,
-migration 0005).
+migration 0005), `media` (step media beyond a size bound stored by reference, migration 0006).
 """
 
 from kern_tasks.workflow.cel import CelError

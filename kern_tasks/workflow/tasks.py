@@ -44,7 +44,7 @@ from kern_tasks.firing import liveness
 from kern_tasks.runs.store import RunStore
 from kern_tasks.runs.traces import span_id_for
 from kern_tasks.runtime import runtime_for
-from kern_tasks.workflow import progress
+from kern_tasks.workflow import media, progress
 from kern_tasks.workflow.record import attempt_finished, attempt_started, root_span_id, run_finished
 from kern_tasks.workflow.progress import Outcome, Progress, Taken
 from kern_tasks.workflow.replay import Pending, Reached, Replay
@@ -152,7 +152,7 @@ def record_end(db: Any, row: Any, result: dict[str, Any], *, now: float) -> bool
     cancel.py's). False when agno's record failed: the run stays RUNNING with nothing
     open, and the sweep advances it again."""
     try:
-        run_finished(RunStore(db), result, copy.deepcopy(row["session_state"] or {}),
+        run_finished(RunStore(db), media.inlined(db, row["run_id"], result), copy.deepcopy(row["session_state"] or {}),
                      started_at=float(row["created_at"]), ended_at=now)
     except DBAPIError as exc:
         log.warning("workflow run %s: its end not recorded yet (%s); the sweep retries", row["run_id"], exc)
@@ -234,6 +234,8 @@ def step_task(self: Any, run_id: str, path: str) -> str:
     if workflow is not None and context is not None:
         try:
             reached = _reach(workflow, row, context, found, path)
+            if reached is not None:
+                media.resolve_input(db, run_id, reached.step_input)  # media by reference: content again
         except Exception as exc:  # noqa: BLE001 - e.g. the stored input no longer fits input_schema
             missing = f"the step's input could not be rebuilt: {type(exc).__name__}: {exc}"
     max_tries = reached.step.max_retries + 1 if reached is not None else 1
@@ -287,7 +289,8 @@ def _finish(db: Any, workflow: Workflow | None, run_id: str, taken: Taken, outco
     with db.begin() as conn:
         now = db_time(conn)
         locked = progress.lock_run(conn, run_id)
-        if locked is None or not progress.finish_step(conn, taken, outcome, now=now):
+        if locked is None or not progress.finish_step(conn, taken, media.offloaded(conn, run_id, outcome, now=now),
+                                                      now=now):
             return None
         if locked["status"] != progress.RUNNING or workflow is None:
             return Advanced()
