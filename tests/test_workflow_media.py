@@ -41,7 +41,7 @@ from tests.processes import Processes, kern_env
 
 pytestmark = pytest.mark.slow
 
-REDIS_DB = 1
+REDIS_DB = 6
 APP = "tests.test_workflow_media:WORKFLOWS"
 CALLS_ENV = "MEDIA_TEST_CALLS"  # a file each step appends "<step> <pid>" to
 AUDIO_BYTES = 1024 * 1024
