@@ -47,7 +47,14 @@ class Settings:
     result_backend   KERN_RESULT_BACKEND default: none
     base_url         KERN_BASE_URL       where schedules fire: base_url + endpoint
     service_token    KERN_SERVICE_TOKEN  bearer token fires carry
-    security_key     KERN_SECURITY_KEY   when set, every API route needs it
+    security_key     KERN_SECURITY_KEY   when set, every API route needs it (or a JWT, below)
+    jwt_verification_key
+                     KERN_JWT_VERIFICATION_KEY  verifies users' JWTs (agno's JWT_VERIFICATION_KEY): a
+                                         PEM public key, or the shared secret for HS256 (never in repr)
+    jwt_jwks_file    KERN_JWT_JWKS_FILE  a JWKS file of verification keys, by kid (agno's JWT_JWKS_FILE)
+    jwt_algorithm    KERN_JWT_ALGORITHM  default RS256 (agno's default); HS256 for a shared secret
+    os_id            KERN_OS_ID          this OS's id: GET /config's os_id and the audience JWTs must name
+                                         (default: the AgentOS title)
     app              KERN_APP            "module:attribute" of the AgentOS workers import
     openai_api_key   OPENAI_API_KEY      bearer key of the OpenAI-compatible model adapter (never in repr)
     openai_base_url  OPENAI_BASE_URL     default https://api.openai.com/v1 (Ollama, vLLM: their /v1 URL)
@@ -63,6 +70,10 @@ class Settings:
     base_url: str = "http://127.0.0.1:7777"
     service_token: str | None = field(default=None, repr=False)
     security_key: str | None = field(default=None, repr=False)
+    jwt_verification_key: str | None = field(default=None, repr=False)
+    jwt_jwks_file: str | None = None
+    jwt_algorithm: str = "RS256"
+    os_id: str | None = None
     app: str | None = None
     data_dir: Path = field(default=DEFAULT_DATA_DIR)
     openai_api_key: str | None = field(default=None, repr=False)
@@ -85,6 +96,10 @@ class Settings:
             base_url=get("KERN_BASE_URL") or cls.base_url,
             service_token=get("KERN_SERVICE_TOKEN"),
             security_key=get("KERN_SECURITY_KEY"),
+            jwt_verification_key=get("KERN_JWT_VERIFICATION_KEY"),
+            jwt_jwks_file=get("KERN_JWT_JWKS_FILE"),
+            jwt_algorithm=get("KERN_JWT_ALGORITHM") or cls.jwt_algorithm,
+            os_id=get("KERN_OS_ID"),
             app=get("KERN_APP"),
             data_dir=Path(get("KERN_DATA_DIR") or DEFAULT_DATA_DIR),
             openai_api_key=get("OPENAI_API_KEY"),
@@ -94,6 +109,11 @@ class Settings:
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or _default_database_url(self.data_dir)
+
+    @property
+    def jwt_enabled(self) -> bool:
+        """True when users' JWTs are accepted (a verification key or a JWKS file is set)."""
+        return bool(self.jwt_verification_key or self.jwt_jwks_file)
 
     @property
     def is_embedded(self) -> bool:

@@ -1,16 +1,35 @@
-"""Bearer-token guard for the whole app (a pure ASGI middleware, so /docs, /openapi.json and
-unknown paths are guarded too, and nothing about a route leaks without a key).
+"""Who may call what: the bearer-token guard of the whole app (a pure ASGI middleware, so
+/docs, /openapi.json and unknown paths are guarded too, and nothing about a route leaks
+without a credential), and who the caller is, for the routes that scope by user.
 
-With a security key set (KERN_SECURITY_KEY or AgentOS(security_key=...)):
+Auth is on when a security key (KERN_SECURITY_KEY or AgentOS(security_key=...)) or a JWT
+verification key (KERN_JWT_VERIFICATION_KEY / KERN_JWT_JWKS_FILE, os/tokens.py) is set.
+Then:
 - `/health` is open;
-- `Authorization: Bearer <security key>` may call everything;
+- `Authorization: Bearer <security key>` may call everything, as no user (every owner's
+  rows);
 - `Authorization: Bearer <service token>` (KERN_SERVICE_TOKEN: what schedules fire with)
   may only start and poll runs: POST /agents|teams|workflows/{id}/runs and
   GET .../runs/{run_id}. Anything else answers 403 (agno lets it manage schedules too);
-- no token or another token answers 401.
-Without a security key every route is open, as in agno.
+- `Authorization: Bearer <JWT>` is a user's (os/tokens.py: `sub` the user, `scopes` agno's
+  scope names, `aud` this OS's id). Each route needs the scopes agno's table gives it
+  (os/scopes.py); /docs and /openapi.json need none; a path the table does not know needs
+  `agent_os:admin`. A token without the scopes answers 403 naming them; a bad, expired or
+  foreign token answers 401 saying why. A token without `sub` must hold `agent_os:admin`;
+- no token, or any other token, answers 401.
+Without either key every route is open, as in agno.
 
-Tokens are compared with hmac.compare_digest; neither is ever logged or echoed.
+Tokens are compared with hmac.compare_digest; none is ever logged or echoed.
+
+The middleware leaves the caller in `request.state.caller` (a `Caller`). Routes ask
+`scoped_user(request, asked)` whose rows a read or change may touch: a user's own, unless
+their token holds `agent_os:admin` (agno's rule); `creating_user(request)` who owns what
+they create; `acting_user(request, given)` whom a run started by the request runs as (a
+user token's subject wins over the form's user_id, as in agno).
+
+The JWT settings and the OS id (the audience) are read from the AgentOS the app serves
+(`app.state.agent_os`) when the server starts (its lifespan; the first request without one),
+so a misconfigured key stops the start instead of refusing every token.
 """
 
 from __future__ import annotations
@@ -18,8 +37,14 @@ from __future__ import annotations
 import hmac
 import json
 import re
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
+from starlette.requests import Request
+
+from kern_tasks.os import describe
+from kern_tasks.os.scopes import ADMIN_SCOPE, allows, required_scopes
+from kern_tasks.os.tokens import InvalidToken, TokenVerifier
 from kern_tasks.scheduler.endpoints import RUN_ENDPOINT
 
 Scope = dict[str, Any]
@@ -28,11 +53,62 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 OPEN_PATHS = frozenset({"/health", "/health/"})
+# What any valid credential may read: the API's own description.
+DOC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/openapi.json"})
 # What the service token may do: (method, path pattern).
 SERVICE_ROUTES = (
     ("POST", RUN_ENDPOINT),
     ("GET", re.compile(r"^/(agents|teams|workflows)/[^/]+/runs/[^/]+/?$")),
 )
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a request: "open" (auth is off), "key" (the security key), "service" (the
+    service token) or "user" (a JWT: its subject and scopes)."""
+
+    kind: str
+    user_id: str | None = None
+    scopes: tuple[str, ...] = ()
+
+    @property
+    def owner(self) -> str | None:
+        """The one user whose rows this caller reaches; None: every owner's."""
+        if self.kind == "user" and ADMIN_SCOPE not in self.scopes:
+            return self.user_id
+        return None
+
+
+OPEN = Caller("open")
+
+
+def caller_of(request: Request) -> Caller:
+    """The request's caller, as BearerAuth recorded it (OPEN when auth is off)."""
+    caller = getattr(request.state, "caller", None)
+    return caller if isinstance(caller, Caller) else OPEN
+
+
+def scoped_user(request: Request, asked: str | None = None) -> str | None:
+    """The owner a read or change is limited to: a user token's subject (unless it holds
+    agent_os:admin), whatever `asked` (a user_id filter of the request) says; else `asked`."""
+    owner = caller_of(request).owner
+    return owner if owner is not None else asked
+
+
+def creating_user(request: Request) -> str | None:
+    """Who owns what the request creates: the token's user (admin or not); None for the
+    security key and open mode (unowned), as agno's schedules router decides."""
+    caller = caller_of(request)
+    return caller.user_id if caller.kind == "user" else None
+
+
+def acting_user(request: Request, given: str | None) -> str | None:
+    """Whom a run started by this request runs as: a user token's subject, else `given`
+    (the form's user_id; what a schedule fires with is its owner)."""
+    caller = caller_of(request)
+    if caller.kind == "user" and caller.user_id is not None:
+        return caller.user_id
+    return given
 
 
 def bearer_token(scope: Scope) -> str | None:
@@ -55,6 +131,18 @@ def service_may_call(method: str, path: str) -> bool:
     return any(method == allowed and pattern.match(path) for allowed, pattern in SERVICE_ROUTES)
 
 
+def user_refusal(caller: Caller, method: str, path: str) -> str | None:
+    """Why a user's token may not call `method path` (None: it may)."""
+    if path in DOC_PATHS:
+        return None
+    needed = required_scopes(method, path)
+    if needed is None:
+        return None if ADMIN_SCOPE in caller.scopes else f"Insufficient permissions. Required scope(s): {ADMIN_SCOPE}"
+    if allows(caller.scopes, needed, path):
+        return None
+    return f"Insufficient permissions. Required scope(s): {', '.join(needed)}"
+
+
 class BearerAuth:
     """Let a request through, or answer 401/403 per the module docstring."""
 
@@ -62,23 +150,76 @@ class BearerAuth:
         self.app = app
         self.security_key = security_key or None
         self.service_token = service_token or None
+        self.verifier: TokenVerifier | None = None
+        self._configured = False
+
+    def configure(self, scope: Scope) -> None:
+        """Read the JWT settings and the OS id of the AgentOS this app serves, once."""
+        if self._configured:
+            return
+        state = getattr(scope.get("app"), "state", None)
+        agent_os = getattr(state, "agent_os", None)
+        settings = getattr(agent_os, "settings", None)
+        if settings is not None:
+            self.verifier = TokenVerifier.from_settings(settings, audience=describe.os_id(agent_os))
+        self._configured = True
+
+    @property
+    def enabled(self) -> bool:
+        return self.security_key is not None or self.verifier is not None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.security_key is None or scope["path"] in OPEN_PATHS:
+        if scope["type"] == "lifespan" and not self._configured:
+            try:
+                self.configure(scope)
+            except Exception as exc:
+                # A bad key stops the start, said why (and raised, as Starlette's own lifespan does).
+                await receive()  # lifespan.startup
+                await send({"type": "lifespan.startup.failed", "message": f"authentication settings: {exc}"})
+                raise
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        self.configure(scope)  # a no-op after the lifespan; an app served without one
+        if not self.enabled or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
         token = bearer_token(scope)
-        if token is not None and _same(token, self.security_key):
-            await self.app(scope, receive, send)
+        if token is None:
+            await _deny(send, 401, f"missing bearer token: send Authorization: Bearer <{self._wanted()}>")
             return
-        if token is not None and _same(token, self.service_token):
-            if service_may_call(scope["method"], scope["path"]):
-                await self.app(scope, receive, send)
+        method, path = scope["method"], scope["path"]
+        if _same(token, self.security_key):
+            caller = Caller("key")
+        elif _same(token, self.service_token):
+            if not service_may_call(method, path):
+                await _deny(send, 403, "the service token may only start and poll runs (/agents|teams|workflows/{id}/runs)")
                 return
-            await _deny(send, 403, "the service token may only start and poll runs (/agents|teams|workflows/{id}/runs)")
+            caller = Caller("service")
+        elif self.verifier is not None:
+            try:
+                user = self.verifier.verify(token)
+            except InvalidToken as exc:
+                await _deny(send, 401, f"invalid bearer token: {exc}")
+                return
+            caller = Caller("user", user.user_id, user.scopes)
+            if caller.user_id is None and ADMIN_SCOPE not in caller.scopes:
+                await _deny(send, 401, f"invalid bearer token: the token names no user (sub); only {ADMIN_SCOPE} may omit it")
+                return
+            refusal = user_refusal(caller, method, path)
+            if refusal is not None:
+                await _deny(send, 403, refusal)
+                return
+        else:
+            await _deny(send, 401, f"invalid bearer token: send Authorization: Bearer <{self._wanted()}>")
             return
-        detail = "missing bearer token" if token is None else "invalid bearer token"
-        await _deny(send, 401, f"{detail}: send Authorization: Bearer <security key>")
+        scope.setdefault("state", {})["caller"] = caller
+        await self.app(scope, receive, send)
+
+    def _wanted(self) -> str:
+        if self.verifier is None:
+            return "security key"
+        return "JWT" if self.security_key is None else "security key or JWT"
 
 
 async def _deny(send: Send, status: int, detail: str) -> None:

@@ -127,6 +127,14 @@ def step_dict(node: Node, db_id: str | None) -> dict[str, Any]:
     return {key: value for key, value in described.items() if value is not None}
 
 
+def os_id(agent_os: Any) -> str:
+    """This OS's id: GET /config's os_id and the audience users' JWTs must name. Its `id`,
+    else KERN_OS_ID (settings.os_id), else its title."""
+    settings = getattr(agent_os, "settings", None)
+    return (getattr(agent_os, "id", None) or getattr(settings, "os_id", None) or getattr(agent_os, "title", None)
+            or "kern_tasks")
+
+
 def config(agent_os: Any) -> ConfigBody:
     """GET /config of `agent_os`: what it is and which of agno's features it has. It keeps
     sessions and traces (in its database); background runs execute in the process that
@@ -141,7 +149,7 @@ def config(agent_os: Any) -> ConfigBody:
             models.setdefault((ref.id, ref.provider), ref)
     title = getattr(agent_os, "title", None)
     return ConfigBody(
-        os_id=getattr(agent_os, "id", None) or title or "kern_tasks",
+        os_id=os_id(agent_os),
         name=getattr(agent_os, "name", None) or title,
         description=getattr(agent_os, "description", None),
         os_version=__version__,

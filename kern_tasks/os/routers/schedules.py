@@ -8,6 +8,10 @@ adds only what HTTP needs: ids that cannot exist answer 404 without a query, and
 missing schedule answers 404 (the agno-style methods answer None). The bodies are the
 spec's (os/schemas.py), so each field's rules, null included, are checked as the
 manager checks them.
+
+Owners (os/auth.py): a user's token reaches only that user's schedules (the manager's
+`user_id` scoping: another owner's schedule is a 404, as a missing one), and what it
+creates is that user's; the security key reaches every schedule and creates unowned ones.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request, Response
 
 from kern_tasks.errors import Conflict, NotFound
+from kern_tasks.os.auth import creating_user, scoped_user
 from kern_tasks.os.errors import error_responses
 from kern_tasks.os.schemas import (
     PaginatedResponse,
@@ -65,7 +70,7 @@ async def list_schedules(
     limit: int = Query(100, ge=1, le=MAX_PAGE_LIMIT),
     page: int = Query(1, ge=1, le=PAGE_MAX),
 ) -> dict[str, Any]:
-    found = await _manager(request).alist_page(enabled=enabled, limit=limit, page=page)
+    found = await _manager(request).alist_page(enabled=enabled, limit=limit, page=page, user_id=scoped_user(request))
     return PaginatedResponse.of(found, ScheduleResponse)
 
 
@@ -73,7 +78,9 @@ async def list_schedules(
 async def create_schedule(body: ScheduleCreate, request: Request) -> dict[str, Any]:
     values = body.model_dump()
     try:
-        created = await _manager(request).acreate(name=values.pop("name"), cron=values.pop("cron_expr"), **values)
+        created = await _manager(request).acreate(
+            name=values.pop("name"), cron=values.pop("cron_expr"), user_id=creating_user(request), **values
+        )
     except Conflict as exc:  # the manager's message speaks of if_exists, which HTTP has not
         raise Conflict(f"a schedule named {body.name!r} already exists") from exc
     return _schedule(created)
@@ -81,40 +88,40 @@ async def create_schedule(body: ScheduleCreate, request: Request) -> dict[str, A
 
 @router.get("/schedules/{schedule_id}", response_model=ScheduleResponse)
 async def get_schedule(schedule_id: str, request: Request) -> dict[str, Any]:
-    return _schedule(_found(await _manager(request).aget(_checked_id(schedule_id)), schedule_id))
+    return _schedule(_found(await _manager(request).aget(_checked_id(schedule_id), scoped_user(request)), schedule_id))
 
 
 @router.patch("/schedules/{schedule_id}", response_model=ScheduleResponse)
 async def update_schedule(schedule_id: str, body: ScheduleUpdate, request: Request) -> dict[str, Any]:
     # ScheduleUpdate admits null only where the spec does; the manager refuses unstorable text.
     updates = body.model_dump(exclude_unset=True)
-    updated = await _manager(request).aupdate(_checked_id(schedule_id), **updates)
+    updated = await _manager(request).aupdate(_checked_id(schedule_id), scoped_user(request), **updates)
     return _schedule(_found(updated, schedule_id))
 
 
 @router.delete("/schedules/{schedule_id}", status_code=204, response_class=Response)
 async def delete_schedule(schedule_id: str, request: Request) -> Response:
-    if not await _manager(request).adelete(_checked_id(schedule_id)):
+    if not await _manager(request).adelete(_checked_id(schedule_id), scoped_user(request)):
         raise NotFound(f"no schedule with id {schedule_id}")
     return Response(status_code=204)
 
 
 @router.post("/schedules/{schedule_id}/enable", response_model=ScheduleStateResponse)
 async def enable_schedule(schedule_id: str, request: Request) -> dict[str, Any]:
-    enabled = _found(await _manager(request).aenable(_checked_id(schedule_id)), schedule_id)
+    enabled = _found(await _manager(request).aenable(_checked_id(schedule_id), scoped_user(request)), schedule_id)
     return ScheduleStateResponse.model_validate(enabled.to_dict()).model_dump()
 
 
 @router.post("/schedules/{schedule_id}/disable", response_model=ScheduleStateResponse)
 async def disable_schedule(schedule_id: str, request: Request) -> dict[str, Any]:
-    disabled = _found(await _manager(request).adisable(_checked_id(schedule_id)), schedule_id)
+    disabled = _found(await _manager(request).adisable(_checked_id(schedule_id), scoped_user(request)), schedule_id)
     return ScheduleStateResponse.model_validate(disabled.to_dict()).model_dump()
 
 
 @router.post("/schedules/{schedule_id}/trigger", response_model=ScheduleRunResponse, status_code=202)
 async def trigger_schedule(schedule_id: str, request: Request) -> dict[str, Any]:
     """Queue one run now (beat publishes it on its next tick); the cron does not move."""
-    run = await _manager(request).atrigger_run(_checked_id(schedule_id))
+    run = await _manager(request).atrigger_run(_checked_id(schedule_id), user_id=scoped_user(request))
     return ScheduleRunResponse.model_validate(run.to_dict()).model_dump()
 
 
@@ -125,11 +132,15 @@ async def list_schedule_runs(
     limit: int = Query(100, ge=1, le=MAX_PAGE_LIMIT),
     page: int = Query(1, ge=1, le=PAGE_MAX),
 ) -> dict[str, Any]:
-    found = await _manager(request).aruns(_checked_id(schedule_id), limit=limit, page=page)
+    found = await _manager(request).aruns(_checked_id(schedule_id), limit=limit, page=page, user_id=scoped_user(request))
     return PaginatedResponse.of(found, ScheduleRunResponse)
 
 
 @router.get("/schedules/{schedule_id}/runs/{run_id}", response_model=ScheduleRunResponse)
 async def get_schedule_run(schedule_id: str, run_id: str, request: Request) -> dict[str, Any]:
-    run = await _manager(request).aget_run(_checked_id(schedule_id), _checked_id(run_id, "run"))
+    manager = _manager(request)
+    owner = scoped_user(request)
+    if owner is not None:  # another owner's schedule has no runs to show (get_run takes no owner)
+        await manager.aget_or_raise(_checked_id(schedule_id), owner)
+    run = await manager.aget_run(_checked_id(schedule_id), _checked_id(run_id, "run"))
     return ScheduleRunResponse.model_validate(run.to_dict()).model_dump()

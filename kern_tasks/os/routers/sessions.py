@@ -9,7 +9,8 @@
     DELETE /sessions/{id}             204; the session and its runs (user_id scopes it)
 
 `user_id` narrows every route to that owner's sessions (a session of another owner is not
-found). Unknown sessions answer 404, including on DELETE (agno answers 204 there); a `type`
+found). A user's token is narrowed to that user whatever `user_id` says (os/auth.py's
+`scoped_user`, agno's rule), unless it holds agent_os:admin. Unknown sessions answer 404, including on DELETE (agno answers 204 there); a `type`
 the session is not answers 404 too; bad filters answer 422.
 """
 
@@ -22,6 +23,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import StringConstraints
 
 from kern_tasks.errors import NotFound
+from kern_tasks.os.auth import scoped_user
 from kern_tasks.os.session_schemas import (
     RunSchema,
     SessionDetail,
@@ -78,7 +80,7 @@ async def list_sessions(
 ) -> dict[str, Any]:
     queries = _queries(request, db_id, table)
     found = await asyncio.to_thread(
-        queries.sessions, session_type=session_type, component_id=component_id, user_id=user_id,
+        queries.sessions, session_type=session_type, component_id=component_id, user_id=scoped_user(request, user_id),
         session_name=session_name, page=page, limit=limit, sort_by=sort_by, sort_order=sort_order,
     )
     return {
@@ -98,7 +100,7 @@ async def get_session(
     table: str | None = text_filter("this OS's session table"),
 ) -> Any:
     queries = _queries(request, db_id, table)
-    session = await asyncio.to_thread(queries.session, known_id(session_id, "session"), user_id=user_id)
+    session = await asyncio.to_thread(queries.session, known_id(session_id, "session"), user_id=scoped_user(request, user_id))
     return session_detail(_found(session, session_id, session_type))
 
 
@@ -119,7 +121,7 @@ async def get_session_runs(
     wanted = sorted({value.upper() for value in status or []})
     queries = _queries(request, db_id, table)
     found = await asyncio.to_thread(
-        queries.session_runs, known_id(session_id, "session"), user_id=user_id, created_after=created_after,
+        queries.session_runs, known_id(session_id, "session"), user_id=scoped_user(request, user_id), created_after=created_after,
         created_before=created_before, statuses=wanted or None,
     )
     session, run_rows = found if found is not None else (None, [])
@@ -140,7 +142,7 @@ async def get_session_run(
 ) -> Any:
     queries = _queries(request, db_id, table)
     found = await asyncio.to_thread(
-        queries.session_runs, known_id(session_id, "session"), user_id=user_id, run_id=known_id(run_id, "run"))
+        queries.session_runs, known_id(session_id, "session"), user_id=scoped_user(request, user_id), run_id=known_id(run_id, "run"))
     session, run_rows = found if found is not None else (None, [])
     _found(session, session_id, session_type)
     if not run_rows:
@@ -157,6 +159,6 @@ async def delete_session(
     table: str | None = text_filter("this OS's session table"),
 ) -> Response:
     queries = _queries(request, db_id, table)
-    if not await asyncio.to_thread(queries.delete_session, known_id(session_id, "session"), user_id=user_id):
+    if not await asyncio.to_thread(queries.delete_session, known_id(session_id, "session"), user_id=scoped_user(request, user_id)):
         raise NotFound(f"no session with id {session_id[:80]!r}")
     return Response(status_code=204)

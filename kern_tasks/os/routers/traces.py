@@ -6,6 +6,8 @@
     GET /traces/{trace_id}   the trace and its span tree; span_id: that span alone (a
                              TraceNode); run_id: only if it is that run's trace
 
+A user's token sees only that user's traces, whatever `user_id` says (os/auth.py's
+`scoped_user`, agno's rule), unless it holds agent_os:admin; another's trace is not found.
 `start_time` keeps traces that start at or after it, `end_time` those that end at or before
 it. An unknown trace or span answers 404; an unreadable time 422 (pydantic's datetime
 parsing, so the document says date-time).
@@ -20,6 +22,7 @@ from typing import Any, Literal, Union
 from fastapi import APIRouter, Query, Request
 
 from kern_tasks.errors import NotFound
+from kern_tasks.os.auth import scoped_user
 from kern_tasks.os.describe import database_id
 from kern_tasks.os.errors import error_responses
 from kern_tasks.os.params import PAGE_MAX, check_store, known_id, text_filter
@@ -72,7 +75,7 @@ async def list_traces(
     bounds = {"start_time": stored_time(start_time), "end_time": stored_time(end_time)}
     queries = _queries(request, db_id)
     found = await asyncio.to_thread(
-        queries.traces, run_id=run_id, session_id=session_id, user_id=user_id, agent_id=agent_id,
+        queries.traces, run_id=run_id, session_id=session_id, user_id=scoped_user(request, user_id), agent_id=agent_id,
         team_id=team_id, workflow_id=workflow_id, status=status, page=page, limit=limit, **bounds,
     )
     return {
@@ -92,6 +95,9 @@ async def get_trace(
 ) -> Any:
     queries = _queries(request, db_id)
     found = await asyncio.to_thread(queries.trace, known_id(trace_id, "trace"), run_id=run_id)
+    owner = scoped_user(request)
+    if found is not None and owner is not None and found[0].get("user_id") != owner:
+        found = None  # another user's trace is as missing as one that never was
     if found is None:
         raise NotFound(f"no trace with id {trace_id[:80]!r}" + (f" for run {run_id[:80]!r}" if run_id else ""))
     trace, span_rows = found

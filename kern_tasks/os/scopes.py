@@ -1,0 +1,140 @@
+"""Which scope each route needs, as agno's AgentOS decides it (agno/os/scopes.py).
+
+    required_scopes("POST", "/agents/demo/runs")   -> ("agents:run",)
+    allows(["agents:demo:run"], ("agents:run",), "/agents/demo/runs")   -> True
+
+The table is agno's default scope table for the route families this OS serves (config,
+agents, teams, workflows, sessions, traces, schedules), in agno's form and order:
+"METHOD /path" with `*` matching any run of characters (slashes too), an exact entry
+before the patterns, the first pattern that matches wins. tests/test_jwt_scopes.py checks
+every route of the app against agno's own table.
+
+A token's scopes grant as agno's do:
+- `agent_os:admin` grants everything;
+- `resource:action` (e.g. `schedules:read`) grants that action on every resource of the kind;
+- `resource:<id>:action` (e.g. `agents:demo:run`) grants it on that one agent, team or
+  workflow, `resource:*:action` on all of them; a route under /agents/{id}, /teams/{id}
+  or /workflows/{id} needing that kind's scope is satisfied by either. Elsewhere only a
+  global or wildcard scope of the kind counts;
+- `system:` is the old name of `config:` and is read as it.
+A route needs every scope its entry lists.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable, Sequence
+
+ADMIN_SCOPE = "agent_os:admin"
+LEGACY_FAMILIES = {"system": "config"}
+PER_RESOURCE_KINDS = ("agents", "teams", "workflows")
+
+ROUTE_SCOPES: dict[str, tuple[str, ...]] = {
+    "GET /config": ("config:read",),
+    "GET /models": ("config:read",),
+    "GET /agents": ("agents:read",),
+    "GET /agents/*": ("agents:read",),
+    "POST /agents": ("agents:write",),
+    "PATCH /agents/*": ("agents:write",),
+    "DELETE /agents/*": ("agents:delete",),
+    "POST /agents/*/runs": ("agents:run",),
+    "POST /agents/*/runs/*/continue": ("agents:run",),
+    "POST /agents/*/runs/*/cancel": ("agents:run",),
+    "GET /teams": ("teams:read",),
+    "GET /teams/*": ("teams:read",),
+    "POST /teams": ("teams:write",),
+    "PATCH /teams/*": ("teams:write",),
+    "DELETE /teams/*": ("teams:delete",),
+    "POST /teams/*/runs": ("teams:run",),
+    "POST /teams/*/runs/*/continue": ("teams:run",),
+    "POST /teams/*/runs/*/cancel": ("teams:run",),
+    "GET /workflows": ("workflows:read",),
+    "GET /workflows/*": ("workflows:read",),
+    "POST /workflows": ("workflows:write",),
+    "PATCH /workflows/*": ("workflows:write",),
+    "DELETE /workflows/*": ("workflows:delete",),
+    "POST /workflows/*/runs": ("workflows:run",),
+    "POST /workflows/*/runs/*/continue": ("workflows:run",),
+    "POST /workflows/*/runs/*/cancel": ("workflows:run",),
+    "GET /sessions": ("sessions:read",),
+    "GET /sessions/*": ("sessions:read",),
+    "POST /sessions": ("sessions:write",),
+    "POST /sessions/*/rename": ("sessions:write",),
+    "PATCH /sessions/*": ("sessions:write",),
+    "DELETE /sessions": ("sessions:delete",),
+    "DELETE /sessions/*": ("sessions:delete",),
+    "GET /traces": ("traces:read",),
+    "GET /traces/*": ("traces:read",),
+    "GET /trace_session_stats": ("traces:read",),
+    "POST /traces/search": ("traces:read",),
+    "GET /schedules": ("schedules:read",),
+    "GET /schedules/*": ("schedules:read",),
+    "POST /schedules": ("schedules:write",),
+    "PATCH /schedules/*": ("schedules:write",),
+    "DELETE /schedules/*": ("schedules:delete",),
+    "POST /schedules/*/enable": ("schedules:write",),
+    "POST /schedules/*/disable": ("schedules:write",),
+    "POST /schedules/*/trigger": ("schedules:write",),
+    "GET /schedules/*/runs": ("schedules:read",),
+    "GET /schedules/*/runs/*": ("schedules:read",),
+}
+
+_RESOURCE = re.compile(r"^/(agents|teams|workflows)/([^/]+)")
+
+
+def required_scopes(method: str, path: str) -> tuple[str, ...] | None:
+    """The scopes `method path` needs; None when the table has no entry for it."""
+    exact = ROUTE_SCOPES.get(f"{method} {path}")
+    if exact is not None:
+        return exact
+    for key, scopes in ROUTE_SCOPES.items():
+        entry_method, pattern = key.split(" ", 1)
+        if entry_method == method and fnmatch.fnmatchcase(path, pattern):
+            return scopes
+    return None
+
+
+def resource_of(path: str) -> tuple[str | None, str | None]:
+    """("agents", "demo") for /agents/demo/...; (None, None) off the per-resource kinds."""
+    match = _RESOURCE.match(path)
+    return (match.group(1), match.group(2)) if match else (None, None)
+
+
+def _parts(scope: str) -> tuple[str, str | None, str] | None:
+    """(family, resource id or None, action) of a scope; None for one of no known form."""
+    parts = scope.split(":")
+    if len(parts) == 2:
+        return LEGACY_FAMILIES.get(parts[0], parts[0]), None, parts[1]
+    if len(parts) == 3:
+        return LEGACY_FAMILIES.get(parts[0], parts[0]), parts[1], parts[2]
+    return None
+
+
+def _grants(held: str, family: str, action: str, resource_id: str | None) -> bool:
+    parts = _parts(held)
+    if parts is None or parts[0] != family or parts[2] != action:
+        return False
+    held_id = parts[1]
+    if held_id is None or held_id == "*":
+        return True
+    return resource_id is not None and held_id == resource_id
+
+
+def allows(held: Iterable[str], required: Sequence[str], path: str) -> bool:
+    """True when the scopes `held` grant every one of `required` on `path` (module docstring)."""
+    held = [scope for scope in held if isinstance(scope, str)]
+    if ADMIN_SCOPE in held:
+        return True
+    kind, resource_id = resource_of(path)
+    for needed in required:
+        parts = _parts(needed)
+        if parts is None:
+            return False
+        family, _, action = parts
+        # A per-resource scope counts only for a route about that resource's own kind: an
+        # agents:demo:read must not satisfy a sessions:read needed under /agents/demo.
+        on_resource = resource_id if family == kind else None
+        if not any(_grants(scope, family, action, on_resource) for scope in held):
+            return False
+    return True
