@@ -14,6 +14,12 @@ of tool calls the run ends with status ERROR.
 `run` never raises for model or tool failures: they end the run with status "ERROR"
 and `error` set. An Agent keeps no per-run state, so one instance may serve many
 concurrent runs (threads or `arun`).
+
+Streaming: given `on_event`, a run reports agno's run events as it goes (events.py), the
+model's text token by token (`Model.stream`). Cancelling: given `cancelled`, a run asks it
+before every model call and every tool call and, once it answers true, stops there with
+status "CANCELLED" (tool calls it did not run are answered "not run", so the messages stay
+a conversation a model accepts).
 """
 
 from __future__ import annotations
@@ -25,11 +31,13 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from kern_tasks.agent.events import EventSink, RunEvents
 from kern_tasks.agent.models import Model, ModelError, ModelResponse, ToolCall
 from kern_tasks.agent.providers import get_model
-from kern_tasks.agent.run import COMPLETED, CURRENT_RUN, ERROR, RunContext, RunOutput, Span, Tracer
+from kern_tasks.agent.run import CANCELLED, COMPLETED, CURRENT_RUN, ERROR, RunContext, RunOutput, Span, Tracer
 from kern_tasks.agent.tools import Function, ToolArgumentError, Toolkit, resolve_tools
 from kern_tasks.settings import Settings
 
@@ -42,7 +50,42 @@ def slug(text: str) -> str:
 
 
 class _RunFailed(Exception):
-    """Ends the loop with status ERROR and this message."""
+    """Ends the loop with status ERROR and this message; `error_type` for the RunError event."""
+
+    def __init__(self, message: str, error_type: str = "RunError") -> None:
+        super().__init__(message)
+        self.error_type = error_type
+
+
+class _RunCancelled(Exception):
+    """Ends the loop with status CANCELLED."""
+
+
+CANCEL_REASON = "the run was cancelled"
+
+
+def _never() -> bool:
+    return False
+
+
+def _ignore(event: dict[str, Any]) -> None:
+    pass
+
+
+@dataclass
+class _Run:
+    """What one run's loop carries along."""
+
+    tracer: Tracer
+    root: Span
+    metrics: dict[str, Any]
+    events: RunEvents
+    streaming: bool
+    cancelled: Callable[[], bool]
+
+    def check(self) -> None:
+        if self.cancelled():
+            raise _RunCancelled(CANCEL_REASON)
 
 
 class Agent:
@@ -85,10 +128,13 @@ class Agent:
         user_id: str | None = None,
         run_id: str | None = None,
         history: list[dict[str, Any]] | None = None,
+        on_event: EventSink | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> RunOutput:
         """`run` on a worker thread (the model and tools are blocking)."""
         return await asyncio.to_thread(
-            self.run, message, session_id=session_id, user_id=user_id, run_id=run_id, history=history
+            self.run, message, session_id=session_id, user_id=user_id, run_id=run_id, history=history,
+            on_event=on_event, cancelled=cancelled,
         )
 
     def run(
@@ -99,9 +145,13 @@ class Agent:
         user_id: str | None = None,
         run_id: str | None = None,
         history: list[dict[str, Any]] | None = None,
+        on_event: EventSink | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> RunOutput:
         """Run the loop on `message` after `history` (earlier chat-completions messages of
-        the session; system messages in it are dropped, the agent's instructions lead)."""
+        the session; system messages in it are dropped, the agent's instructions lead).
+        `on_event` receives the run's events (it must not raise); `cancelled` is asked at
+        every model and tool boundary (see the module's docstring)."""
         run_id = run_id or str(uuid.uuid4())
         session_id = session_id or str(uuid.uuid4())
         started = time.time()
@@ -115,34 +165,49 @@ class Agent:
         messages += [copy.deepcopy(m) for m in history or [] if m.get("role") != "system"]
         messages.append({"role": "user", "content": message})
         metrics: dict[str, Any] = {"model_calls": 0, "tool_calls": 0, "tool_errors": 0}
+        events = RunEvents(on_event or _ignore, run_id=run_id, session_id=session_id, agent_id=self.id,
+                           agent_name=self.name)
+        run = _Run(tracer, root, metrics, events, on_event is not None, cancelled or _never)
+        events.started(model=self.model.id, model_provider=self.model.provider)
         content: str | None = None
         error: str | None = None
+        error_type = "RunError"
+        status = COMPLETED
         # Tools taking `run_context` (SchedulerTools: the run's user owns what it creates) read it.
         current = CURRENT_RUN.set(RunContext(run_id=run_id, session_id=session_id, agent_id=self.id, user_id=user_id))
         try:
-            content = self._loop(messages, tracer, root, metrics)
+            content = self._loop(messages, run)
+        except _RunCancelled as exc:
+            status, error = CANCELLED, str(exc)
         except _RunFailed as exc:
-            error = str(exc)
+            status, error, error_type = ERROR, str(exc), exc.error_type
         except Exception as exc:  # noqa: BLE001 - the contract: a run reports, never raises
-            error = f"internal error: {type(exc).__name__}: {exc}"
+            status, error, error_type = ERROR, f"internal error: {type(exc).__name__}: {exc}", type(exc).__name__
         finally:
             CURRENT_RUN.reset(current)
-        status = ERROR if error else COMPLETED
-        Tracer.end(root, "ERROR" if error else "OK", **({"error": error} if error else {}))
+        Tracer.end(root, "ERROR" if status == ERROR else "OK", **({"error": error} if error else {}))
         metrics["duration"] = root.end_time - started
+        if status == COMPLETED:
+            events.completed(content=content, metrics=metrics)
+        elif status == CANCELLED:
+            events.cancelled(error or CANCEL_REASON)
+        else:
+            events.error(error or "the run failed", error_type=error_type)
         return RunOutput(
             run_id=run_id, session_id=session_id, agent_id=self.id, user_id=user_id, status=status,
             content=content, input=message, messages=messages, spans=tracer.spans,
             started_at=started, ended_at=root.end_time, error=error, metrics=metrics,
         )
 
-    def _loop(self, messages: list[dict[str, Any]], tracer: Tracer, root: Span, metrics: dict[str, Any]) -> str | None:
+    def _loop(self, messages: list[dict[str, Any]], run: _Run) -> str | None:
         tools = self.tool_schemas()
         rounds = 0
         while True:
-            response = self._call_model(messages, tools, tracer, root, metrics)
+            run.check()
+            response = self._call_model(messages, tools, run)
             messages.append(response.to_message())
             if not response.tool_calls:
+                run.events.content_completed()
                 return response.content
             if rounds >= self.max_tool_rounds:
                 # Answer the calls anyway so `messages` stays a valid conversation to resume.
@@ -153,38 +218,50 @@ class Agent:
                     f"(max_tool_rounds={self.max_tool_rounds}); raise max_tool_rounds or simplify the task"
                 )
             rounds += 1
-            for call in response.tool_calls:
-                messages.append(self._call_tool(call, tracer, root, metrics))
+            for index, call in enumerate(response.tool_calls):
+                if run.cancelled():
+                    for skipped in response.tool_calls[index:]:
+                        messages.append(_tool_message(skipped.id, {"error": f"not run: {CANCEL_REASON}"}))
+                    raise _RunCancelled(CANCEL_REASON)
+                messages.append(self._call_tool(call, run))
 
-    def _call_model(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], tracer: Tracer, root: Span,
-        metrics: dict[str, Any],
-    ) -> ModelResponse:
+    def _call_model(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], run: _Run) -> ModelResponse:
+        tracer, root, metrics = run.tracer, run.root, run.metrics
         span = tracer.start("model.call", "model", root, {
             "model": self.model.id, "provider": self.model.provider, "input_messages": len(messages),
         })
         metrics["model_calls"] += 1
+        run.events.model_request_started(model=self.model.id, model_provider=self.model.provider)
         try:
-            response = self.model.invoke(messages, tools)
+            if run.streaming:
+                response = self.model.stream(messages, tools, run.events.content)
+            else:
+                response = self.model.invoke(messages, tools)
         except Exception as exc:  # noqa: BLE001 - any model failure ends the run, reported
             reason = str(exc) if isinstance(exc, ModelError) else f"{type(exc).__name__}: {exc}"
             Tracer.end(span, "ERROR", error=reason)
-            raise _RunFailed(f"model call failed: {reason}") from None
+            raise _RunFailed(f"model call failed: {reason}", "ModelError") from None
         for key, value in response.usage.items():
             metrics[key] = metrics.get(key, 0) + value
         Tracer.end(span, "OK", usage=dict(response.usage), finish_reason=response.finish_reason,
                    tool_calls=[call.name for call in response.tool_calls])
+        run.events.model_request_completed(model=self.model.id, model_provider=self.model.provider,
+                                           usage=response.usage)
         return response
 
-    def _call_tool(self, call: ToolCall, tracer: Tracer, root: Span, metrics: dict[str, Any]) -> dict[str, Any]:
-        span = tracer.start(f"tool.{call.name}", "tool", root, {"tool": call.name, "tool_call_id": call.id})
-        metrics["tool_calls"] += 1
+    def _call_tool(self, call: ToolCall, run: _Run) -> dict[str, Any]:
+        span = run.tracer.start(f"tool.{call.name}", "tool", run.root, {"tool": call.name, "tool_call_id": call.id})
+        run.metrics["tool_calls"] += 1
+        arguments = _parsed_or_text(call.arguments)
+        run.events.tool_started(call_id=call.id, name=call.name, arguments=arguments, started_at=span.start_time)
         result, failed = self._execute(call, span)
         # A tool may also report a failure itself, as a JSON object with "error".
         failed = failed or _is_error_result(result)
         if failed:
-            metrics["tool_errors"] += 1
+            run.metrics["tool_errors"] += 1
         Tracer.end(span, "ERROR" if failed else "OK", result=_bounded(result))
+        run.events.tool_completed(call_id=call.id, name=call.name, arguments=arguments, result=result,
+                                  failed=failed, started_at=span.start_time, ended_at=span.end_time)
         return _tool_message(call.id, result)
 
     def _execute(self, call: ToolCall, span: Span) -> tuple[str, bool]:
@@ -205,6 +282,16 @@ class Agent:
             return json.dumps({"error": f"{call.name}: {exc}"}), True
         except Exception as exc:  # noqa: BLE001 - a failing tool is news for the model, not a crash
             return json.dumps({"error": f"{call.name} failed: {type(exc).__name__}: {exc}"}), True
+
+
+def _parsed_or_text(arguments: str) -> Any:
+    """The arguments as the model meant them: a JSON value, else the text it sent."""
+    if not arguments.strip():
+        return {}
+    try:
+        return json.loads(arguments)
+    except ValueError:
+        return arguments
 
 
 def _is_error_result(result: str) -> bool:

@@ -20,6 +20,7 @@ from typing import Any
 
 COMPLETED = "COMPLETED"
 ERROR = "ERROR"
+CANCELLED = "CANCELLED"
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,8 @@ class Span:
 
 @dataclass
 class RunOutput:
-    """The outcome of `Agent.run`. `status` is "COMPLETED" or "ERROR" (then `error` says why)."""
+    """The outcome of `Agent.run`. `status` is "COMPLETED", "ERROR" or "CANCELLED" (then
+    `error` says why)."""
 
     run_id: str
     session_id: str
