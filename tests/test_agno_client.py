@@ -5,14 +5,17 @@ right values; unknown ids answer 404 and bad query values 4xx, never 500.
 
 One real uvicorn per database kind (Postgres and SQLite) serves an AgentOS with a security
 key, two offline agents and a workflow, after three agent runs through the client's
-run_agent (two in one session) and one workflow run in process. Streaming runs are not covered here.
+run_agent (two in one session) and one workflow run in process. Agent runs through the client
+(sync, streamed, background, cancelled, listed) have a server of their own on Postgres
+(`test_agent_runs_sync_streamed_background_cancelled_and_listed`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from dataclasses import dataclass
-from typing import Any, Awaitable, Iterator, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Iterator, TypeVar
 
 import httpx
 import pytest
@@ -24,6 +27,7 @@ from agno.db.base import SessionType  # noqa: E402
 from agno.os.routers.agents.schema import AgentResponse  # noqa: E402
 from agno.os.routers.traces.schemas import TraceDetail, TraceNode, TraceSummary  # noqa: E402
 from agno.os.routers.workflows.schema import WorkflowResponse  # noqa: E402
+from agno.run import agent as agno_run  # noqa: E402
 from agno.os.schema import (  # noqa: E402
     AgentSessionDetailSchema,
     ConfigResponse,
@@ -35,6 +39,7 @@ from agno.utils.http import get_default_async_client  # noqa: E402
 
 from kern_tasks import __version__  # noqa: E402
 from kern_tasks.agent import Agent  # noqa: E402
+from kern_tasks.agent.models import Model, ModelResponse, ToolCall  # noqa: E402
 from kern_tasks.db import Database  # noqa: E402
 from kern_tasks.os import AgentOS  # noqa: E402
 from kern_tasks.settings import Settings  # noqa: E402
@@ -42,6 +47,7 @@ from kern_tasks.workflow import Condition, Loop, Parallel, Router, Step, StepInp
 
 from .conftest import EMPTY_SETTINGS, POSTGRES_URL, drop_schema, fresh_schema_name  # noqa: E402
 from .os_server import LiveServer  # noqa: E402
+from .processes import wait_for  # noqa: E402
 
 KEY = "agno-client-key-51d0"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -316,7 +322,7 @@ def test_traces_and_their_span_trees(world: World) -> None:
 def test_delete_session_removes_it_and_its_runs(world: World) -> None:
     client = AgentOSClient(world.url)
     with httpx.Client(base_url=world.url, headers=AUTH, timeout=15, trust_env=False) as http:
-        run = http.post("/agents/helper/runs", data={"message": "forget me", "user_id": "u9"}).json()
+        run = http.post("/agents/helper/runs", data={"message": "forget me", "user_id": "u9", "stream": "false"}).json()
     session_id = run["session_id"]
     assert sync(client.get_sessions(user_id="u9", headers=AUTH)).meta.total_count == 1
     assert status_of(client.delete_session(session_id, user_id="u2", headers=AUTH)) == 404  # not u2's
@@ -372,3 +378,93 @@ def test_bad_query_values_answer_4xx_with_a_message(world: World, path: str, exp
     reply = httpx.get(world.url + path, headers=AUTH, timeout=15, trust_env=False)
     assert reply.status_code == expected, reply.text
     assert reply.json()["detail"]
+
+
+# --- agent runs through the client: sync, streamed, background, cancel, listing ------------
+
+
+class WaitingModel(Model):
+    """Asks for the `wait_here` tool, then answers once the tool's result is in."""
+
+    provider = "waiting"
+
+    def __init__(self) -> None:
+        super().__init__("waiting")
+
+    def invoke(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> ModelResponse:
+        if messages[-1]["role"] == "tool":
+            return ModelResponse(content="done waiting", finish_reason="stop")
+        return ModelResponse(tool_calls=[ToolCall(id="call_wait", name="wait_here", arguments="{}")],
+                             finish_reason="tool_calls")
+
+
+def collect(events: AsyncIterator[Any]) -> list[Any]:
+    async def main() -> list[Any]:
+        try:
+            return [event async for event in events]
+        finally:
+            await get_default_async_client().aclose()
+
+    return asyncio.run(main())
+
+
+def test_agent_runs_sync_streamed_background_cancelled_and_listed() -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    def wait_here() -> str:
+        """Wait for the test."""
+        entered.set()
+        release.wait(20)
+        return "waited"
+
+    schema = fresh_schema_name()
+    db = Database(POSTGRES_URL, schema=schema, settings=EMPTY_SETTINGS)
+    db.upgrade()
+    agents = [Agent(model="offline", name="Demo", tools=[lookup]), Agent(WaitingModel(), id="waiter", tools=[wait_here])]
+    agent_os = AgentOS(agents=agents, db=db, settings=Settings(security_key=KEY))
+    try:
+        with LiveServer(agent_os.get_app()) as server:
+            client = AgentOSClient(server.url)
+            ran = sync(client.run_agent("demo", "sync please", user_id="u1", headers=AUTH))
+            assert isinstance(ran, agno_run.RunOutput) and ran.status == agno_run.RunStatus.completed
+            assert ran.content and ran.content.startswith("Offline model")
+
+            # Streamed (agno's default): our SSE parsed into agno's own event classes.
+            events = collect(client.run_agent_stream("demo", "stream please", session_id=ran.session_id,
+                                                     user_id="u1", headers=AUTH))
+            assert isinstance(events[0], agno_run.RunStartedEvent) and events[0].model_provider == "offline"
+            assert isinstance(events[-1], agno_run.RunCompletedEvent)
+            pieces = [e.content for e in events if isinstance(e, agno_run.RunContentEvent)]
+            assert len(pieces) > 3 and "".join(pieces) == events[-1].content
+            assert {e.run_id for e in events} == {events[0].run_id} and events[0].session_id == ran.session_id
+
+            # Background: 202 with agno's three fields, read by the client as a RunOutput.
+            accepted = sync(client.run_agent("waiter", "wait for me", user_id="u1", background=True, headers=AUTH))
+            assert (accepted.status, accepted.content) == (agno_run.RunStatus.pending, None) and accepted.run_id
+            assert entered.wait(10)
+            assert sync(client.cancel_agent_run("waiter", accepted.run_id, headers=AUTH)) is None
+            release.set()
+            with httpx.Client(base_url=server.url, headers=AUTH, timeout=15, trust_env=False) as http:
+                path = f"/agents/waiter/runs/{accepted.run_id}"
+                stopped = wait_for(lambda: (lambda r: r if r["status"] != "RUNNING" else None)(http.get(path).json()))
+                cancelled = agno_run.RunOutput.from_dict(stopped)
+                assert cancelled.status == agno_run.RunStatus.cancelled and cancelled.content is None
+
+                # The agent's runs in a session, as agno lists them (the client has no call for it).
+                listed = http.get("/agents/demo/runs", params={"session_id": ran.session_id})
+                runs = [RunSchema.model_validate(r) for r in listed.json()]
+                assert [(r.run_id, r.status, r.run_input) for r in runs] == [
+                    (ran.run_id, "COMPLETED", "sync please"), (events[0].run_id, "COMPLETED", "stream please")]
+                assert http.get("/agents/demo/runs", params={"session_id": ran.session_id,
+                                                             "status": "CANCELLED"}).json() == []
+                (mine,) = [RunSchema.model_validate(r) for r in http.get(
+                    "/agents/waiter/runs", params={"session_id": accepted.session_id, "status": "CANCELLED"}).json()]
+                assert mine.run_id == accepted.run_id
+            # The session's runs through the client agree.
+            assert [r.run_id for r in sync(client.get_session_runs(ran.session_id, headers=AUTH))] == [
+                r.run_id for r in runs]
+            assert status_of(client.cancel_agent_run("waiter", "ghost", headers=AUTH)) == 404
+            assert status_of(client.cancel_agent_run("demo", accepted.run_id, headers=AUTH)) == 404
+    finally:
+        db.dispose()
+        drop_schema(schema)

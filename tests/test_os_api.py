@@ -33,6 +33,7 @@ USER_KEY = "user-key-3f9a"
 SERVICE_TOKEN = "service-token-7c21"
 USER = {"Authorization": f"Bearer {USER_KEY}"}
 SERVICE = {"Authorization": f"Bearer {SERVICE_TOKEN}"}
+SYNC = {"stream": "false"}  # as agno's run_agent sends: the finished run as JSON, not events
 
 
 def demo() -> Agent:
@@ -87,7 +88,7 @@ def test_sync_run_answers_agnos_shape_and_stores_session_run_and_trace(db: Datab
         assert isinstance(body["created_at"], int) and body["model"] == "echo"
         run_id, session_id = body["run_id"], body["session_id"]
         # A second run in the session sees the first as history and gets the next index.
-        again = client.post("/agents/demo/runs", data={"message": "and again", "session_id": session_id, "user_id": "u1"})
+        again = client.post("/agents/demo/runs", data={**SYNC, "message": "and again", "session_id": session_id, "user_id": "u1"})
         assert again.status_code == 200 and again.json()["session_id"] == session_id
 
     (session,) = rows(db, sessions, session_id=session_id)
@@ -135,7 +136,7 @@ def test_a_poll_is_answered_by_another_replica(tmp_path: Path) -> None:
     agent, gate = gate_agent()
     other_db = Database(f"sqlite:///{tmp_path / 'shared.db'}", settings=EMPTY_SETTINGS)
     with serve(make_os(db, agent)) as (_, first), serve(make_os(other_db, gate_agent()[0])) as (_, second):
-        run_id = first.post("/agents/gate/runs", data={"message": "x", "background": "true"}).json()["run_id"]
+        run_id = first.post("/agents/gate/runs", data={**SYNC, "message": "x", "background": "true"}).json()["run_id"]
         assert second.get(f"/agents/gate/runs/{run_id}").json()["status"] in ("PENDING", "RUNNING")
         gate.release.set()
         assert poll(second, f"/agents/gate/runs/{run_id}")["content"] == "released"
@@ -146,9 +147,9 @@ def test_a_poll_is_answered_by_another_replica(tmp_path: Path) -> None:
 def test_failed_runs_end_error_with_their_reason_and_a_trace(db: Database) -> None:
     failing = Agent(ScriptedModel([ModelError("upstream said 503")]), id="failing")
     with serve(make_os(db, failing, RaisingAgent())) as (_, client):
-        model_error = client.post("/agents/failing/runs", data={"message": "x"}).json()
+        model_error = client.post("/agents/failing/runs", data={**SYNC, "message": "x"}).json()
         assert model_error["status"] == "ERROR" and "upstream said 503" in model_error["error"]
-        raised = client.post("/agents/raiser/runs", data={"message": "y", "background": "true"}).json()
+        raised = client.post("/agents/raiser/runs", data={**SYNC, "message": "y", "background": "true"}).json()
         raised = poll(client, f"/agents/raiser/runs/{raised['run_id']}")
         assert raised["status"] == "ERROR" and raised["error"].startswith("RuntimeError: agent bug")
     for run in (model_error, raised):
@@ -161,10 +162,10 @@ def test_a_full_pool_refuses_with_429_and_shutdown_ends_every_run(sqlite_db: Dat
     agent, gate = gate_agent()
     agent_os = make_os(sqlite_db, agent, background_workers=1, max_queued_runs=1, shutdown_grace_s=0.2)
     with serve(agent_os) as (_, client):
-        first = client.post("/agents/gate/runs", data={"message": "1", "background": "true"}).json()["run_id"]
+        first = client.post("/agents/gate/runs", data={**SYNC, "message": "1", "background": "true"}).json()["run_id"]
         gate.entered.wait(10)
-        second = client.post("/agents/gate/runs", data={"message": "2", "background": "true"}).json()["run_id"]
-        refused = client.post("/agents/gate/runs", data={"message": "3", "background": "true"})
+        second = client.post("/agents/gate/runs", data={**SYNC, "message": "2", "background": "true"}).json()["run_id"]
+        refused = client.post("/agents/gate/runs", data={**SYNC, "message": "3", "background": "true"})
         assert refused.status_code == 429 and refused.headers["retry-after"] == "5"
         assert "too many runs" in refused.json()["detail"]
     # The server stopped: the waiting run was cancelled, the executing one ended ERROR...
@@ -179,10 +180,10 @@ def test_a_full_pool_refuses_with_429_and_shutdown_ends_every_run(sqlite_db: Dat
 
 def test_a_session_belongs_to_its_agent_and_owner(sqlite_db: Database) -> None:
     with serve(make_os(sqlite_db, demo(), Agent(model="offline", id="other"))) as (_, client):
-        session_id = client.post("/agents/demo/runs", data={"message": "a", "user_id": "ann"}).json()["session_id"]
-        taken = client.post("/agents/other/runs", data={"message": "b", "session_id": session_id, "user_id": "ann"})
+        session_id = client.post("/agents/demo/runs", data={**SYNC, "message": "a", "user_id": "ann"}).json()["session_id"]
+        taken = client.post("/agents/other/runs", data={**SYNC, "message": "b", "session_id": session_id, "user_id": "ann"})
         assert taken.status_code == 409 and "belongs to another agent" in taken.json()["detail"]
-        stolen = client.post("/agents/demo/runs", data={"message": "c", "session_id": session_id, "user_id": "bob"})
+        stolen = client.post("/agents/demo/runs", data={**SYNC, "message": "c", "session_id": session_id, "user_id": "bob"})
         assert stolen.status_code == 409 and "another user" in stolen.json()["detail"]
         listed = [(a["id"], a["name"]) for a in client.get("/agents").json()]  # agno's AgentSummaryResponse
         assert listed == [("demo", "Demo"), ("other", None)]
@@ -291,7 +292,7 @@ def test_run_tables_are_agnos_and_agno_reads_our_runs(pg_schema: str) -> None:
         on_agno.upgrade()
         assert table_picture(on_agno) == made_by_agno
         with serve(make_os(on_agno)) as (_, client):
-            body = client.post("/agents/demo/runs", data={"message": "hi agno", "user_id": "u9"}).json()
+            body = client.post("/agents/demo/runs", data={**SYNC, "message": "hi agno", "user_id": "u9"}).json()
         session = agno.get_session(body["session_id"], SessionType.AGENT, user_id="u9")
         assert (session.agent_id, session.user_id, session.agent_data["name"]) == ("demo", "u9", "Demo")
         (run,) = session.runs
@@ -462,7 +463,7 @@ def test_auth_matrix(shared: LiveServer, method: str, path: str, headers: dict[s
 
 def test_the_service_token_may_poll_the_run_it_started(shared: LiveServer) -> None:
     with httpx.Client(base_url=shared.url, headers=SERVICE, timeout=15, trust_env=False) as svc:
-        accepted = svc.post("/agents/demo/runs", data={"message": "bg", "background": "true"})
+        accepted = svc.post("/agents/demo/runs", data={**SYNC, "message": "bg", "background": "true"})
         assert accepted.status_code == 202
         assert poll(svc, f"/agents/demo/runs/{accepted.json()['run_id']}")["status"] == "COMPLETED"
 
@@ -543,7 +544,7 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int]] = [
     ("POST", "/agents/demo/runs", {}, 422),
     ("POST", "/agents/demo/runs", {"data": {"stream": "false"}}, 422),
     ("POST", "/agents/demo/runs", {"data": {"message": ""}}, 422),
-    ("POST", "/agents/demo/runs", {"data": {"message": "hi", "stream": "true"}}, 422),
+    ("POST", "/agents/demo/runs", {"data": {"message": "hi", "stream": "maybe"}}, 422),
     ("POST", "/agents/demo/runs", {"data": {"message": "hi", "background": "maybe"}}, 422),
     ("POST", "/agents/demo/runs", {"data": {"message": "hi", "session_id": "a\u0000b"}}, 422),
     ("POST", "/agents/demo/runs", {"data": {"message": "hi", "user_id": LONG}}, 422),
@@ -552,7 +553,7 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int]] = [
     ("POST", "/agents/demo/runs", {"content": b"{", "headers": {"content-type": "application/json"}}, 422),
     ("POST", "/agents/demo/runs", {"json": ["hi"]}, 422),
     ("POST", "/agents/demo/runs", {"json": {"message": 5}}, 422),
-    ("POST", "/agents/demo/runs", {"content": b"message=%ff%fe",
+    ("POST", "/agents/demo/runs", {"content": b"message=%ff%fe&stream=false",
                                     "headers": {"content-type": "application/x-www-form-urlencoded"}}, 200),
     ("POST", "/agents/demo/runs", {"content": b"message=" + b"x" * (2 * 1024 * 1024),
                                     "headers": {"content-type": "application/x-www-form-urlencoded"}}, 413),
@@ -562,6 +563,15 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int]] = [
     ("GET", f"/agents/demo/runs/{LONG}", {}, 404),
     ("GET", f"/agents/demo/runs/x?session_id={LONG}", {}, 422),
     ("GET", "/agents/ghost/runs/x", {}, 404),
+    ("GET", "/agents/demo/runs", {}, 422),
+    ("GET", "/agents/demo/runs?session_id=x&status=DONE", {}, 422),
+    ("GET", "/agents/demo/runs?session_id=%00", {}, 404),
+    ("GET", "/agents/demo/runs?session_id=ghost", {}, 404),
+    ("GET", "/agents/ghost/runs?session_id=x", {}, 404),
+    ("POST", "/agents/demo/runs/nope/cancel", {}, 404),
+    ("POST", "/agents/demo/runs/%00/cancel", {}, 404),
+    ("POST", f"/agents/demo/runs/x/cancel?session_id={LONG}", {}, 422),
+    ("POST", "/agents/ghost/runs/x/cancel", {}, 404),
     ("POST", "/workflows/daily-digest/runs", {"data": {"message": "hi"}}, 404),
     ("GET", "/workflows/daily-digest/runs/x", {}, 404),
 ]
@@ -582,5 +592,3 @@ def test_bad_input_answers_4xx_with_a_message_never_500(
     assert isinstance(detail, str) and detail
     if method == "POST" and path == "/workflows/daily-digest/runs":
         assert detail == "unknown workflow 'daily-digest'"
-    if kwargs.get("data", {}).get("stream") == "true":
-        assert "streaming is not supported" in detail

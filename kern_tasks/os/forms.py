@@ -7,7 +7,8 @@ run's; agents ignore them); other fields (metadata, ...) are accepted and ignore
 object with the same fields is accepted too (there the two may be objects themselves).
 Multipart (file uploads) is not supported: 415.
 
-`stream` defaults to false here (agno's default is true, which means SSE: we have none).
+`stream` defaults to true, as agno's does (server-sent events; agents stream, see
+routers/runs.py); send stream=false for the finished run as JSON.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ FALSE = frozenset({"false", "0", "no", "off", "f", "n"})
 @dataclass(frozen=True)
 class RunRequest:
     message: str
-    stream: bool = False
+    stream: bool = True
     background: bool = False
     session_id: str | None = None
     user_id: str | None = None
@@ -66,9 +67,9 @@ class RunRequest:
     additional_data: dict[str, Any] | None = None
 
 
-def _flag(name: str, value: Any) -> bool:
+def _flag(name: str, value: Any, default: bool = False) -> bool:
     if value is None or value == "":
-        return False
+        return default
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.strip().lower() in TRUE | FALSE:
@@ -142,7 +143,7 @@ async def read_run_request(request: Request) -> RunRequest:
         raise ValidationError("message", "must be a string")
     return RunRequest(
         message=message,
-        stream=_flag("stream", fields.get("stream")),
+        stream=_flag("stream", fields.get("stream"), default=True),
         background=_flag("background", fields.get("background")),
         session_id=_ident("session_id", fields.get("session_id")),
         user_id=_ident("user_id", fields.get("user_id")),
