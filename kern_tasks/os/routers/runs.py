@@ -27,7 +27,6 @@ a poll, a listing or a cancel. Workflow runs are workflow_runs.py's; the listing
 from __future__ import annotations
 
 import asyncio
-import copy
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -37,7 +36,7 @@ from pydantic import StringConstraints
 from kern_tasks.errors import NotFound
 from kern_tasks.os import sse
 from kern_tasks.os.errors import error_responses
-from kern_tasks.os.forms import FORM_DOC, ID_MAX, read_run_request
+from kern_tasks.os.forms import FORM_FIELDS, ID_MAX, form_doc, read_run_request
 from kern_tasks.os.params import known_id
 from kern_tasks.os.routers.sessions import RUN_STATUSES, STATUS_PATTERN
 from kern_tasks.os.run_stream import EventChannel
@@ -49,10 +48,9 @@ from kern_tasks.runs.store import StoredRun
 
 router = APIRouter(tags=["Agents"], responses=error_responses(401, 403, 404, 409, 413, 415, 422, 429, 503))
 
-AGENT_FORM_DOC = copy.deepcopy(FORM_DOC)
-AGENT_FORM_DOC["application/x-www-form-urlencoded"]["schema"]["properties"]["stream"] = {
-    "type": "boolean", "default": True, "description": "server-sent events (agno's run events)",
-}
+AGENT_FORM_DOC = form_doc({**FORM_FIELDS, "stream": {
+    "type": "boolean", "default": True, "description": "server-sent events (agno's run events); false: the run as JSON",
+}})
 AGENT_EVENTS = ["RunStarted", "ModelRequestStarted", "RunContent", "ModelRequestCompleted", "ToolCallStarted",
                 "ToolCallCompleted", "RunContentCompleted", "RunCompleted", "RunError", "RunCancelled"]
 # One event of the stream (OpenAPI 3.1: `schema` of text/event-stream describes each event).
