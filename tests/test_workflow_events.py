@@ -8,7 +8,10 @@ classes, and by our workers, its events read by `run_events`. The sequences of
 branches run at the same time: agno's threads or our workers interleave them as they go).
 Cases: a sequence, a Parallel with a failing branch, a Loop of 2 iterations, Conditions
 (if, not met) and Steps, a Router, failing steps (retried, skip_on_failure), and a failure
-inside a Loop (agno's StepError, then WorkflowError).
+inside a Loop (agno's StepError, then WorkflowError); each read by `run_events` in this
+process and over POST /workflows/{id}/runs stream=true (a `kern-tasks serve` process),
+parsed by agno's own AgentOSClient. On the embedded default (SQLite, the in-process
+worker) a Loop streams the same, and a run cancelled mid-stream ends with WorkflowCancelled.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from agno.db.in_memory import InMemoryDb  # noqa: E402
 
 from kern_tasks.app import create_app  # noqa: E402
 from kern_tasks.db import Database  # noqa: E402
+from kern_tasks.runs.store import RunStore  # noqa: E402
 from kern_tasks.settings import Settings  # noqa: E402
 from kern_tasks.workflow.events import run_events  # noqa: E402
 from kern_tasks.workflow.submit import submit  # noqa: E402
@@ -231,3 +235,39 @@ def test_a_loop_streams_its_iterations_in_order(cluster: Cluster) -> None:
     assert done["total_iterations"] == 2 and [len(i) for i in done["all_results"]] == [2, 2]
     assert [e["step_index"] for e in events if e["event"] == "StepStarted"] == [0, [1, 0], [1, 1], [1, 0], [1, 1], 2] \
         or [e["step_index"] for e in events if e["event"] == "StepStarted"] == [0, (1, 0), (1, 1), (1, 0), (1, 1), 2]
+
+
+def test_the_embedded_default_streams_agnos_events_and_cancels(tmp_path: Path) -> None:
+    # SQLite and the in-process worker (AgentOS(scheduler=True), no broker, no KERN_APP).
+    from kern_tasks.os import AgentOS
+    from kern_tasks.workflow import Workflow
+    from tests.processes import ServerThread
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'kern.db'}", data_dir=tmp_path / "data")
+    assert settings.broker_url is None and settings.app is None
+    made = {name: Workflow(id=name, name=name, steps=steps) for name, steps in stream_app.build(stream_app.OURS).items()
+            if name in ("loop", "cancel")}
+    os.environ[stream_app.RELEASE_ENV] = str(tmp_path / "release")
+    embedded = AgentOS(workflows=list(made.values()), settings=settings, scheduler=True, scheduler_poll_interval=1)
+    try:
+        with ServerThread(embedded.get_app(), lifespan="on") as server:  # the embedded worker starts with it
+            async def stream(workflow_id: str, input: str, cancel_at: str | None = None) -> list[dict[str, Any]]:
+                client = AgentOSClient(server.url, timeout=STREAM_TIMEOUT_S)
+                events = []
+                try:
+                    async for event in client.run_workflow_stream(workflow_id, input):
+                        events.append(event.to_dict())
+                        if cancel_at is not None and event.event == "StepStarted" and event.step_name == cancel_at:
+                            await client.cancel_workflow_run(workflow_id, event.run_id)
+                    return events
+                finally:
+                    await aclose_default_clients()
+
+            ours = asyncio.run(asyncio.wait_for(stream("loop", "AI agents"), STREAM_TIMEOUT_S))
+            assert pairs(ours) == pairs(agno_events("loop", "AI agents"))
+            cancelled = asyncio.run(asyncio.wait_for(stream("cancel", "go", cancel_at="slow"), STREAM_TIMEOUT_S))
+            assert pairs(cancelled)[-2:] == [("StepStarted", "slow"), ("WorkflowCancelled", None)]
+            (tmp_path / "release").write_text("go")
+            assert RunStore(embedded.db).get(cancelled[0]["run_id"]).status == "CANCELLED"
+    finally:
+        del os.environ[stream_app.RELEASE_ENV]
