@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import shutil
 import signal
 import subprocess
@@ -82,10 +83,24 @@ def test_the_main_command_from_a_clean_checkout_fires_and_stops_on_sigint(tmp_pa
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True).start()
     seen: list[str] = []
+
+    def shown() -> bool:
+        """A successful fire of the demo agent, and one of the demo workflow printed with its steps
+        (the Loop ended by its CEL condition after two iterations, the editor's approval last)."""
+        text = "".join(seen)
+        agent = any("fired demo_heartbeat" in line and "success" in line for line in seen)
+        workflow = re.search(
+            r"fired demo_content_pipeline: POST /workflows/content-pipeline/runs -> success 200.*\n"
+            r".*workflow content-pipeline run \S+: COMPLETED\n"
+            r".*research \(Parallel\) +ok.*\n.*market.*\n.*technology.*\n.*outline \(Step\) +ok.*\n"
+            r".*draft_review \(Loop\) +ok +Loop draft_review completed 2 iterations.*\n"
+            r"(.*(draft|review) \(Step\) +ok.*\n){3}.*review \(Step\) +ok +APPROVED", text)
+        return agent and workflow is not None
+
     try:
-        deadline = time.monotonic() + 30
-        while not any("fired demo_heartbeat" in line and "success" in line for line in seen):
-            assert time.monotonic() < deadline, "no successful fire within 30 s:\n" + "".join(seen)
+        deadline = time.monotonic() + 45
+        while not shown():
+            assert time.monotonic() < deadline, "no successful fires within 45 s:\n" + "".join(seen)
             try:
                 seen.append(lines.get(timeout=1))
             except queue.Empty:

@@ -75,6 +75,10 @@ def fire_task(self: Any, attempt_id: str) -> str:
         attempt.schedule["name"], request.method, request.endpoint, outcome.status,
         f" {outcome.status_code}" if outcome.status_code else "", time.monotonic() - started,
         request.attempt, attempt_id, f", agno run {outcome.run_id}" if outcome.run_id else "",
+        # The same facts as fields, for handlers that show more than the line (the demo
+        # prints a workflow run's steps under its fire).
+        extra={"fire": {"schedule": attempt.schedule["name"], "endpoint": request.endpoint, "status": outcome.status,
+                        "attempt_id": attempt_id, "run_id": outcome.run_id, "session_id": outcome.session_id}},
     )
     return outcome.status
 

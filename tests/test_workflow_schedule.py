@@ -1,0 +1,205 @@
+"""Scheduled workflow fires end to end (issue 8, parts 5 and 8): a schedule whose endpoint is
+/workflows/{id}/runs fires the workflow on Celery workers, and its agno_schedule_runs row
+links to the workflow run.
+
+Two stacks, real processes throughout, serving tests/workflow_schedule_app.py (the demo's
+content pipeline, and `fact_check`, whose run ends in ERROR):
+
+- Postgres (a schema of this module's) and Redis (database 3): uvicorn, two Celery worker
+  processes (KERN_APP names the AgentOS, so they know its workflows) and a beat process.
+  The web process only records and publishes the run: every step attempt is taken by a
+  worker process (kern_workflow_steps.worker_id -> kern_workers.pid).
+- The embedded default: no KERN_DATABASE_URL and no KERN_BROKER_URL; one uvicorn process
+  serving AgentOS(scheduler=True), whose beat and in-process worker fire and run the
+  workflows on SQLite and kombu's SQL transport in KERN_DATA_DIR. No services.
+
+On each: a cron fire of the pipeline ends `success`, its row carrying the workflow run's
+run_id and session_id; the run is COMPLETED in agno_runs (run_type workflow) with its
+step_results (the Loop ended by its CEL condition after two iterations); a triggered fire
+of `fact_check` ends `failed` with the run's error, not retried (a run in ERROR is
+terminal), linked to the run in ERROR.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from sqlalchemy import select
+
+from kern_tasks.db import Database, db_now, schedule_runs
+from kern_tasks.db.run_tables import runs as agno_runs
+from kern_tasks.db.run_tables import sessions as agno_sessions
+from kern_tasks.db.tables import workers
+from kern_tasks.scheduler import ScheduleManager
+from kern_tasks.settings import Settings
+from kern_tasks.workflow import progress
+from tests.conftest import POSTGRES_URL, broker_url_for, drop_schema, flush_broker, fresh_schema_name, one_shot_cron
+from tests.processes import LOOPBACK, PYTHON, Processes, free_port, kern_env, wait_for
+from tests.workflow_schedule_app import FACT_CHECK_ERROR
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+REDIS_DB = 3
+APP = "tests.workflow_schedule_app"
+FAR_CRON = "0 0 1 1 *"  # fires only when triggered
+START_TIMEOUT_S = 60
+RUN_TIMEOUT_S = 60
+PIPELINE = "/workflows/content-pipeline/runs"
+FACT_CHECK = "/workflows/fact-check/runs"
+
+
+@dataclass
+class Stack:
+    """A database, the processes serving and firing at it, and the web process's pid."""
+
+    db: Database
+    procs: Processes
+    web: subprocess.Popen
+    worker_pids: set[int]
+    manager: ScheduleManager
+
+    def ended_attempts(self, schedule_id: str) -> list[Any]:
+        def ended() -> list[Any] | None:
+            self.procs.check_alive()
+            with self.db.connect() as conn:
+                rows = list(conn.execute(select(schedule_runs).where(schedule_runs.c.schedule_id == schedule_id)
+                                         .order_by(schedule_runs.c.attempt)).mappings())
+            return rows if rows and all(r["status"] not in ("queued", "running") for r in rows) else None
+
+        return wait_for(ended, RUN_TIMEOUT_S, 0.2, what=f"the attempts of schedule {schedule_id} to end")
+
+    def agno_run(self, run_id: str) -> Any:
+        with self.db.connect() as conn:
+            return conn.execute(select(agno_runs).where(agno_runs.c.run_id == run_id)).mappings().one()
+
+    def session(self, session_id: str) -> Any:
+        with self.db.connect() as conn:
+            return conn.execute(select(agno_sessions).where(agno_sessions.c.session_id == session_id)).mappings().one()
+
+    def step_pids(self, run_id: str) -> set[int]:
+        """The pids of the processes that took the run's step attempts."""
+        with self.db.connect() as conn:
+            ids = {row["worker_id"] for row in progress.attempts(conn, run_id)}
+            rows = conn.execute(select(workers.c.id, workers.c.pid).where(workers.c.id.in_(ids))).all()
+        assert len(rows) == len(ids), f"step attempts name unknown workers: {ids}"
+        return {pid for _, pid in rows}
+
+    def slot_now(self) -> str:
+        """A cron that fires two seconds from now (the database's clock), once."""
+        with self.db.connect() as conn:
+            return one_shot_cron(db_now(conn) + 2)
+
+
+def serve(procs: Processes, app: str, port: int) -> subprocess.Popen:
+    proc = procs.start("web", [PYTHON, "-m", "uvicorn", f"{APP}:{app}", "--host", LOOPBACK, "--port", str(port),
+                               "--lifespan", "on", "--no-access-log"])
+
+    def accepting() -> bool:  # uvicorn listens once the app's lifespan has started
+        procs.check_alive()
+        with socket.socket() as sock:
+            sock.settimeout(0.5)
+            return sock.connect_ex((LOOPBACK, port)) == 0
+
+    wait_for(accepting, START_TIMEOUT_S, 0.2, what="uvicorn to serve")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def postgres_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("workflow-schedule-pg")
+    schema = fresh_schema_name()
+    flush_broker(REDIS_DB)
+    port = free_port()
+    env = kern_env(database_url=POSTGRES_URL, schema=schema, base_url=f"http://{LOOPBACK}:{port}",
+                   data_dir=tmp / "kern", broker_url=broker_url_for(REDIS_DB))
+    procs = Processes(tmp / "logs", env={**env, "KERN_APP": f"{APP}:agent_os"})
+    db = Database(POSTGRES_URL, schema=schema, settings=Settings(database_url=POSTGRES_URL, db_schema=schema))
+    db.upgrade()
+    failed_before = request.session.testsfailed
+    try:
+        web = serve(procs, "app", port)
+        pids = {procs.worker(name, concurrency=4).pid for name in ("w1", "w2")}
+        procs.beat(max_interval=1)
+        for name in ("w1", "w2"):
+            procs.wait_for_log(name, " ready.", START_TIMEOUT_S)
+        procs.wait_for_log("beat", "beat: Starting...", START_TIMEOUT_S)
+        yield Stack(db, procs, web, pids, ScheduleManager(db))
+    finally:
+        procs.stop_all()
+        if request.session.testsfailed > failed_before:
+            print(procs.dump_logs(tail=150))
+        db.dispose()
+        drop_schema(schema)
+
+
+@pytest.fixture(scope="module")
+def embedded_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("workflow-schedule-embedded")
+    port = free_port()
+    # Only a data folder and the URL fires go to: SQLite and the embedded broker in it.
+    procs = Processes(tmp / "logs", env={"KERN_DATA_DIR": str(tmp / "kern"), "KERN_BASE_URL": f"http://{LOOPBACK}:{port}"})
+    failed_before = request.session.testsfailed
+    db: Database | None = None
+    try:
+        web = serve(procs, "embedded_app", port)
+        db = Database(settings=Settings(data_dir=tmp / "kern"))
+        yield Stack(db, procs, web, {web.pid}, ScheduleManager(db))
+    finally:
+        procs.stop_all()
+        if request.session.testsfailed > failed_before:
+            print(procs.dump_logs(tail=150))
+        if db is not None:
+            db.dispose()
+
+
+@pytest.fixture(params=["postgres", "embedded"])
+def stack(request: pytest.FixtureRequest) -> Stack:
+    return request.getfixturevalue(f"{request.param}_stack")
+
+
+def test_a_cron_fire_of_a_workflow_links_its_attempt_to_the_completed_workflow_run(stack: Stack) -> None:
+    schedule = stack.manager.create(name="pipeline", cron=stack.slot_now(), endpoint=PIPELINE,
+                                    payload={"message": "AI agents in 2026"}, timeout_seconds=RUN_TIMEOUT_S)
+    [attempt] = stack.ended_attempts(schedule.id)
+    assert (attempt["status"], attempt["status_code"], attempt["manual"]) == ("success", 200, False), attempt["error"]
+    assert attempt["run_id"] and attempt["session_id"]
+
+    run = stack.agno_run(attempt["run_id"])
+    assert (run["run_type"], run["workflow_id"], run["status"]) == ("workflow", "content-pipeline", "COMPLETED")
+    assert run["session_id"] == attempt["session_id"]
+    data = run["run_data"]
+    assert data["input"] == "AI agents in 2026"
+    steps = data["step_results"]
+    assert [(s["step_name"], s["step_type"]) for s in steps] == [
+        ("research", "Parallel"), ("outline", "Step"), ("draft_review", "Loop")]
+    assert [s["step_name"] for s in steps[0]["steps"]] == ["market", "technology"]
+    loop = steps[2]
+    assert loop["content"] == "Loop draft_review completed 2 iterations with 4 total steps"
+    assert [s["step_name"] for s in loop["steps"]] == ["draft", "review", "draft", "review"]
+    assert loop["steps"][-1]["content"].startswith("APPROVED")
+    assert data["content"] == loop["steps"][-1]["content"]
+    assert attempt["output"]["content"] == data["content"]  # what the fire saw is what was stored
+    assert stack.session(run["session_id"])["session_type"] == "workflow"
+    # The steps ran on the workers: never in a process the test did not start as one.
+    assert stack.step_pids(run["run_id"]) <= stack.worker_pids
+
+
+def test_a_workflow_run_ending_in_error_fails_its_schedule_run_without_a_retry(stack: Stack) -> None:
+    schedule = stack.manager.create(name="fact_check", cron=FAR_CRON, endpoint=FACT_CHECK,
+                                    payload={"message": "the launch post"}, max_retries=2,
+                                    timeout_seconds=RUN_TIMEOUT_S)
+    stack.manager.trigger_run(schedule.id)
+    [attempt] = stack.ended_attempts(schedule.id)  # one attempt: a run in ERROR is not retried
+    assert (attempt["status"], attempt["manual"]) == ("failed", True)
+    assert FACT_CHECK_ERROR in attempt["error"]
+    run = stack.agno_run(attempt["run_id"])
+    assert (run["run_type"], run["workflow_id"], run["status"]) == ("workflow", "fact-check", "ERROR")
+    assert run["session_id"] == attempt["session_id"]
+    steps = run["run_data"]["step_results"]
+    assert [(s["step_name"], s["success"]) for s in steps] == [("gather", True), ("verify", False)]
+    assert stack.step_pids(run["run_id"]) <= stack.worker_pids
