@@ -287,3 +287,30 @@ def test_ours_decides_as_agnos(method: str, path: str, held: list[str]) -> None:
     if needed:
         kind, resource_id = get_resource_context_from_path(path)
         assert allows(held, needed, path) == agno_allows(held, needed, resource_type=kind, resource_id=resource_id)
+
+
+def test_a_user_may_schedule_only_what_they_may_run(http: httpx.Client, keys: Keys) -> None:
+    def create(token: str, **fields: Any) -> httpx.Response:
+        body = {"name": f"s-{time.monotonic_ns()}", "cron_expr": "0 9 * * *", "endpoint": "/agents/demo/runs",
+                "payload": {"message": "hi"}, **fields}
+        return http.post("/schedules", json=body, headers=bearer(token))
+
+    writer = keys.token(scopes=["schedules:write"])
+    refused = create(writer)
+    assert refused.status_code == 403 and refused.json()["detail"].endswith("Required scope(s): agents:run")
+    assert create(keys.token(scopes=["schedules:write", "agents:other:run"])).status_code == 403
+    plain = create(keys.token(scopes=["schedules:write", "agents:run"]), endpoint="/health", method="GET")
+    assert plain.status_code == 403 and "only agent_os:admin" in plain.json()["detail"]
+    for token in (keys.token(scopes=[ADMIN_SCOPE]), SECURITY_KEY):
+        assert create(token, endpoint="/health", method="GET").status_code == 201
+
+    runner = keys.token(sub="ursula", scopes=["schedules:write", "schedules:read", "agents:demo:run"])
+    made = create(runner)
+    assert made.status_code == 201 and made.json()["user_id"] == "ursula"
+    path = f"/schedules/{made.json()['id']}"
+    # Changing the target is scheduling it anew; other changes are not.
+    moved = http.patch(path, json={"method": "GET"}, headers=bearer(runner))
+    assert moved.status_code == 403 and "only agent_os:admin" in moved.json()["detail"]
+    assert http.patch(path, json={"cron_expr": "0 10 * * *"}, headers=bearer(runner)).status_code == 200
+    assert http.patch(path, json={"endpoint": "/agents/demo/runs"}, headers=bearer(runner)).status_code == 200
+    assert http.get(path, headers=bearer(runner)).json()["method"] == "POST"

@@ -25,7 +25,8 @@ The middleware leaves the caller in `request.state.caller` (a `Caller`). Routes 
 `scoped_user(request, asked)` whose rows a read or change may touch: a user's own, unless
 their token holds `agent_os:admin` (agno's rule); `creating_user(request)` who owns what
 they create; `acting_user(request, given)` whom a run started by the request runs as (a
-user token's subject wins over the form's user_id, as in agno).
+user token's subject wins over the form's user_id, as in agno); `check_may_schedule`
+whether a user may point a schedule at a route (only at what their token may run).
 
 The JWT settings and the OS id (the audience) are read from the AgentOS the app serves
 (`app.state.agent_os`) when the server starts (its lifespan; the first request without one),
@@ -43,7 +44,8 @@ from typing import Any, Awaitable, Callable
 from starlette.requests import Request
 
 from kern_tasks.os import describe
-from kern_tasks.os.scopes import ADMIN_SCOPE, allows, required_scopes
+from kern_tasks.os.errors import RequestRefused
+from kern_tasks.os.scopes import ADMIN_SCOPE, allows, required_scopes, schedule_refusal
 from kern_tasks.os.tokens import InvalidToken, TokenVerifier
 from kern_tasks.scheduler.endpoints import RUN_ENDPOINT
 
@@ -53,6 +55,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 OPEN_PATHS = frozenset({"/health", "/health/"})
+SERVICE_ONLY = "the service token may only start and poll runs (/agents|teams|workflows/{id}/runs)"
 # What any valid credential may read: the API's own description.
 DOC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/openapi.json"})
 # What the service token may do: (method, path pattern).
@@ -109,6 +112,17 @@ def acting_user(request: Request, given: str | None) -> str | None:
     if caller.kind == "user" and caller.user_id is not None:
         return caller.user_id
     return given
+
+
+def check_may_schedule(request: Request, method: str, endpoint: str) -> None:
+    """Refuse (403) a user's token pointing a schedule at a route it may not run itself
+    (os/scopes.py's `schedule_refusal`, agno's rule); the security key may schedule any."""
+    caller = caller_of(request)
+    if caller.kind != "user":
+        return
+    refusal = schedule_refusal(caller.scopes, method, endpoint)
+    if refusal is not None:
+        raise RequestRefused(refusal, status_code=403)
 
 
 def bearer_token(scope: Scope) -> str | None:
@@ -193,7 +207,7 @@ class BearerAuth:
             caller = Caller("key")
         elif _same(token, self.service_token):
             if not service_may_call(method, path):
-                await _deny(send, 403, "the service token may only start and poll runs (/agents|teams|workflows/{id}/runs)")
+                await _deny(send, 403, SERVICE_ONLY)
                 return
             caller = Caller("service")
         elif self.verifier is not None:
@@ -204,7 +218,7 @@ class BearerAuth:
                 return
             caller = Caller("user", user.user_id, user.scopes)
             if caller.user_id is None and ADMIN_SCOPE not in caller.scopes:
-                await _deny(send, 401, f"invalid bearer token: the token names no user (sub); only {ADMIN_SCOPE} may omit it")
+                await _deny(send, 401, f"invalid bearer token: it names no user (sub); only {ADMIN_SCOPE} may omit it")
                 return
             refusal = user_refusal(caller, method, path)
             if refusal is not None:

@@ -18,6 +18,10 @@ A token's scopes grant as agno's do:
   global or wildcard scope of the kind counts;
 - `system:` is the old name of `config:` and is read as it.
 A route needs every scope its entry lists.
+
+Scheduling is running later, so pointing a schedule at a route needs what calling it
+would (agno's run_permissions): `<kind>:run` on that agent, team or workflow for a run
+endpoint (POST /agents|teams|workflows/{id}/runs), `agent_os:admin` for any other route.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Iterable, Sequence
+from urllib.parse import unquote
+
+from kern_tasks.scheduler.endpoints import RUN_ENDPOINT
 
 ADMIN_SCOPE = "agent_os:admin"
 LEGACY_FAMILIES = {"system": "config"}
@@ -138,3 +145,19 @@ def allows(held: Iterable[str], required: Sequence[str], path: str) -> bool:
         if not any(_grants(scope, family, action, on_resource) for scope in held):
             return False
     return True
+
+
+def schedule_refusal(held: Iterable[str], method: str, endpoint: str) -> str | None:
+    """Why scopes `held` may not point a schedule at `method endpoint` (None: they may)."""
+    held = list(held)
+    if ADMIN_SCOPE in held:
+        return None
+    # As the fire will reach it: a percent-encoded id is the id it decodes to.
+    match = RUN_ENDPOINT.match(unquote(endpoint)) if method.upper() == "POST" else None
+    if match is None:
+        return f"Insufficient permissions: only {ADMIN_SCOPE} may schedule a route that is not a run endpoint"
+    kind, resource_id = match.group(1), match.group(2)
+    needed = f"{kind}:run"
+    if allows(held, (needed,), f"/{kind}/{resource_id}/runs"):
+        return None
+    return f"Insufficient permissions to schedule {kind} {resource_id!r}. Required scope(s): {needed}"

@@ -57,7 +57,7 @@ class TokenVerifier:
     ) -> None:
         algorithms = get_default_algorithms()
         if algorithm not in algorithms or algorithm == "none":
-            raise ValidationError("KERN_JWT_ALGORITHM", f"unknown algorithm {algorithm!r}; use RS256, ES256, HS256, ...")
+            raise ValidationError("KERN_JWT_ALGORITHM", f"unknown algorithm {algorithm!r}; use RS256, ES256, HS256...")
         self.algorithm = algorithm
         self.audience = audience
         self.keys: list[Any] = [_prepared(algorithms[algorithm], key) for key in verification_keys if key]

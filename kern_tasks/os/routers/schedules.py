@@ -12,6 +12,7 @@ manager checks them.
 Owners (os/auth.py): a user's token reaches only that user's schedules (the manager's
 `user_id` scoping: another owner's schedule is a 404, as a missing one), and what it
 creates is that user's; the security key reaches every schedule and creates unowned ones.
+A user may point a schedule only at what their token may run (`check_may_schedule`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request, Response
 
 from kern_tasks.errors import Conflict, NotFound
-from kern_tasks.os.auth import creating_user, scoped_user
+from kern_tasks.os.auth import check_may_schedule, creating_user, scoped_user
 from kern_tasks.os.errors import error_responses
 from kern_tasks.os.schemas import (
     PaginatedResponse,
@@ -77,6 +78,7 @@ async def list_schedules(
 @router.post("/schedules", response_model=ScheduleResponse, status_code=201)
 async def create_schedule(body: ScheduleCreate, request: Request) -> dict[str, Any]:
     values = body.model_dump()
+    check_may_schedule(request, values["method"], values["endpoint"])
     try:
         created = await _manager(request).acreate(
             name=values.pop("name"), cron=values.pop("cron_expr"), user_id=creating_user(request), **values
@@ -95,7 +97,12 @@ async def get_schedule(schedule_id: str, request: Request) -> dict[str, Any]:
 async def update_schedule(schedule_id: str, body: ScheduleUpdate, request: Request) -> dict[str, Any]:
     # ScheduleUpdate admits null only where the spec does; the manager refuses unstorable text.
     updates = body.model_dump(exclude_unset=True)
-    updated = await _manager(request).aupdate(_checked_id(schedule_id), scoped_user(request), **updates)
+    manager, owner = _manager(request), scoped_user(request)
+    if {"method", "endpoint"} & updates.keys():
+        current = _found(await manager.aget(_checked_id(schedule_id), owner), schedule_id)
+        method, endpoint = updates.get("method") or current.method, updates.get("endpoint") or current.endpoint
+        check_may_schedule(request, method, endpoint)
+    updated = await manager.aupdate(_checked_id(schedule_id), owner, **updates)
     return _schedule(_found(updated, schedule_id))
 
 
@@ -132,7 +139,8 @@ async def list_schedule_runs(
     limit: int = Query(100, ge=1, le=MAX_PAGE_LIMIT),
     page: int = Query(1, ge=1, le=PAGE_MAX),
 ) -> dict[str, Any]:
-    found = await _manager(request).aruns(_checked_id(schedule_id), limit=limit, page=page, user_id=scoped_user(request))
+    owner = scoped_user(request)
+    found = await _manager(request).aruns(_checked_id(schedule_id), limit=limit, page=page, user_id=owner)
     return PaginatedResponse.of(found, ScheduleRunResponse)
 
 

@@ -10,8 +10,9 @@
 
 `user_id` narrows every route to that owner's sessions (a session of another owner is not
 found). A user's token is narrowed to that user whatever `user_id` says (os/auth.py's
-`scoped_user`, agno's rule), unless it holds agent_os:admin. Unknown sessions answer 404, including on DELETE (agno answers 204 there); a `type`
-the session is not answers 404 too; bad filters answer 422.
+`scoped_user`, agno's rule), unless it holds agent_os:admin. Unknown sessions answer 404,
+including on DELETE (agno answers 204 there); a `type` the session is not answers 404 too;
+bad filters answer 422.
 """
 
 from __future__ import annotations
@@ -78,9 +79,9 @@ async def list_sessions(
     db_id: str | None = text_filter("this OS's database id"),
     table: str | None = text_filter("this OS's session table"),
 ) -> dict[str, Any]:
-    queries = _queries(request, db_id, table)
+    queries, owner = _queries(request, db_id, table), scoped_user(request, user_id)
     found = await asyncio.to_thread(
-        queries.sessions, session_type=session_type, component_id=component_id, user_id=scoped_user(request, user_id),
+        queries.sessions, session_type=session_type, component_id=component_id, user_id=owner,
         session_name=session_name, page=page, limit=limit, sort_by=sort_by, sort_order=sort_order,
     )
     return {
@@ -99,8 +100,8 @@ async def get_session(
     db_id: str | None = text_filter("this OS's database id"),
     table: str | None = text_filter("this OS's session table"),
 ) -> Any:
-    queries = _queries(request, db_id, table)
-    session = await asyncio.to_thread(queries.session, known_id(session_id, "session"), user_id=scoped_user(request, user_id))
+    queries, owner = _queries(request, db_id, table), scoped_user(request, user_id)
+    session = await asyncio.to_thread(queries.session, known_id(session_id, "session"), user_id=owner)
     return session_detail(_found(session, session_id, session_type))
 
 
@@ -119,9 +120,9 @@ async def get_session_runs(
     table: str | None = text_filter("this OS's session table"),
 ) -> Any:
     wanted = sorted({value.upper() for value in status or []})
-    queries = _queries(request, db_id, table)
+    queries, owner = _queries(request, db_id, table), scoped_user(request, user_id)
     found = await asyncio.to_thread(
-        queries.session_runs, known_id(session_id, "session"), user_id=scoped_user(request, user_id), created_after=created_after,
+        queries.session_runs, known_id(session_id, "session"), user_id=owner, created_after=created_after,
         created_before=created_before, statuses=wanted or None,
     )
     session, run_rows = found if found is not None else (None, [])
@@ -140,9 +141,9 @@ async def get_session_run(
     db_id: str | None = text_filter("this OS's database id"),
     table: str | None = text_filter("this OS's session table"),
 ) -> Any:
-    queries = _queries(request, db_id, table)
+    queries, owner = _queries(request, db_id, table), scoped_user(request, user_id)
     found = await asyncio.to_thread(
-        queries.session_runs, known_id(session_id, "session"), user_id=scoped_user(request, user_id), run_id=known_id(run_id, "run"))
+        queries.session_runs, known_id(session_id, "session"), user_id=owner, run_id=known_id(run_id, "run"))
     session, run_rows = found if found is not None else (None, [])
     _found(session, session_id, session_type)
     if not run_rows:
@@ -158,7 +159,7 @@ async def delete_session(
     db_id: str | None = text_filter("this OS's database id"),
     table: str | None = text_filter("this OS's session table"),
 ) -> Response:
-    queries = _queries(request, db_id, table)
-    if not await asyncio.to_thread(queries.delete_session, known_id(session_id, "session"), user_id=scoped_user(request, user_id)):
+    queries, owner = _queries(request, db_id, table), scoped_user(request, user_id)
+    if not await asyncio.to_thread(queries.delete_session, known_id(session_id, "session"), user_id=owner):
         raise NotFound(f"no session with id {session_id[:80]!r}")
     return Response(status_code=204)
