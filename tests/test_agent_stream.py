@@ -23,7 +23,7 @@ from kern_tasks.os.run_stream import EventChannel
 from kern_tasks.settings import Settings
 
 from .conftest import EMPTY_SETTINGS, POSTGRES_URL, drop_schema, fresh_schema_name
-from .os_server import LiveServer, gate_agent
+from .os_server import LiveServer, RaisingAgent, gate_agent
 from .processes import wait_for
 
 pytest_plugins = ["tests.chat_server"]  # the chat_server fixtures
@@ -189,8 +189,9 @@ def test_the_event_channel_is_bounded_and_a_gone_reader_never_blocks_the_run() -
 
 
 class Served:
-    def __init__(self, url: str, gate: Gate, waiter: Agent, gate_model: Any) -> None:
-        self.url, self.gate, self.waiter, self.gate_model = url, gate, waiter, gate_model
+    def __init__(self, url: str, schema: str, agent_os: AgentOS, gate: Gate, waiter: Agent, gate_model: Any) -> None:
+        self.url, self.schema, self.agent_os = url, schema, agent_os
+        self.gate, self.waiter, self.gate_model = gate, waiter, gate_model
 
 
 @pytest.fixture(scope="module")
@@ -203,11 +204,11 @@ def served(chat_server_module: Any) -> Iterator[Served]:
     slow, gate_model = gate_agent("slow")
     broken = Agent(model=OpenAIChat("gpt-test", api_key=API_KEY, base_url=chat_server_module.url, max_retries=1),
                    id="broken")
-    agent_os = AgentOS(agents=[Agent(model="offline", name="Demo", tools=[add]), waiter, slow, broken], db=db,
-                       settings=Settings(), background_workers=2)
+    agent_os = AgentOS(agents=[Agent(model="offline", name="Demo", tools=[add]), waiter, slow, broken,
+                               RaisingAgent()], db=db, settings=Settings(), background_workers=2)
     try:
         with LiveServer(agent_os.get_app()) as server:
-            yield Served(server.url, gate, waiter, gate_model)
+            yield Served(server.url, schema, agent_os, gate, waiter, gate_model)
     finally:
         db.dispose()
         drop_schema(schema)
@@ -321,3 +322,36 @@ def test_a_client_that_disconnects_does_not_cancel_the_run(served: Served) -> No
         done = wait_for(lambda: (lambda r: r if r["status"] != "RUNNING" else None)(
             http.get(f"/agents/slow/runs/{first['run_id']}").json()))
         assert (done["status"], done["content"]) == ("COMPLETED", "released")
+
+
+def test_an_agent_that_raises_streams_a_run_error(served: Served) -> None:
+    with client(served) as http:
+        with http.stream("POST", "/agents/raiser/runs", data={"message": "boom"}) as reply:
+            events = list(sse_events(reply.iter_lines()))
+    assert names(events) == ["RunStarted", "RunError"]
+    assert events[-1]["content"].startswith("RuntimeError: agent bug") and events[0]["agent_name"] == "Raiser"
+
+
+def test_a_cancel_sent_to_another_replica_stops_the_run(served: Served) -> None:
+    served.gate.entered.clear()
+    served.gate.release.clear()
+    waiter_model = ScriptedModel([{"tool_calls": [{"name": "wait_here", "arguments": {}}]}, "never"])
+    served.waiter.model = waiter_model
+    other_db = Database(POSTGRES_URL, schema=served.schema, settings=EMPTY_SETTINGS)
+    other = AgentOS(agents=[Agent(model=ScriptedModel([]), id="waiter")], db=other_db, settings=Settings())
+    try:
+        with LiveServer(other.get_app()) as replica, client(served) as http:
+            accepted = http.post("/agents/waiter/runs", data={"message": "wait", "stream": "false",
+                                                              "background": "true"}).json()
+            assert served.gate.entered.wait(10)
+            with httpx.Client(base_url=replica.url, timeout=20, trust_env=False) as there:
+                assert there.post(f"/agents/waiter/runs/{accepted['run_id']}/cancel").json() == {}
+            # Ended in the store at once; the run's own replica stops at its next boundary.
+            assert http.get(f"/agents/waiter/runs/{accepted['run_id']}").json()["status"] == "CANCELLED"
+            served.gate.release.set()
+            wait_for(lambda: served.agent_os.runner.in_progress == 0 or None)  # its thread is done
+            assert len(waiter_model.calls) == 1  # never asked again after the tool
+            assert http.get(f"/agents/waiter/runs/{accepted['run_id']}").json()["status"] == "CANCELLED"
+    finally:
+        other_db.dispose()
+

@@ -94,6 +94,12 @@ class RunExecutor:
         self._reserved = 0
         self._closed = False
 
+    @property
+    def in_progress(self) -> int:
+        """Runs accepted by this process and not yet ended here (waiting or executing)."""
+        with self._lock:
+            return self._reserved
+
     # --- accepting --------------------------------------------------------------------
 
     def _reserve(self) -> None:
