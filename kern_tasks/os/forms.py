@@ -32,13 +32,14 @@ ID_FIELD = {"type": "string", "maxLength": ID_MAX, "pattern": r"^([^\x00]*[^\s\x
 JSON_OBJECT_FIELD = {"type": "string", "pattern": r"^\s*\{[\s\S]*\}\s*$", "description": "a JSON object"}
 FORM_FIELDS: dict[str, Any] = {
     "message": {"type": "string", "minLength": 1},
-    "stream": {"type": "boolean", "enum": [False], "default": False, "description": "must be false"},
+    "stream": {"type": "boolean", "default": True, "description": "true: server-sent events; false: JSON"},
     "background": {"type": "boolean", "default": False},
     "session_id": ID_FIELD,
     "user_id": ID_FIELD,
 }
 WORKFLOW_FORM_FIELDS: dict[str, Any] = {
     **FORM_FIELDS,
+    "stream": {"type": "boolean", "default": True, "description": "true: agno's workflow events (SSE); false: JSON"},
     "session_state": {**JSON_OBJECT_FIELD, "description": "a JSON object: the run's session_state"},
     "additional_data": {**JSON_OBJECT_FIELD, "description": "a JSON object: the run's additional_data"},
 }
@@ -50,7 +51,6 @@ def form_doc(fields: dict[str, Any]) -> dict[str, Any]:
     return {"application/x-www-form-urlencoded": {"schema": schema}}
 
 
-FORM_DOC = form_doc(FORM_FIELDS)  # the agents' run form
 WORKFLOW_FORM_DOC = form_doc(WORKFLOW_FORM_FIELDS)
 TRUE = frozenset({"true", "1", "yes", "on", "t", "y"})
 FALSE = frozenset({"false", "0", "no", "off", "f", "n"})
