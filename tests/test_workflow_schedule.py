@@ -17,7 +17,8 @@ On each: a cron fire of the pipeline ends `success`, its row carrying the workfl
 run_id and session_id; the run is COMPLETED in agno_runs (run_type workflow) with its
 step_results (the Loop ended by its CEL condition after two iterations); a triggered fire
 of `fact_check` ends `failed` with the run's error, not retried (a run in ERROR is
-terminal), linked to the run in ERROR.
+terminal), linked to the run in ERROR. On Postgres, a fired run cancelled while a step
+runs (POST .../cancel) ends its attempt `cancelled`, the step after never run.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -40,7 +42,7 @@ from kern_tasks.settings import Settings
 from kern_tasks.workflow import progress
 from tests.conftest import POSTGRES_URL, broker_url_for, drop_schema, flush_broker, fresh_schema_name, one_shot_cron
 from tests.processes import LOOPBACK, PYTHON, Processes, free_port, kern_env, wait_for
-from tests.workflow_schedule_app import FACT_CHECK_ERROR
+from tests.workflow_schedule_app import FACT_CHECK_ERROR, GATE_ENV
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -51,6 +53,7 @@ START_TIMEOUT_S = 60
 RUN_TIMEOUT_S = 60
 PIPELINE = "/workflows/content-pipeline/runs"
 FACT_CHECK = "/workflows/fact-check/runs"
+HELD = "/workflows/held/runs"
 
 
 @dataclass
@@ -60,18 +63,27 @@ class Stack:
     db: Database
     procs: Processes
     web: subprocess.Popen
+    base_url: str
+    gate: Path  # held's first step waits for this file
     worker_pids: set[int]
     manager: ScheduleManager
 
     def ended_attempts(self, schedule_id: str) -> list[Any]:
         def ended() -> list[Any] | None:
             self.procs.check_alive()
-            with self.db.connect() as conn:
-                rows = list(conn.execute(select(schedule_runs).where(schedule_runs.c.schedule_id == schedule_id)
-                                         .order_by(schedule_runs.c.attempt)).mappings())
+            rows = self.attempts(schedule_id)
             return rows if rows and all(r["status"] not in ("queued", "running") for r in rows) else None
 
         return wait_for(ended, RUN_TIMEOUT_S, 0.2, what=f"the attempts of schedule {schedule_id} to end")
+
+    def attempts(self, schedule_id: str) -> list[Any]:
+        with self.db.connect() as conn:
+            return list(conn.execute(select(schedule_runs).where(schedule_runs.c.schedule_id == schedule_id)
+                                     .order_by(schedule_runs.c.attempt)).mappings())
+
+    def step_rows(self, run_id: str) -> list[Any]:
+        with self.db.connect() as conn:
+            return list(progress.attempts(conn, run_id))
 
     def agno_run(self, run_id: str) -> Any:
         with self.db.connect() as conn:
@@ -117,7 +129,8 @@ def postgres_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
     port = free_port()
     env = kern_env(database_url=POSTGRES_URL, schema=schema, base_url=f"http://{LOOPBACK}:{port}",
                    data_dir=tmp / "kern", broker_url=broker_url_for(REDIS_DB))
-    procs = Processes(tmp / "logs", env={**env, "KERN_APP": f"{APP}:agent_os"})
+    gate = tmp / "gate"
+    procs = Processes(tmp / "logs", env={**env, "KERN_APP": f"{APP}:agent_os", GATE_ENV: str(gate)})
     db = Database(POSTGRES_URL, schema=schema, settings=Settings(database_url=POSTGRES_URL, db_schema=schema))
     db.upgrade()
     failed_before = request.session.testsfailed
@@ -128,7 +141,7 @@ def postgres_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
         for name in ("w1", "w2"):
             procs.wait_for_log(name, " ready.", START_TIMEOUT_S)
         procs.wait_for_log("beat", "beat: Starting...", START_TIMEOUT_S)
-        yield Stack(db, procs, web, pids, ScheduleManager(db))
+        yield Stack(db, procs, web, f"http://{LOOPBACK}:{port}", gate, pids, ScheduleManager(db))
     finally:
         procs.stop_all()
         if request.session.testsfailed > failed_before:
@@ -142,13 +155,15 @@ def embedded_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
     tmp = tmp_path_factory.mktemp("workflow-schedule-embedded")
     port = free_port()
     # Only a data folder and the URL fires go to: SQLite and the embedded broker in it.
-    procs = Processes(tmp / "logs", env={"KERN_DATA_DIR": str(tmp / "kern"), "KERN_BASE_URL": f"http://{LOOPBACK}:{port}"})
+    gate = tmp / "gate"
+    procs = Processes(tmp / "logs", env={"KERN_DATA_DIR": str(tmp / "kern"), "KERN_BASE_URL": f"http://{LOOPBACK}:{port}",
+                                         GATE_ENV: str(gate)})
     failed_before = request.session.testsfailed
     db: Database | None = None
     try:
         web = serve(procs, "embedded_app", port)
         db = Database(settings=Settings(data_dir=tmp / "kern"))
-        yield Stack(db, procs, web, {web.pid}, ScheduleManager(db))
+        yield Stack(db, procs, web, f"http://{LOOPBACK}:{port}", gate, {web.pid}, ScheduleManager(db))
     finally:
         procs.stop_all()
         if request.session.testsfailed > failed_before:
@@ -203,3 +218,27 @@ def test_a_workflow_run_ending_in_error_fails_its_schedule_run_without_a_retry(s
     steps = run["run_data"]["step_results"]
     assert [(s["step_name"], s["success"]) for s in steps] == [("gather", True), ("verify", False)]
     assert stack.step_pids(run["run_id"]) <= stack.worker_pids
+
+
+def test_a_fired_workflow_run_cancelled_mid_step_ends_its_schedule_run_cancelled(postgres_stack: Stack) -> None:
+    # Postgres only: cancel is the same code on both stacks, and this file keeps within its time.
+    stack = postgres_stack
+    schedule = stack.manager.create(name="held", cron=FAR_CRON, endpoint=HELD, payload={"message": "hold"},
+                                    timeout_seconds=RUN_TIMEOUT_S)
+    stack.manager.trigger_run(schedule.id)
+    # The fire records the run as soon as the route accepts it; then its first step runs.
+    run_id = wait_for(lambda: next((r["run_id"] for r in stack.attempts(schedule.id) if r["run_id"]), None),
+                      RUN_TIMEOUT_S, 0.1, what="the fire to record the workflow run it started")
+    wait_for(lambda: any(r["path"] == "0" and r["status"] == "running" for r in stack.step_rows(run_id)),
+             RUN_TIMEOUT_S, 0.1, what="the held step to run")
+    try:
+        cancelled = httpx.post(f"{stack.base_url}/workflows/held/runs/{run_id}/cancel", timeout=10)
+        assert cancelled.status_code == 200, cancelled.text
+    finally:
+        stack.gate.touch()  # let the step's thread go (its result is ignored now)
+    [attempt] = stack.ended_attempts(schedule.id)
+    assert (attempt["status"], attempt["run_id"]) == ("cancelled", run_id)
+    assert "cancelled" in attempt["error"]
+    run = stack.agno_run(run_id)
+    assert (run["workflow_id"], run["status"], run["session_id"]) == ("held", "CANCELLED", attempt["session_id"])
+    assert not any(r["path"] == "1" for r in stack.step_rows(run_id))  # the step after never ran
