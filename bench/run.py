@@ -129,7 +129,9 @@ def main(argv: list[str] | None = None) -> None:
     results["loadavg_at_end"] = loadavg()
 
     RESULTS.mkdir(exist_ok=True)
-    dump_json(RESULTS / f"{mode}.json", results)
+    # A subset does not overwrite the last whole run: full-workflow.json, quick-lag.json, ...
+    name = mode if set(chosen) == set(BENCHMARKS) else f"{mode}-{'-'.join(chosen)}"
+    dump_json(RESULTS / f"{name}.json", results)
     md = table(results)
     if "claims" in results:
         md += f"\n\nEXPLAIN (ANALYZE, BUFFERS) of the claim at N = {results['claims']['large']['n']:,}:\n\n```\n"
@@ -141,10 +143,10 @@ def main(argv: list[str] | None = None) -> None:
         f"Redis {machine['redis']}, Celery {machine['celery']}, kombu {machine['kombu']}; "
         f"load average {machine['loadavg_at_start']} at start, {results['loadavg_at_end']} at end\n\n"
     )
-    (RESULTS / f"{mode}.md").write_text(header + md + "\n")
+    (RESULTS / f"{name}.md").write_text(header + md + "\n")
     print()
     print(header + md)
-    log(f"done in {results['seconds']} s; results in {RESULTS / (mode + '.json')}")
+    log(f"done in {results['seconds']} s; results in {RESULTS / (name + '.json')}")
 
 
 if __name__ == "__main__":
