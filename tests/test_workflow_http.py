@@ -16,6 +16,8 @@ module's `agent_os` through KERN_APP:
 - refusals: unknown workflow 404, input failing the input_schema and bad fields 422
   naming the field, a session of another workflow or user 409 (and
   nothing recorded for them);
+- a user's token (JWT) runs as its subject whatever the form says, and polls only its own
+  runs (an AgentOS in this process on the cluster's database and broker);
 - on the embedded default (SQLite, no broker, AgentOS(scheduler=True) in a uvicorn
   thread, no KERN_APP) a workflow runs through HTTP on the in-process worker.
 """
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
+import jwt
 import pytest
 from pydantic import BaseModel
 
@@ -393,6 +396,37 @@ def test_workflows_are_listed_and_schedulable(cluster: Cluster) -> None:
     refused = cluster.client.post("/schedules", json={
         "name": "nowhere", "cron_expr": "0 3 * * *", "endpoint": "/workflows/nope/runs"})
     assert refused.status_code == 422 and refused.json()["field"] == "endpoint"
+
+
+# --- a user's token -----------------------------------------------------------------------------------
+
+JWT_SECRET = "workflow-http-jwt-secret-of-32-bytes!"
+OS_ID = "workflow-http-os"
+
+
+def user_token(sub: str, *scopes: str) -> dict[str, str]:
+    body = {"sub": sub, "aud": OS_ID, "exp": int(time.time()) + 600, "scopes": list(scopes)}
+    return {"Authorization": f"Bearer {jwt.encode(body, JWT_SECRET, algorithm='HS256')}"}
+
+
+def test_a_users_token_runs_as_its_subject_and_polls_only_its_runs(cluster: Cluster) -> None:
+    settings = Settings(security_key="workflow-http-key", os_id=OS_ID, jwt_verification_key=JWT_SECRET,
+                        jwt_algorithm="HS256", broker_url=broker_url_for(REDIS_DB))
+    guarded = AgentOS(workflows=WORKFLOWS, db=cluster.db, settings=settings)  # the cluster's workers run it
+    alice = user_token("alice", "workflows:run", "workflows:read")
+    bob = user_token("bob", "workflows:run", "workflows:read")
+    with LiveServer(guarded.get_app()) as server, httpx.Client(base_url=server.url, timeout=60,
+                                                                 trust_env=False) as client:
+        reply = client.post("/workflows/sequence/runs", data=form("a topic", user_id="mallory"), headers=alice)
+        assert reply.status_code == 200, reply.text
+        ran = reply.json()
+        assert ran["status"] == "COMPLETED"
+        stored = RunStore(cluster.db).get(ran["run_id"])
+        assert stored is not None and stored.user_id == "alice"
+        path = f"/workflows/sequence/runs/{ran['run_id']}"
+        assert client.get(path, headers=alice).json() == ran
+        assert client.get(path, headers=bob).status_code == 404
+        assert client.get(path, headers={"Authorization": "Bearer workflow-http-key"}).status_code == 200
 
 
 # --- the embedded default: no services ---------------------------------------------------------------

@@ -19,11 +19,14 @@ A POST records the run and publishes it (kern_tasks.workflow.submit.start) to th
 Celery app; a wait polls the database (`until_ended`) without blocking the event loop.
 Refusals are the core's: unknown workflow 404; input failing the input_schema, bad fields
 422 naming them; a session of another workflow or user 409 (os/errors.py maps them).
+A user's token (JWT) runs as its subject whatever the form's user_id, and polls only its
+own runs (another's answers 404), unless it holds agent_os:admin (os/auth.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -32,6 +35,7 @@ from pydantic import BaseModel, ConfigDict
 
 from kern_tasks.errors import NotFound, ValidationError
 from kern_tasks.os import sse
+from kern_tasks.os.auth import acting_user, scoped_user
 from kern_tasks.os.errors import error_responses
 from kern_tasks.os.forms import ID_MAX, WORKFLOW_FORM_DOC, RunRequest, read_run_request
 from kern_tasks.os.schemas import RunAccepted
@@ -86,6 +90,8 @@ async def create_workflow_run(workflow_id: str, request: Request) -> Any:
     agent_os = request.app.state.agent_os
     workflow = agent_os.targets.get("workflows", workflow_id)
     run_request = await read_run_request(request)
+    # A user token's subject runs it, whatever the form says (agno's rule).
+    run_request = replace(run_request, user_id=acting_user(request, run_request.user_id))
     if run_request.stream:
         return await _stream(agent_os, workflow, run_request)
     run = await asyncio.to_thread(_start, agent_os, workflow, run_request)
@@ -132,21 +138,27 @@ async def get_workflow_run(
     missing = NotFound(f"workflow {workflow_id[:200]!r} has no run {run_id[:80]!r}")
     if len(run_id) > ID_MAX or has_unstorable_text(run_id):
         raise missing
-    body = await asyncio.to_thread(_run_body, agent_os, workflow.id, run_id, session_id)
+    body = await asyncio.to_thread(_run_body, agent_os, workflow.id, run_id, session_id, scoped_user(request))
     if body is None:
         raise missing
     return JSONResponse(body)
 
 
-def _run_body(agent_os: Any, workflow_id: str, run_id: str, session_id: str | None) -> dict[str, Any] | None:
+def _run_body(
+    agent_os: Any, workflow_id: str, run_id: str, session_id: str | None, owner: str | None
+) -> dict[str, Any] | None:
     """The run's body: its to_dict() once ended on the workers (what a wait answers), else
     the run as agno keeps it (agno_runs: RUNNING while on the workers, or a run that
     agno or an in-process Workflow.run kept in this database). None: not this workflow's
-    (or session's) run."""
+    (or session's, or, for a user token, that user's) run."""
     with agent_os.db.connect() as conn:
         row = progress.get_run(conn, run_id)
     if row is not None:
-        if row["workflow_id"] != workflow_id or (session_id and row["session_id"] != session_id):
+        if (
+            row["workflow_id"] != workflow_id
+            or (session_id and row["session_id"] != session_id)
+            or (owner is not None and row["user_id"] != owner)
+        ):
             return None
         if row["status"] != progress.RUNNING and row["result"] is not None:
             return dict(row["result"])
@@ -156,6 +168,7 @@ def _run_body(agent_os: Any, workflow_id: str, run_id: str, session_id: str | No
         or stored.run_type != "workflow"
         or stored.component_id != workflow_id
         or (session_id and stored.session_id != session_id)
+        or (owner is not None and stored.user_id != owner)
     ):
         return None
     return stored.to_api()
