@@ -2,7 +2,8 @@
 server (tests/chat_server.py), retries (429 then 200) and a 500 forever recorded on the run;
 agno's run events (parsed by agno's own `run_output_event_from_dict`) from Agent.run and over
 SSE from a real uvicorn on Postgres; cooperative cancel; a disconnecting client; the
-listing of an agent's runs; the bounded event channel between a run's thread and its response.
+listing of an agent's runs; owners (a user's token reaches only its runs); the bounded event channel
+between a run's thread and its response.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 
 from kern_tasks.agent import Agent, OpenAIChat, ScriptedModel
@@ -355,3 +358,34 @@ def test_a_cancel_sent_to_another_replica_stops_the_run(served: Served) -> None:
     finally:
         other_db.dispose()
 
+
+
+def test_a_users_token_runs_as_that_user_and_reaches_only_their_runs(served: Served) -> None:
+    secret, os_id = "a shared secret of more than thirty-two bytes", "stream-os"
+
+    def token(user: str, *scopes: str) -> dict[str, str]:
+        claims = {"sub": user, "aud": os_id, "scopes": list(scopes), "exp": int(time.time()) + 600}
+        return {"Authorization": f"Bearer {jwt.encode(claims, secret, algorithm='HS256')}"}
+
+    ann, bob = token("ann", "agents:run", "agents:read"), token("bob", "agents:run", "agents:read")
+    admin = token("root", "agent_os:admin")
+    other_db = Database(POSTGRES_URL, schema=served.schema, settings=EMPTY_SETTINGS)
+    settings = Settings(security_key="stream-key", os_id=os_id, jwt_verification_key=secret, jwt_algorithm="HS256")
+    guarded = AgentOS(agents=[Agent(model="offline", name="Demo")], db=other_db, settings=settings)
+    try:
+        with LiveServer(guarded.get_app()) as server, httpx.Client(base_url=server.url, timeout=20,
+                                                                   trust_env=False) as http:
+            run = http.post("/agents/demo/runs", data={"message": "mine", "stream": "false", "user_id": "bob"},
+                            headers=ann).json()
+            assert (run["status"], run["user_id"]) == ("COMPLETED", "ann")  # the token's user, not the form's
+            path, session = f"/agents/demo/runs/{run['run_id']}", {"session_id": run["session_id"]}
+            assert http.get(path, headers=ann).json()["user_id"] == "ann"
+            assert http.get(path, headers=admin).status_code == 200
+            assert [r["run_id"] for r in http.get("/agents/demo/runs", params=session, headers=ann).json()] == [
+                run["run_id"]]
+            assert http.get(path, headers=bob).status_code == 404
+            assert http.get("/agents/demo/runs", params=session, headers=bob).status_code == 404
+            assert http.post(f"{path}/cancel", headers=bob).status_code == 404
+            assert http.post(f"{path}/cancel", headers=ann).json() == {}
+    finally:
+        other_db.dispose()

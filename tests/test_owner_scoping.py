@@ -305,8 +305,6 @@ def test_an_agents_tools_act_for_the_user_of_the_run_and_of_the_firing_schedule(
     assert [s["id"] for s in listed["data"]] == [row.id]
 
 
-@pytest.mark.xfail(strict=True, reason="the run form's user_id still wins over the token's subject: "
-                                       "os/forms.py read_run_request should call os.auth.acting_user")
 def test_a_users_run_runs_as_that_user_whatever_the_form_says(served: Served) -> None:
     form = {"message": "hi", "user_id": "hank", "stream": "false"}
     answer = served.as_(token_of("gina"), "POST", "/agents/demo/runs", data=form)

@@ -18,6 +18,10 @@
                                         does not have (agno records intent for unknown ids; our
                                         run ids are ours, so an unknown one never starts).
 
+Owners (agno's rule, os/auth.py): a run started with a user's token runs as that user
+(whatever the form's user_id says); with such a token (unless agent_os:admin) the listing,
+the poll and the cancel reach only that user's runs: another's is not found.
+
 Agents run in this process (os/runner.py's RunExecutor); a client that disconnects from a
 stream does not cancel its run. Run state is read from the database, so any replica answers
 a poll, a listing or a cancel. Workflow runs are workflow_runs.py's; the listings (GET
@@ -27,6 +31,7 @@ a poll, a listing or a cancel. Workflow runs are workflow_runs.py's; the listing
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -35,6 +40,7 @@ from pydantic import StringConstraints
 
 from kern_tasks.errors import NotFound
 from kern_tasks.os import sse
+from kern_tasks.os.auth import acting_user, scoped_user
 from kern_tasks.os.errors import error_responses
 from kern_tasks.os.forms import FORM_FIELDS, ID_MAX, form_doc, read_run_request
 from kern_tasks.os.params import known_id
@@ -84,6 +90,7 @@ async def create_run(component_id: str, request: Request) -> Response:
     agent_os = request.app.state.agent_os
     target = agent_os.targets.get("agents", component_id)
     run_request = await read_run_request(request)
+    run_request = dataclasses.replace(run_request, user_id=acting_user(request, run_request.user_id))
     if run_request.stream:
         channel = EventChannel(asyncio.get_running_loop())
         await agent_os.runner.start("agent", target, run_request, events=channel)
@@ -110,7 +117,7 @@ async def list_runs(
     agent_os = request.app.state.agent_os
     target = agent_os.targets.get("agents", component_id)
     found = await asyncio.to_thread(
-        RunQueries(agent_os.db).session_runs, known_id(session_id, "session"),
+        RunQueries(agent_os.db).session_runs, known_id(session_id, "session"), user_id=scoped_user(request),
         statuses=[status.upper()] if status else None,
     )
     session, rows = found if found is not None else (None, [])
@@ -127,11 +134,13 @@ async def _agent_run(request: Request, component_id: str, run_id: str, session_i
     if len(run_id) > ID_MAX or has_unstorable_text(run_id):
         raise missing
     stored = await asyncio.to_thread(agent_os.store.get, run_id)
+    owner = scoped_user(request)
     if (
         stored is None
         or stored.run_type != "agent"
         or stored.component_id != target.id
         or (session_id and stored.session_id != session_id)
+        or (owner is not None and stored.user_id != owner)
     ):
         raise missing
     return target, stored
