@@ -185,6 +185,14 @@ def test_the_event_channel_is_bounded_and_a_gone_reader_never_blocks_the_run() -
         threading.Thread(target=lambda: (gone.put({"n": 1}), gone.put({"n": 2}), gone.end(), done.set())).start()
         assert await asyncio.to_thread(done.wait, 10)
 
+        # A reader that stops reading is given up on: its stream ends short, the run goes on.
+        stalled = EventChannel(loop, maxsize=1, put_timeout_s=0.05)
+        finished = threading.Event()
+        threading.Thread(target=lambda: ([stalled.put({"n": n}) for n in range(5)], stalled.end(),
+                                         finished.set())).start()
+        assert await asyncio.to_thread(finished.wait, 10)
+        assert [event async for event in stalled] == []
+
     asyncio.run(main())
 
 
