@@ -4,7 +4,7 @@
 
 See `agent.py` for the loop, `models.py` for the Model contract, `providers.py` for model
 strings ("openai:<model>", "ollama:<model>", "vllm:<model>", "offline"), `tools.py` for
-toolkits.
+toolkits, `events.py` for the run events (agno's) a streamed run reports.
 """
 
 from kern_tasks.agent.agent import Agent
