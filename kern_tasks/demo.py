@@ -7,8 +7,8 @@ Celery worker in this one process; a demo agent fired every few seconds and a de
 workflow (the seed's content pipeline: a Parallel of two research angles, an outline,
 then a draft/review Loop with a CEL end condition) fired at start-up and every 30 s,
 each fire printed as it ends (a workflow's with its steps). With KERN_DATABASE_URL and
-KERN_BROKER_URL set, the same app runs distributed (workers and more beat replicas
-elsewhere; fires are then printed where they run).
+KERN_BROKER_URL set, the same app runs distributed: workers elsewhere run the workflow
+with KERN_APP=kern_tasks.demo:pipeline, and fires are printed where they run.
 """
 
 from __future__ import annotations
@@ -70,6 +70,10 @@ def content_pipeline() -> Workflow:
     )
 
 
+# What workers in other processes load (KERN_APP=kern_tasks.demo:pipeline); the demo serves it.
+pipeline = content_pipeline()
+
+
 def build_demo(settings: Settings) -> AgentOS:
     """The demo AgentOS: an agent and a workflow, and a schedule for each, created at
     start-up idempotently (if_exists="update": a restart changes nothing, a schedule
@@ -94,7 +98,7 @@ def build_demo(settings: Settings) -> AgentOS:
             timeout_seconds=60,
             if_exists="update",
         )
-        pipeline = await manager.acreate(
+        scheduled = await manager.acreate(
             name=DEMO_WORKFLOW_SCHEDULE,
             cron=DEMO_WORKFLOW_CRON,
             endpoint=DEMO_WORKFLOW_ENDPOINT,
@@ -102,11 +106,11 @@ def build_demo(settings: Settings) -> AgentOS:
             timeout_seconds=120,
             if_exists="update",
         )
-        if pipeline.enabled:
-            await manager.atrigger_run(pipeline.id)  # show one now rather than within 30 s
+        if scheduled.enabled:
+            await manager.atrigger_run(scheduled.id)  # show one now rather than within 30 s
         yield
 
-    agent_os = AgentOS(agents=[agent], workflows=[content_pipeline()], db=db, scheduler=True,
+    agent_os = AgentOS(agents=[agent], workflows=[pipeline], db=db, scheduler=True,
                        scheduler_poll_interval=5, lifespan=lifespan, settings=settings)
     return agent_os
 

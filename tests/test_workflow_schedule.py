@@ -242,3 +242,11 @@ def test_a_fired_workflow_run_cancelled_mid_step_ends_its_schedule_run_cancelled
     run = stack.agno_run(run_id)
     assert (run["workflow_id"], run["status"], run["session_id"]) == ("held", "CANCELLED", attempt["session_id"])
     assert not any(r["path"] == "1" for r in stack.step_rows(run_id))  # the step after never ran
+
+
+def test_workers_in_other_processes_find_the_demo_workflow_through_kern_app() -> None:
+    from kern_tasks import demo
+    from kern_tasks.workflow.tasks import workflows_from
+
+    assert workflows_from("kern_tasks.demo:pipeline") == {"content-pipeline": demo.pipeline}
+    assert demo.DEMO_WORKFLOW_ENDPOINT == f"/workflows/{demo.pipeline.id}/runs"
