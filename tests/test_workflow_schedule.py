@@ -13,8 +13,8 @@ content pipeline, and `fact_check`, whose run ends in ERROR):
   serving AgentOS(scheduler=True), whose beat and in-process worker fire and run the
   workflows on SQLite and kombu's SQL transport in KERN_DATA_DIR. No services.
 
-On each: a cron fire of the pipeline ends `success`, its row carrying the workflow run's
-run_id and session_id; the run is COMPLETED in agno_runs (run_type workflow) with its
+On each: a cron fire of the pipeline (a schedule of user alice's) ends `success`, its row
+carrying the workflow run's run_id and session_id, the run and its session alice's; the run is COMPLETED in agno_runs (run_type workflow) with its
 step_results (the Loop ended by its CEL condition after two iterations); a triggered fire
 of `fact_check` ends `failed` with the run's error, not retried (a run in ERROR is
 terminal), linked to the run in ERROR. On Postgres, a fired run cancelled while a step
@@ -179,7 +179,8 @@ def stack(request: pytest.FixtureRequest) -> Stack:
 
 def test_a_cron_fire_of_a_workflow_links_its_attempt_to_the_completed_workflow_run(stack: Stack) -> None:
     schedule = stack.manager.create(name="pipeline", cron=stack.slot_now(), endpoint=PIPELINE,
-                                    payload={"message": "AI agents in 2026"}, timeout_seconds=RUN_TIMEOUT_S)
+                                    payload={"message": "AI agents in 2026"}, timeout_seconds=RUN_TIMEOUT_S,
+                                    user_id="alice")
     [attempt] = stack.ended_attempts(schedule.id)
     assert (attempt["status"], attempt["status_code"], attempt["manual"]) == ("success", 200, False), attempt["error"]
     assert attempt["run_id"] and attempt["session_id"]
@@ -187,6 +188,7 @@ def test_a_cron_fire_of_a_workflow_links_its_attempt_to_the_completed_workflow_r
     run = stack.agno_run(attempt["run_id"])
     assert (run["run_type"], run["workflow_id"], run["status"]) == ("workflow", "content-pipeline", "COMPLETED")
     assert run["session_id"] == attempt["session_id"]
+    assert run["user_id"] == attempt["user_id"] == "alice"  # the run is the schedule owner's
     data = run["run_data"]
     assert data["input"] == "AI agents in 2026"
     steps = data["step_results"]
@@ -199,7 +201,9 @@ def test_a_cron_fire_of_a_workflow_links_its_attempt_to_the_completed_workflow_r
     assert loop["steps"][-1]["content"].startswith("APPROVED")
     assert data["content"] == loop["steps"][-1]["content"]
     assert attempt["output"]["content"] == data["content"]  # what the fire saw is what was stored
-    assert stack.session(run["session_id"])["session_type"] == "workflow"
+    session = stack.session(run["session_id"])
+    assert (session["session_type"], session["workflow_id"], session["user_id"]) == (
+        "workflow", "content-pipeline", "alice")
     # The steps ran on the workers: never in a process the test did not start as one.
     assert stack.step_pids(run["run_id"]) <= stack.worker_pids
 
