@@ -23,8 +23,12 @@ install-test: $(VENV)/.installed-test
 run: install
 	$(PY) -m kern_tasks run
 
+# Test files spread over PYTEST_WORKERS processes, each file whole on one (--dist loadfile),
+# each process with a Redis of its own (tests/conftest.py).
+PYTEST_WORKERS ?= 2
+
 test: install-test
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: install-test
 	$(PY) -m bench.run

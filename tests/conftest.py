@@ -2,11 +2,14 @@
 
 Postgres tests each get a schema of their own in the `test` database (dropped after),
 so tests never see each other's rows. The URLs can be pointed elsewhere with
-KERN_TEST_POSTGRES_URL / KERN_TEST_REDIS_URL.
+KERN_TEST_POSTGRES_URL / KERN_TEST_REDIS_URL. Each test process starts a Redis of its own
+(`redis_url`) unless KERN_TEST_REDIS_URL names one.
 """
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 import uuid
 from datetime import UTC, datetime
@@ -20,17 +23,35 @@ from sqlalchemy import create_engine, text
 from kern_tasks.db import Database
 from kern_tasks.settings import Settings
 from tests.processes import Processes, kern_env
+from tests.services import PrivateRedis, ServiceUnavailable
 
 POSTGRES_URL = os.environ.get("KERN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("KERN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+SHARED_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 # Tests never read the developer's KERN_* environment.
 EMPTY_SETTINGS = Settings()
 
 
+@functools.cache
+def redis_url() -> str:
+    """The Redis the tests of this process use: KERN_TEST_REDIS_URL, else a redis-server of
+    this process's own (started on first use, killed at exit), so test processes running
+    side by side (pytest-xdist workers, two checkouts) never consume each other's Celery
+    messages; the machine's Redis only when there is no redis-server binary."""
+    if os.environ.get("KERN_TEST_REDIS_URL"):
+        return os.environ["KERN_TEST_REDIS_URL"]
+    try:
+        private = PrivateRedis().start()
+    except ServiceUnavailable:
+        return SHARED_REDIS_URL
+    atexit.register(private.stop)
+    return private.url
+
+
 def broker_url_for(redis_db: int) -> str:
-    """A Redis database of its own per test module (they may run side by side)."""
-    return REDIS_URL.rsplit("/", 1)[0] + f"/{redis_db}"
+    """A Redis database of its own per test module (modules of one process run one after
+    another; other processes have their own Redis: `redis_url`)."""
+    return redis_url().rsplit("/", 1)[0] + f"/{redis_db}"
 
 
 def flush_broker(redis_db: int) -> None:
