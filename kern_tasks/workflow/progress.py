@@ -138,13 +138,20 @@ def lock_run(conn: Connection, run_id: str) -> RowMapping | None:
     """The run's row, locked until the transaction ends; None when there is no such run."""
     if conn.dialect.name == "sqlite":
         # Take the write lock now, so no other writer reads the same progress meanwhile.
-        conn.execute(update(runs).where(runs.c.run_id == run_id).values(updated_at=runs.c.updated_at))
-    return conn.execute(select(runs).where(runs.c.run_id == run_id).with_for_update()).mappings().first()
+        conn.execute(_SQLITE_WRITE_LOCK, {"r_run_id": run_id})
+    return conn.execute(_LOCK_RUN, {"r_run_id": run_id}).mappings().first()
+
+
+# Built once (every step runs these): building and cache-keying a statement costs more CPU than sending it.
+_GET_RUN = select(runs).where(runs.c.run_id == bindparam("r_run_id"))
+_LOCK_RUN = _GET_RUN.with_for_update()
+_SQLITE_WRITE_LOCK = update(runs).where(runs.c.run_id == bindparam("r_run_id")).values(updated_at=runs.c.updated_at)
+_TOUCH_RUN = update(runs).where(runs.c.run_id == bindparam("r_run_id")).values(updated_at=bindparam("r_now"))
 
 
 def get_run(conn: Connection, run_id: str) -> RowMapping | None:
     """Read only: the run's row as it is."""
-    return conn.execute(select(runs).where(runs.c.run_id == run_id)).mappings().first()
+    return conn.execute(_GET_RUN, {"r_run_id": run_id}).mappings().first()
 
 
 _LOAD = select(steps.c.path, steps.c.attempt, steps.c.status, steps.c.final, steps.c.output, steps.c.error,
@@ -273,7 +280,7 @@ def merge_state(conn: Connection, run_id: str, state: dict[str, Any] | None, cha
 
 
 def touch_run(conn: Connection, run_id: str, *, now: float) -> None:
-    conn.execute(update(runs).where(runs.c.run_id == run_id).values(updated_at=now))
+    conn.execute(_TOUCH_RUN, {"r_run_id": run_id, "r_now": now})
 
 
 # Invariant: a run's dict is written (still RUNNING) before agno's record of its end, and
