@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from kern_tasks.broker import TRANSPORT as REDIS_TRANSPORT
+from kern_tasks.broker import SQL_TRANSPORT, TRANSPORT as REDIS_TRANSPORT
 from kern_tasks.dispatch import TASK_FIRE, TASK_WORKFLOW_ADVANCE, TASK_WORKFLOW_STEP
 from kern_tasks.firing.task import fire_task
 from kern_tasks.runtime import bind_runtime
@@ -43,10 +43,13 @@ def transport_options(url: str) -> dict[str, object]:
 
 
 def transport_class(url: str) -> str | None:
-    """Redis goes through kern_tasks.broker (kombu's transport with a fix that keeps a
-    worker alive when Redis restarts under in-flight tasks); others use kombu's own."""
+    """Redis and the embedded SQL transport go through kern_tasks.broker (kombu's, with a
+    fix that keeps a worker alive when Redis restarts under in-flight tasks, and a shorter
+    poll of the SQL message table); others use kombu's own."""
     if url.startswith(("redis://", "rediss://")):
         return REDIS_TRANSPORT
+    if url.startswith("sqla+"):
+        return SQL_TRANSPORT
     return None
 
 

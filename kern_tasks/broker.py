@@ -1,6 +1,6 @@
-"""The Redis broker transport kern_tasks uses: kombu's, with one teardown fix.
+"""The broker transports kern_tasks uses: kombu's, each with one change.
 
-When a worker loses Redis while late-acknowledged messages are in flight (every
+Redis (`TRANSPORT`): kombu's, with one teardown fix. When a worker loses Redis while late-acknowledged messages are in flight (every
 kern.fire is acks_late), celery 5.7 / kombu 5.7 tear the connection down twice: the
 first close of the channel fails on the dead socket, the transport is then detached,
 and the second close tries to restore the unacked messages through a fresh Redis
@@ -13,6 +13,11 @@ Here a channel whose connection is gone raises a connection error instead, which
 teardown path ignores as it should. Nothing is lost: the messages stay in Redis's
 unacked index (restored after the visibility timeout), and beat's sweep re-publishes
 attempts still queued after kern_republish_after in any case.
+
+The embedded default's SQL transport (`SQL_TRANSPORT`, sqla+sqlite://): kombu's polls
+the message table once a second when it is empty, so each hop of a workflow (step, then
+advance, then the next step) waited up to a second; it polls every SQL_POLL_S here. (Its
+transport options go to create_engine, so the interval cannot be passed as an option.)
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
+from kombu.transport import sqlalchemy as kombu_sql
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 
@@ -35,3 +41,12 @@ class Transport(kombu_redis.Transport):
 
 
 TRANSPORT = f"{__name__}:Transport"
+
+SQL_POLL_S = 0.1
+
+
+class SqlTransport(kombu_sql.Transport):
+    polling_interval = SQL_POLL_S
+
+
+SQL_TRANSPORT = f"{__name__}:SqlTransport"

@@ -6,9 +6,12 @@ which agno's client may send, must name this OS's database and tables.
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from datetime import datetime
+from typing import Annotated, Any
 
 from fastapi import Query
+from pydantic import BeforeValidator
 
 from kern_tasks.errors import NotFound
 from kern_tasks.runs.safe import has_unstorable_text
@@ -16,6 +19,20 @@ from kern_tasks.runs.safe import has_unstorable_text
 ID_MAX = 255
 PAGE_MAX = 10**9
 NO_NUL = r"^[^\x00]*$"
+
+
+_NUMBER = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*\Z")
+
+
+def _iso_only(value: Any) -> Any:
+    # pydantic reads a bare number as epoch seconds; the document says ISO 8601 (date-time).
+    if isinstance(value, (int, float)) or (isinstance(value, str) and _NUMBER.match(value)):
+        raise ValueError("must be an ISO 8601 date-time, e.g. 2026-12-01T09:00:00Z, not a number")
+    return value
+
+
+# A time in a query: ISO 8601 only (a time without a zone is UTC where it is read).
+IsoTime = Annotated[datetime, BeforeValidator(_iso_only)]
 
 
 def text_filter(description: str) -> Any:

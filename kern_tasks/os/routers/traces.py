@@ -25,7 +25,7 @@ from kern_tasks.errors import NotFound
 from kern_tasks.os.auth import scoped_user
 from kern_tasks.os.describe import database_id
 from kern_tasks.os.errors import error_responses
-from kern_tasks.os.params import PAGE_MAX, check_store, known_id, text_filter
+from kern_tasks.os.params import PAGE_MAX, IsoTime, check_store, known_id, text_filter
 from kern_tasks.os.schemas import PaginatedResponse
 from kern_tasks.os.trace_schemas import TraceDetail, TraceNode, TraceSummary
 from kern_tasks.runs.queries import RunQueries
@@ -66,8 +66,8 @@ async def list_traces(
     team_id: str | None = text_filter("team id"),
     workflow_id: str | None = text_filter("workflow id"),
     status: Literal["OK", "ERROR", "UNSET"] | None = Query(None),
-    start_time: datetime | None = Query(None, description="ISO 8601; traces that start at or after it"),
-    end_time: datetime | None = Query(None, description="ISO 8601; traces that end at or before it"),
+    start_time: IsoTime | None = Query(None, description="ISO 8601; traces that start at or after it"),
+    end_time: IsoTime | None = Query(None, description="ISO 8601; traces that end at or before it"),
     page: int = Query(1, ge=1, le=PAGE_MAX),
     limit: int = Query(20, ge=1, le=MAX_PAGE_LIMIT),
     db_id: str | None = text_filter("this OS's database id"),
