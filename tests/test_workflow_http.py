@@ -409,7 +409,7 @@ def user_token(sub: str, *scopes: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {jwt.encode(body, JWT_SECRET, algorithm='HS256')}"}
 
 
-def test_a_users_token_runs_as_its_subject_and_polls_only_its_runs(cluster: Cluster) -> None:
+def test_a_users_token_runs_as_its_subject_and_polls_and_cancels_only_its_runs(cluster: Cluster) -> None:
     settings = Settings(security_key="workflow-http-key", os_id=OS_ID, jwt_verification_key=JWT_SECRET,
                         jwt_algorithm="HS256", broker_url=broker_url_for(REDIS_DB))
     guarded = AgentOS(workflows=WORKFLOWS, db=cluster.db, settings=settings)  # the cluster's workers run it
@@ -427,6 +427,9 @@ def test_a_users_token_runs_as_its_subject_and_polls_only_its_runs(cluster: Clus
         assert client.get(path, headers=alice).json() == ran
         assert client.get(path, headers=bob).status_code == 404
         assert client.get(path, headers={"Authorization": "Bearer workflow-http-key"}).status_code == 200
+        # Cancel is scoped the same way: another's run is as missing as none; hers has ended.
+        assert client.post(f"{path}/cancel", headers=bob).status_code == 404
+        assert client.post(f"{path}/cancel", headers=alice).status_code == 409
 
 
 # --- the embedded default: no services ---------------------------------------------------------------

@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl
 from fastapi import Request
 
 from kern_tasks.errors import ValidationError
+from kern_tasks.os.auth import acting_user
 from kern_tasks.os.errors import RequestRefused
 from kern_tasks.runs.safe import has_unstorable_text
 
@@ -134,7 +135,8 @@ async def _fields(request: Request) -> dict[str, Any]:
 
 
 async def read_run_request(request: Request) -> RunRequest:
-    """The run request, or `ValidationError` (422) / `RequestRefused` (415) naming what is wrong."""
+    """The run request, or `ValidationError` (422) / `RequestRefused` (415) naming what is
+    wrong. Its user_id is whom the run runs as: a user token's subject, else the form's."""
     fields = await _fields(request)
     message = fields.get("message")
     if message is None or message == "":
@@ -146,7 +148,8 @@ async def read_run_request(request: Request) -> RunRequest:
         stream=_flag("stream", fields.get("stream"), default=True),
         background=_flag("background", fields.get("background")),
         session_id=_ident("session_id", fields.get("session_id")),
-        user_id=_ident("user_id", fields.get("user_id")),
+        # A user token's subject runs it, whatever the form says (agno's rule; os/auth.py).
+        user_id=acting_user(request, _ident("user_id", fields.get("user_id"))),
         session_state=_json_object("session_state", fields.get("session_state")),
         additional_data=_json_object("additional_data", fields.get("additional_data")),
     )

@@ -90,15 +90,22 @@ def _cancelled_dict(workflow: Workflow, row: Any, found: Progress, reason: str, 
     return run.to_dict()
 
 
-def cancel(db: Database, workflow: Workflow, run_id: str, *, session_id: str | None = None) -> dict[str, Any]:
+def cancel(db: Database, workflow: Workflow, run_id: str, *, session_id: str | None = None,
+           user_id: str | None = None) -> dict[str, Any]:
     """Cancel run `run_id` of `workflow` (see the module docstring); returns its dict.
-    `session_id`, when given, must be the run's."""
+    `session_id` and `user_id`, when given, must be the run's (another user's run is as
+    missing as one nobody submitted)."""
     missing = NotFound(f"workflow {workflow.id!r} has no run {run_id[:80]!r}")
     reason = f"Run {run_id} was cancelled"
     with db.begin() as conn:
         now = db_time(conn)
         row = progress.lock_run(conn, run_id)
-        if row is None or row["workflow_id"] != workflow.id or (session_id and row["session_id"] != session_id):
+        if (
+            row is None
+            or row["workflow_id"] != workflow.id
+            or (session_id and row["session_id"] != session_id)
+            or (user_id is not None and row["user_id"] != user_id)
+        ):
             raise missing
         if row["status"] != progress.RUNNING or row["result"] is not None:
             status = row["status"] if row["status"] != progress.RUNNING else row["result"].get("status")

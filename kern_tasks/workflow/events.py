@@ -39,7 +39,7 @@ from typing import Any
 
 from kern_tasks.db import Database
 from kern_tasks.errors import NotFound
-from kern_tasks.workflow import progress
+from kern_tasks.workflow import media, progress
 from kern_tasks.workflow.containers import Condition, Loop, Parallel, Router, Steps
 from kern_tasks.workflow.progress import Progress
 from kern_tasks.workflow.replay import Pending, Replay
@@ -333,7 +333,8 @@ async def run_events(db: Database, workflow: Workflow, run_id: str, *, min_wait_
                 if key in sent:
                     continue
                 sent.add(key)
-                yield event
+                # Media above the inline bound are stored by reference: the client gets the content.
+                yield await asyncio.to_thread(media.inlined, db, run_id, event)
             if row["status"] != progress.RUNNING:
                 return
         wait = min_wait_s if changed else min(wait * 2, max_wait_s)

@@ -33,7 +33,7 @@ from kern_tasks.errors import NotFound, ValidationError
 from kern_tasks.runs.safe import has_unstorable_text
 from kern_tasks.runs.store import RunStore
 from kern_tasks.runtime import runtime_for
-from kern_tasks.workflow import progress
+from kern_tasks.workflow import media, progress
 from kern_tasks.workflow.record import load_session, run_started, workflow_data
 from kern_tasks.workflow.tasks import advance_message
 from kern_tasks.workflow.types import MEDIA_FIELDS, RunStatus, WorkflowRunOutput
@@ -110,13 +110,13 @@ def start(
 
 
 def ended(db: Database, run_id: str) -> dict[str, Any] | None:
-    """The run's `to_dict()` as it ended (COMPLETED or ERROR), or None while it runs;
-    NotFound for a run_id nobody submitted."""
+    """The run's `to_dict()` as it ended (COMPLETED, ERROR or CANCELLED), its media inline
+    (as an in-process run's), or None while it runs; NotFound for a run_id nobody submitted."""
     with db.connect() as conn:
         row = progress.get_run(conn, run_id)
     if row is None:
         raise NotFound(f"no workflow run {run_id!r}")
-    return None if row["status"] == progress.RUNNING else dict(row["result"])
+    return None if row["status"] == progress.RUNNING else media.inlined(db, run_id, dict(row["result"]))
 
 
 def result(db: Database, run_id: str) -> WorkflowRunOutput | None:

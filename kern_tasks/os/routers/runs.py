@@ -31,7 +31,6 @@ a poll, a listing or a cancel. Workflow runs are workflow_runs.py's; the listing
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -40,7 +39,7 @@ from pydantic import StringConstraints
 
 from kern_tasks.errors import NotFound
 from kern_tasks.os import sse
-from kern_tasks.os.auth import acting_user, scoped_user
+from kern_tasks.os.auth import scoped_user
 from kern_tasks.os.errors import error_responses
 from kern_tasks.os.forms import FORM_FIELDS, ID_MAX, form_doc, read_run_request
 from kern_tasks.os.params import known_id
@@ -90,7 +89,6 @@ async def create_run(component_id: str, request: Request) -> Response:
     agent_os = request.app.state.agent_os
     target = agent_os.targets.get("agents", component_id)
     run_request = await read_run_request(request)
-    run_request = dataclasses.replace(run_request, user_id=acting_user(request, run_request.user_id))
     if run_request.stream:
         channel = EventChannel(asyncio.get_running_loop())
         await agent_os.runner.start("agent", target, run_request, events=channel)

@@ -19,14 +19,14 @@ A POST records the run and publishes it (kern_tasks.workflow.submit.start) to th
 Celery app; a wait polls the database (`until_ended`) without blocking the event loop.
 Refusals are the core's: unknown workflow 404; input failing the input_schema, bad fields
 422 naming them; a session of another workflow or user 409 (os/errors.py maps them).
-A user's token (JWT) runs as its subject whatever the form's user_id, and polls only its
-own runs (another's answers 404), unless it holds agent_os:admin (os/auth.py).
+A user's token (JWT) runs as its subject whatever the form's user_id (forms.py), and polls
+and cancels only its own runs (another's answers 404), unless it holds agent_os:admin
+(os/auth.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -35,12 +35,12 @@ from pydantic import BaseModel, ConfigDict
 
 from kern_tasks.errors import NotFound, ValidationError
 from kern_tasks.os import sse
-from kern_tasks.os.auth import acting_user, scoped_user
+from kern_tasks.os.auth import scoped_user
 from kern_tasks.os.errors import error_responses
 from kern_tasks.os.forms import ID_MAX, WORKFLOW_FORM_DOC, RunRequest, read_run_request
 from kern_tasks.os.schemas import RunAccepted
 from kern_tasks.runs.safe import has_unstorable_text
-from kern_tasks.workflow import progress
+from kern_tasks.workflow import media, progress
 from kern_tasks.workflow.cancel import cancel
 from kern_tasks.workflow.events import run_events
 from kern_tasks.workflow.submit import start, until_ended
@@ -90,8 +90,6 @@ async def create_workflow_run(workflow_id: str, request: Request) -> Any:
     agent_os = request.app.state.agent_os
     workflow = agent_os.targets.get("workflows", workflow_id)
     run_request = await read_run_request(request)
-    # A user token's subject runs it, whatever the form says (agno's rule).
-    run_request = replace(run_request, user_id=acting_user(request, run_request.user_id))
     if run_request.stream:
         return await _stream(agent_os, workflow, run_request)
     run = await asyncio.to_thread(_start, agent_os, workflow, run_request)
@@ -122,7 +120,8 @@ async def cancel_workflow_run(
     workflow = agent_os.targets.get("workflows", workflow_id)
     if len(run_id) > ID_MAX or has_unstorable_text(run_id):
         raise NotFound(f"workflow {workflow_id[:200]!r} has no run {run_id[:80]!r}")
-    await asyncio.to_thread(cancel, agent_os.db, workflow, run_id, session_id=session_id)
+    await asyncio.to_thread(cancel, agent_os.db, workflow, run_id, session_id=session_id,
+                            user_id=scoped_user(request))
     return JSONResponse({}, status_code=200)
 
 
@@ -161,7 +160,7 @@ def _run_body(
         ):
             return None
         if row["status"] != progress.RUNNING and row["result"] is not None:
-            return dict(row["result"])
+            return media.inlined(agent_os.db, run_id, dict(row["result"]))
     stored = agent_os.store.get(run_id)
     if (
         stored is None
