@@ -130,6 +130,11 @@ crash = Workflow(name="wf_crash", steps=[
     draft_review_loop(hang_once("review", 2, review)),  # hangs in the loop's second iteration
     Step(name="publish", executor=echo("publish")),
 ])
+crash_step = Workflow(name="wf_crash_step", steps=[
+    Step(name="research", executor=echo("research")),
+    Step(name="outline", executor=hang_once("outline", 1, echoed("outline"))),  # a plain step hangs at once
+    Step(name="publish", executor=echo("publish")),
+])
 crash_parallel = Workflow(name="wf_crash_parallel", steps=[
     Step(name="research", executor=echo("research")),
     Parallel(Step(name="left", executor=slow("left", 0.5)),
@@ -147,7 +152,7 @@ unstorable_state = Workflow(name="wf_unstorable", steps=[
 empty_parallel = Workflow(name="wf_empty_parallel", steps=[  # agno: the run ends in ERROR
     Step(name="start", executor=echo("start")), Parallel(name="none"), Step(name="after", executor=echo("after")),
 ])
-WORKFLOWS = [sequence, parallel_failing, loop_cel, router, condition, overlap, crash, crash_parallel, empty_parallel,
+WORKFLOWS = [sequence, parallel_failing, loop_cel, router, condition, overlap, crash, crash_step, crash_parallel, empty_parallel,
              unstorable_state]
 
 agent_os = AgentOS(workflows=WORKFLOWS)

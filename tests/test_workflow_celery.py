@@ -172,11 +172,13 @@ def test_a_duplicate_message_for_a_finished_step_does_nothing(cluster: Cluster) 
 
 
 @pytest.mark.parametrize("workflow, hung, hung_on, path, expected_calls", [
+    # In a plain step of the sequence.
+    (defs.crash_step, "outline", 1, "1", {"research": 1, "outline": 1, "publish": 1}),
     # In a Loop's second iteration (its fourth node: draft, review, draft, review).
     (defs.crash, "review", 2, "1/3", {"research": 1, "draft": 2, "review": 2, "publish": 1}),
     # In a Parallel branch: the other branch is not run again, the Parallel's body runs once.
     (defs.crash_parallel, "right", 1, "1/b1/0", {"research": 1, "left": 1, "right": 1, "publish": 1}),
-], ids=["loop-second-iteration", "parallel-branch"])
+], ids=["sequence-step", "loop-second-iteration", "parallel-branch"])
 def test_a_worker_sigkilled_mid_step_only_that_step_runs_again(
     tmp_path: Path, workflow: Workflow, hung: str, hung_on: int, path: str, expected_calls: dict[str, int]
 ) -> None:
