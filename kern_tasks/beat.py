@@ -10,7 +10,8 @@ kern_tasks.scheduler.lifecycle for the rules). Each tick:
      between 1 and 2, manual triggers, retries whose wait is over, messages lost with a
      broker restart) and end attempts whose worker was lost (it stopped beating:
      firing.liveness), retrying them at once; the same for workflow steps
-     (kern_tasks.workflow.tasks.sweep);
+     (kern_tasks.workflow.tasks.sweep); skip first attempts past expires_after_seconds
+     and disable schedules with no slot left (scheduler/limits.py);
   4. sleep until the earliest claimable next_run_at, at most one sweep interval and at
      most max_interval (the seed's scheduler_poll_interval).
 
@@ -35,7 +36,7 @@ from kern_tasks.db import db_time
 from kern_tasks.dispatch import publish, publish_messages
 from kern_tasks.firing import liveness
 from kern_tasks.runtime import runtime_for
-from kern_tasks.scheduler import lifecycle
+from kern_tasks.scheduler import lifecycle, limits
 from kern_tasks.scheduler.slots import DEFAULT_GRACE_S
 from kern_tasks.workflow import tasks as workflow_tasks
 
@@ -139,6 +140,8 @@ class LeaseScheduler(Scheduler):
             workflow_messages = workflow_tasks.sweep(
                 conn, now=now, limit=self.batch, heartbeats=self.vigil.trusts_heartbeats()
             )
+            limits.skip_expired_attempts(conn, now=int(now), limit=self.batch)
+            limits.finish_exhausted(conn, now=int(now), limit=self.batch)
             liveness.forget_dead_workers(conn, now=int(now))
         if dispatches:
             log.info("beat: sweep published %d attempt(s)", len(dispatches))

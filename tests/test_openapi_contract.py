@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -48,6 +49,14 @@ VALID = {
     "cron_expr": st.sampled_from(["@daily", "*/5 * * * *", "0 9 * * 1-5", "*/10 * * * * *"]),
     "timezone": st.sampled_from(["UTC", "America/New_York", "Asia/Kolkata"]),
     "endpoint": st.sampled_from(["/agents/demo/runs", "/health"]),
+}
+# Instants whose rules are in words (a one-off in the future, end_at after now and start_at),
+# relative to now so that any mix of them is a valid window.
+HOUR = 3600
+TIMES = {
+    "run_at": lambda now: st.integers(now + HOUR, now + 2 * HOUR),
+    "start_at": lambda now: st.integers(now - 2 * HOUR, now - HOUR),
+    "end_at": lambda now: st.integers(now + 3 * HOUR, now + 4 * HOUR),
 }
 CONFORMANCE = [
     openapi_checks.status_code_conformance,
@@ -104,6 +113,14 @@ def _pinned(case: Any, ids: list[str], data: st.DataObject) -> Any:
         for field, values in VALID.items():
             if field in case.body:
                 case.body[field] = data.draw(values)
+        now = int(time.time())
+        for field, instants in TIMES.items():
+            if case.body.get(field) is not None:
+                case.body[field] = data.draw(instants(now))
+        if case.method.upper() == "PATCH":
+            case.body.pop("run_at", None)  # a seed kept recurring, so max_runs stays valid for it
+        elif "run_at" in case.body:
+            case.body.pop("max_runs", None)  # a one-off runs once (a rule in words)
         if isinstance(case.body.get("payload"), dict):
             case.body["payload"] = _without_nul(case.body["payload"])
         if case.body.get("endpoint") == "/health":
@@ -160,7 +177,9 @@ def test_the_document_states_the_specs_constraints(served: Served) -> None:
     create = document["components"]["schemas"]["ScheduleCreate"]
     update = document["components"]["schemas"]["ScheduleUpdate"]
     fields = create["properties"]
-    assert create["required"] == ["name", "cron_expr", "endpoint"] and create["additionalProperties"] is False
+    assert create["required"] == ["name", "endpoint"] and create["additionalProperties"] is False
+    assert create["oneOf"] == [{"required": [kind]} for kind in spec.KIND_FIELDS]  # exactly one kind
+    assert (fields["interval_seconds"]["minimum"], fields["max_runs"]["anyOf"][0]["minimum"]) == (1, 1)
     assert (fields["name"]["maxLength"], fields["name"]["pattern"]) == (spec.NAME_MAX, spec.NAME_CHARS)
     assert (fields["timeout_seconds"]["minimum"], fields["timeout_seconds"]["maximum"]) == (1, spec.MAX_TIMEOUT_SECONDS)
     assert fields["max_retries"]["maximum"] == spec.MAX_RETRIES

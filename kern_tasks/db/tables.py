@@ -33,7 +33,7 @@ metadata = MetaData()
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 SCHEDULE_STATUSES = (
-    "queued", "running", "success", "failed", "retrying", "timeout", "paused", "cancelled",
+    "queued", "running", "success", "failed", "retrying", "timeout", "paused", "cancelled", "skipped",
 )
 # The values our policy columns take, and every field's default, are
 # kern_tasks.scheduler.spec's; the server defaults below are migration 0002's DDL
@@ -79,6 +79,17 @@ schedules = Table(
     Column("jitter_seconds", BigInteger, nullable=False, server_default="0"),
     # Slots passed over by the misfire policy (each one is also logged by beat).
     Column("skipped_slots", BigInteger, nullable=False, server_default="0"),
+    # The kinds beside cron (migration 0009; kern_tasks.scheduler.kinds): cron_expr is ""
+    # on such rows. Every N seconds from start_at (else created_at); or one run at run_at.
+    Column("interval_seconds", BigInteger),
+    Column("run_at", BigInteger),
+    # The window (any kind): no slot before start_at or after end_at.
+    Column("start_at", BigInteger),
+    Column("end_at", BigInteger),
+    # At most this many slots fire (counted from the slot rows).
+    Column("max_runs", BigInteger),
+    # A slot whose first attempt cannot start within this many seconds is "skipped".
+    Column("expires_after_seconds", BigInteger),
 )
 
 # agno's indexes, by agno's names, so a database agno created is recognised as is.
@@ -109,6 +120,15 @@ Index(
     schedules.c.next_run_at,
     postgresql_where=text("enabled AND locked_by IS NOT NULL"),
     sqlite_where=text("enabled AND locked_by IS NOT NULL"),
+)
+# Ours: schedules with no slot left that a limit or a one-off will finish (the sweep's
+# lifecycle.finish_exhausted reads only these).
+FINISHING = "enabled AND next_run_at IS NULL AND (run_at IS NOT NULL OR end_at IS NOT NULL OR max_runs IS NOT NULL)"
+Index(
+    "ix_kern_schedules_finishing",
+    schedules.c.id,
+    postgresql_where=text(FINISHING),
+    sqlite_where=text(FINISHING),
 )
 # A name is unique per owner; rows without user_id form one owner of their own.
 Index(

@@ -1,6 +1,7 @@
 """Request and response bodies of the HTTP API, with agno's field names and shapes
 (agno/os/routers/schedules/schema.py, agno/os/schema.py PaginatedResponse) plus our
-schedule fields (misfire_policy, overlap_policy, jitter_seconds, catchup_window_seconds).
+schedule fields (misfire_policy, overlap_policy, jitter_seconds, catchup_window_seconds, and the
+kinds: interval_seconds, run_at, start_at, end_at, max_runs, expires_after_seconds).
 
 The schedule request bodies derive from kern_tasks.scheduler.spec: the same checks run
 here as in ScheduleManager, and the OpenAPI document states their bounds (maxLength,
@@ -16,13 +17,27 @@ from pydantic import BaseModel, ConfigDict, create_model
 from pydantic.fields import FieldInfo
 
 from kern_tasks.scheduler.models import Page
-from kern_tasks.scheduler.spec import ScheduleFields
+from kern_tasks.scheduler.spec import KIND_FIELDS, ScheduleFields
 
 T = TypeVar("T")
 
 
+def _exactly_one_kind(schema: dict[str, Any]) -> None:
+    """The document states spec.check_kind's first rule: exactly one kind per schedule."""
+    schema["oneOf"] = [{"required": [field]} for field in KIND_FIELDS]
+
+
+def _at_most_one_kind(schema: dict[str, Any]) -> None:
+    """A change gives at most one kind (it replaces the schedule's)."""
+    pairs = [[a, b] for i, a in enumerate(KIND_FIELDS) for b in KIND_FIELDS[i + 1:]]
+    schema["not"] = {"anyOf": [{"required": pair} for pair in pairs]}
+
+
 class ScheduleCreate(ScheduleFields):
-    """A new schedule: the spec's fields and defaults (unknown keys are refused)."""
+    """A new schedule: the spec's fields and defaults (unknown keys are refused); exactly one
+    of cron_expr, interval_seconds or run_at."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_exactly_one_kind)
 
 
 def _leave_out_default(schema: dict[str, Any]) -> None:
@@ -37,8 +52,10 @@ def _optional(info: FieldInfo) -> tuple[Any, FieldInfo]:
 # Only the fields sent are changed; description and payload may be set to null.
 ScheduleUpdate = create_model(  # type: ignore[call-overload]
     "ScheduleUpdate",
-    __config__=ConfigDict(extra="forbid"),
-    __doc__="Only the fields sent are changed; description and payload may be set to null.",
+    __config__=ConfigDict(extra="forbid", json_schema_extra=_at_most_one_kind),
+    __doc__="Only the fields sent are changed; description, payload, start_at, end_at, max_runs and "
+    "expires_after_seconds may be set to null. A kind sent (cron_expr, interval_seconds or run_at) replaces "
+    "the schedule's.",
     **{key: _optional(info) for key, info in ScheduleFields.model_fields.items()},
 )
 
@@ -69,6 +86,12 @@ class ScheduleResponse(BaseModel):
     jitter_seconds: int
     catchup_window_seconds: int
     skipped_slots: int
+    interval_seconds: int | None = None
+    run_at: int | None = None
+    start_at: int | None = None
+    end_at: int | None = None
+    max_runs: int | None = None
+    expires_after_seconds: int | None = None
 
 
 class ScheduleStateResponse(BaseModel):

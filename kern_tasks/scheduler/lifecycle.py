@@ -54,6 +54,7 @@ from kern_tasks.dispatch import Dispatch
 from kern_tasks.errors import CronError
 from kern_tasks.firing.backoff import DEFAULT_CAP_SECONDS, backoff_delay
 from kern_tasks.firing.liveness import LOST_AFTER_S
+from kern_tasks.scheduler.kinds import Timetable, remaining_runs
 from kern_tasks.scheduler.slots import DEFAULT_GRACE_S, jitter_offset, plan_slots, skip_overlapped
 
 log = logging.getLogger("kern_tasks.lifecycle")
@@ -198,14 +199,35 @@ def claim_due(conn: Connection, *, token: str, now: int, batch: int) -> list[Row
         .returning(
             _s.c.id, _s.c.cron_expr, _s.c.timezone, _s.c.next_run_at, _s.c.user_id,
             _s.c.misfire_policy, _s.c.overlap_policy, _s.c.catchup_window_seconds, _s.c.jitter_seconds,
+            *_KIND_COLUMNS,
         )
     )
     return list(claimed.mappings())
 
 
+# A schedule's timing beyond cron (kinds.Timetable reads these).
+_KIND_COLUMNS = (
+    _s.c.created_at, _s.c.interval_seconds, _s.c.run_at, _s.c.start_at, _s.c.end_at, _s.c.max_runs,
+    _s.c.expires_after_seconds,
+)
+
+
+# Reads only; exact under any number of replicas: the claim that calls it holds the
+# schedule's lease, and every slot that ever fired is a unique row (attempt 1, not manual).
+def count_fired(conn: Connection, schedule_id: str) -> int:
+    """How many of the schedule's slots have fired (skipped ones have not)."""
+    return conn.execute(
+        select(func.count()).select_from(_r).where(
+            _r.c.schedule_id == schedule_id, _r.c.manual.is_(False), _r.c.attempt == 1, _r.c.status != "skipped"
+        )
+    ).scalar_one()
+
+
 # Invariants, in the claim's transaction:
 # - a slot is materialised at most once: unique (schedule_id, scheduled_for, manual, attempt),
-#   and next_run_at moves past every slot materialised or skipped;
+#   and next_run_at moves past every slot materialised or skipped (None: no slot is left);
+# - max_runs: the slots fired so far are counted under the lease, so at most max_runs ever fire;
+# - a slot already expires_after_seconds late is written "skipped", never published;
 # - overlap "forbid" keeps the lease (released by the slot's last attempt); "allow", and a
 #   claim that fires nothing, give it back at once.
 def materialise(
@@ -214,12 +236,14 @@ def materialise(
     """Insert the first attempt of each slot to fire, advance next_run_at, count skips."""
     now_s = int(now)
     runs: list[dict[str, Any]] = []
+    skipped_runs: list[dict[str, Any]] = []
     changes: list[dict[str, Any]] = []
     dispatches: list[Dispatch] = []
     for row in claimed:
+        remaining = remaining_runs(row["max_runs"], count_fired(conn, row["id"]) if row["max_runs"] else 0)
         try:
             plan = plan_slots(
-                cron_expr=row["cron_expr"], timezone=row["timezone"], next_run_at=row["next_run_at"], now=now_s,
+                timetable=Timetable.of(row), next_run_at=row["next_run_at"], now=now_s, remaining=remaining,
                 misfire_policy=row["misfire_policy"], overlap_policy=row["overlap_policy"],
                 catchup_window_seconds=row["catchup_window_seconds"], grace_s=grace_s,
             )
@@ -236,23 +260,31 @@ def materialise(
                 "schedule %s: %s%d missed slot(s) skipped (misfire policy %s)",
                 row["id"], "" if plan.skipped_exact else "at least ", plan.skipped, row["misfire_policy"],
             )
-        keep_lease = row["overlap_policy"] == "forbid" and bool(plan.fire)
+        expires = row["expires_after_seconds"]
+        offsets = {slot: jitter_offset(row["id"], slot, row["jitter_seconds"]) for slot in plan.fire}
+        expired = {slot for slot in plan.fire if expires is not None and now_s > slot + offsets[slot] + expires}
+        keep_lease = row["overlap_policy"] == "forbid" and len(plan.fire) > len(expired)
         for slot in plan.fire:
-            offset = jitter_offset(row["id"], slot, row["jitter_seconds"])
+            offset = offsets[slot]
             run = queued_attempt(
                 schedule_id=row["id"], attempt=1, scheduled_for=slot, manual=False, user_id=row["user_id"],
                 now=now_s, not_before=slot + offset if offset else None, enqueued_at=now_s,
-                lease_token=token if keep_lease else None,
+                lease_token=token if keep_lease and slot not in expired else None,
             )
+            if slot in expired:
+                log.warning("schedule %s: slot %s skipped: %s", row["id"], slot, expired_reason(expires))
+                skipped_runs.append({**run, "status": "skipped", "completed_at": now_s, "error": expired_reason(expires)})
+                continue
             runs.append(run)
             dispatches.append(Dispatch(run["id"], countdown=max(0.0, slot + offset - now) if offset else 0.0))
         changes.append(
             {
-                "b_id": row["id"], "b_next": plan.next_run_at, "b_skipped": plan.skipped,
+                "b_id": row["id"], "b_next": plan.next_run_at, "b_skipped": plan.skipped + len(expired),
                 "b_locked_by": token if keep_lease else None, "b_locked_at": now_s if keep_lease else None,
             }
         )
     _insert_attempts(conn, runs)
+    _insert_attempts(conn, skipped_runs)
     if changes:
         conn.execute(
             update(_s)
@@ -300,7 +332,7 @@ _RELEASE_IF_NOTHING_DUE = (
         _s.c.locked_by == bindparam("b_token"),
         or_(
             _s.c.next_run_at.is_(None), _s.c.next_run_at > epoch_now(),
-            _s.c.misfire_policy == "all", _s.c.cron_expr == "",
+            _s.c.misfire_policy == "all", (_s.c.cron_expr == "") & _s.c.interval_seconds.is_(None),
         ),  # fmt: skip
     )
     .values(locked_by=None, locked_at=None)
@@ -318,17 +350,18 @@ def release_lease(conn: Connection, *, schedule_id: str, token: str, now: int | 
         return True
     now = db_now(conn) if now is None else now
     row = conn.execute(
-        select(_s.c.cron_expr, _s.c.timezone, _s.c.next_run_at, _s.c.misfire_policy)
+        select(_s.c.cron_expr, _s.c.timezone, _s.c.next_run_at, _s.c.misfire_policy, *_KIND_COLUMNS)
         .where(_s.c.id == schedule_id, _s.c.locked_by == token)
         .with_for_update()
     ).mappings().first()
     if row is None:
         return False
     next_run_at, skipped = row["next_run_at"], 0
-    if row["misfire_policy"] != "all" and row["cron_expr"]:
+    if row["misfire_policy"] != "all" and (row["cron_expr"] or row["interval_seconds"]):
         try:
             next_run_at, skipped = skip_overlapped(
-                row["cron_expr"], row["timezone"], row["next_run_at"], now, row["misfire_policy"]
+                row["cron_expr"], row["timezone"], row["next_run_at"], now, row["misfire_policy"],
+                timetable=Timetable.of(row),
             )
         except CronError:
             pass  # beat disables such a row at its next claim
@@ -425,6 +458,12 @@ def start_attempt(
         return None
     if not schedule["enabled"] and not row["manual"]:
         _end(conn, row, status="cancelled", now=db_now(conn), error="the schedule was disabled before this run started")
+        return None
+    expires = schedule["expires_after_seconds"]
+    if expires is not None and row["attempt"] == 1 and not row["manual"] and (
+        row["triggered_at"] > (row["not_before"] or row["scheduled_for"]) + expires
+    ):
+        skip_attempt(conn, row, now=row["triggered_at"], error=expired_reason(expires))
         return None
     if row["attempt"] > 1:  # rare: only retries look back
         previous = conn.execute(
@@ -531,6 +570,19 @@ def _retry_or_end(
     )
     _insert_attempts(conn, [retry])
     return Dispatch(retry["id"], countdown=delay) if rides_broker else None
+
+
+def expired_reason(expires_after_seconds: int) -> str:
+    return f"expired: its first attempt could not start within expires_after_seconds ({expires_after_seconds}) of its time"
+
+
+# Invariant: a slot's first attempt that is skipped never runs (queued or just taken ->
+# "skipped", one conditional UPDATE), it is counted in skipped_slots, and its lease goes back.
+def skip_attempt(conn: Connection, row: RowMapping, *, now: int, error: str) -> None:
+    """End a slot's open first attempt as "skipped" (expires_after_seconds passed)."""
+    log.warning("schedule %s: slot %s skipped: %s", row["schedule_id"], row["scheduled_for"], error)
+    _end(conn, row, status="skipped", now=now, error=error, triggered_at=None, worker_id=None)
+    conn.execute(update(_s).where(_s.c.id == row["schedule_id"]).values(skipped_slots=_s.c.skipped_slots + 1))
 
 
 def _end(

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from datetime import datetime
 from typing import Any, Awaitable, Callable, ParamSpec, TypeVar
 
 from sqlalchemy import Connection
@@ -46,7 +47,7 @@ from kern_tasks.db import Database, db_now
 from kern_tasks.db.tables import schedule_runs
 from kern_tasks.errors import Conflict, NotFound, ScheduleDisabled, ValidationError
 from kern_tasks.scheduler import lifecycle, rows
-from kern_tasks.scheduler import validation
+from kern_tasks.scheduler import spec, validation
 from kern_tasks.scheduler.endpoints import EndpointPolicy
 from kern_tasks.scheduler.models import Page, Schedule, ScheduleRun
 from kern_tasks.scheduler.spec import DEFAULTS
@@ -77,6 +78,22 @@ def _paging(limit: int, page: int) -> tuple[int, int]:
     limit = validation.bounded_int("limit", limit, 1, MAX_PAGE_LIMIT)
     page = validation.bounded_int("page", page, 1, 10**9)
     return limit, page
+
+
+# What a schedule's other kind fields hold (cron_expr is NOT NULL: agno's column).
+_NO_KIND: dict[str, Any] = {"cron_expr": "", "interval_seconds": None, "run_at": None}
+
+
+def _checked_timing(values: dict[str, Any]) -> dict[str, Any]:
+    """The timing fields of a create checked (None: not given), the kinds not given empty."""
+    checked = validation.fields({key: value for key, value in values.items() if value is not None})
+    return {**{key: None for key in values}, **_NO_KIND, **checked}
+
+
+def _check_times(conn: Connection, values: dict[str, Any], changed: Any) -> None:
+    """The rules of check_kind that need the clock (the database's), for the fields given."""
+    if {"run_at", "end_at"} & set(changed) and (values.get("run_at") is not None or values.get("end_at") is not None):
+        spec.check_kind(values, now=db_now(conn), changed=changed)
 
 
 def _provenance(given: dict[str, str] | None, allowed: frozenset[str]) -> dict[str, Any]:
@@ -115,8 +132,8 @@ class ScheduleManager:
     def create(
         self,
         name: str,
-        cron: str,
-        endpoint: str,
+        cron: str | None = None,
+        endpoint: str | None = None,
         method: str = DEFAULTS["method"],
         description: str | None = None,
         payload: dict[str, Any] | None = None,
@@ -133,8 +150,20 @@ class ScheduleManager:
         catchup_window_seconds: int = DEFAULTS["catchup_window_seconds"],
         overlap_policy: str = DEFAULTS["overlap_policy"],
         jitter_seconds: int = DEFAULTS["jitter_seconds"],
+        interval_seconds: int | None = None,
+        run_at: int | datetime | None = None,
+        start_at: int | datetime | None = None,
+        end_at: int | datetime | None = None,
+        max_runs: int | None = None,
+        expires_after_seconds: int | None = None,
     ) -> Schedule:
         """Create a schedule (agno's parameters, in agno's order, then our options).
+
+        When it runs: exactly one of `cron`, `interval_seconds` (every N seconds from
+        start_at, else from now) or `run_at` (once; epoch seconds or an aware datetime),
+        optionally within `start_at`/`end_at`, at most `max_runs` times; a slot not
+        started within `expires_after_seconds` of its time is skipped (kinds.py). Errors
+        name the field (spec.check_kind).
 
         `if_exists` says what to do when this owner already has a schedule by this name:
         "raise" raises `Conflict` (a ValueError), "skip" returns it unchanged, "update"
@@ -144,10 +173,15 @@ class ScheduleManager:
         managed_by, target_type, target_id, created_by_run_id, created_by_session_id.
         With an endpoint policy, the endpoint must be a route it serves."""
         mode = validation.if_exists(if_exists)
+        timing = _checked_timing(
+            {
+                "cron_expr": cron, "interval_seconds": interval_seconds, "run_at": run_at, "start_at": start_at,
+                "end_at": end_at, "max_runs": max_runs,
+            }
+        )
         given = validation.fields(
             {
                 "name": name,
-                "cron_expr": cron,
                 "endpoint": endpoint,
                 "method": method,
                 "description": description,
@@ -160,8 +194,11 @@ class ScheduleManager:
                 "catchup_window_seconds": catchup_window_seconds,
                 "overlap_policy": overlap_policy,
                 "jitter_seconds": jitter_seconds,
+                "expires_after_seconds": expires_after_seconds,
             }
         )
+        given.update(timing)
+        spec.check_kind(given)
         if not isinstance(enabled_on_create, bool):
             raise ValidationError("enabled_on_create", "must be true or false")
         owner = validation.fields(
@@ -170,6 +207,7 @@ class ScheduleManager:
         given["method"], given["endpoint"] = self.check_endpoint(given["method"], given["endpoint"])
         try:
             with self.db.begin() as conn:
+                _check_times(conn, given, given.keys())
                 return rows.insert_schedule(conn, {**given, **owner})
         except IntegrityError:
             # The name is taken (possibly by a process that won a race a moment ago).
@@ -177,6 +215,7 @@ class ScheduleManager:
         with self.db.begin() as conn:
             existing = rows.find_by_name(conn, given["name"], owner.get("user_id"), lock=True)
             if existing is None:  # deleted in between: one more try, as a plain create
+                _check_times(conn, given, given.keys())
                 return rows.insert_schedule(conn, {**given, **owner})
             if mode == "raise":
                 raise Conflict(
@@ -278,8 +317,10 @@ class ScheduleManager:
     def update(self, schedule_id: str, user_id: str | None = None, **fields: Any) -> Schedule | None:
         """Change fields (re-validated; `cron=` is accepted for `cron_expr=`); None when the
         schedule is missing or not `user_id`'s (`user_id` selects the row, it never
-        reassigns the owner). Recomputes next_run_at when cron, time zone or enabled
-        change. A name this owner already uses raises `Conflict`."""
+        reassigns the owner). Recomputes next_run_at when its timing, time zone or enabled
+        change. Giving a kind (cron, interval_seconds, run_at) switches the schedule to it;
+        None clears start_at, end_at, max_runs or expires_after_seconds. A name this owner
+        already uses raises `Conflict`."""
         if "cron" in fields:
             fields["cron_expr"] = fields.pop("cron")
         changes = validation.fields(fields)
@@ -339,7 +380,18 @@ class ScheduleManager:
 
     def _apply_changes(self, conn: Connection, current: Schedule, changes: dict[str, Any]) -> Schedule:
         """Write only what differs; nothing at all when nothing does. A change of endpoint
-        or method, and enabling, must pass the endpoint policy (even when nothing differs)."""
+        or method, and enabling, must pass the endpoint policy (even when nothing differs).
+        A change of timing is checked on the whole schedule it makes (spec.check_kind)."""
+        timing = set(spec.TIMING_FIELDS) & changes.keys()
+        if timing:
+            kinds = [key for key in spec.KIND_FIELDS if changes.get(key) not in (None, "")]
+            if len(kinds) > 1:
+                spec.check_kind(changes)  # names the second kind given
+            if kinds:  # the kind given replaces the schedule's kind
+                changes = {**changes, **{key: _NO_KIND[key] for key in spec.KIND_FIELDS if key != kinds[0]}}
+            merged = {**current.to_dict(), **changes}
+            spec.check_kind(merged)
+            _check_times(conn, merged, timing)
         if {"endpoint", "method"} & changes.keys() or changes.get("enabled") is True:
             method, endpoint = self.check_endpoint(
                 changes.get("method", current.method), changes.get("endpoint", current.endpoint)

@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Generic, Iterator, Mapping, TypeVar
 
+from kern_tasks.scheduler.kinds import Timetable
 from kern_tasks.scheduler.spec import DEFAULTS
 
 T = TypeVar("T")
@@ -52,6 +53,18 @@ class Schedule:
     overlap_policy: str = DEFAULTS["overlap_policy"]
     jitter_seconds: int = DEFAULTS["jitter_seconds"]
     skipped_slots: int = 0
+    # The kinds beside cron (kern_tasks.scheduler.kinds); cron_expr is "" when one is set.
+    interval_seconds: int | None = None
+    run_at: int | None = None
+    start_at: int | None = None
+    end_at: int | None = None
+    max_runs: int | None = None
+    expires_after_seconds: int | None = None
+
+    @property
+    def kind(self) -> str:
+        """cron, interval, run_at, or on_demand (agno's cron "")."""
+        return Timetable.of(self.to_dict()).kind
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> "Schedule":

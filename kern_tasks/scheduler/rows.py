@@ -11,6 +11,7 @@ unique per owner).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, and_, delete, func, insert, select, update
@@ -18,20 +19,23 @@ from sqlalchemy import ColumnElement, Connection, and_, delete, func, insert, se
 from kern_tasks.db import db_now
 from kern_tasks.db.tables import schedule_runs, schedules
 from kern_tasks.errors import NotFound
-from kern_tasks.scheduler import cron as cron_engine
-from kern_tasks.scheduler import validation
+from kern_tasks.scheduler import spec, validation
+from kern_tasks.scheduler.kinds import Timetable
 from kern_tasks.scheduler.endpoints import target_of
 from kern_tasks.scheduler.models import Schedule, ScheduleRun
 
 # Fields whose change moves the next fire time.
-TIMING_FIELDS = frozenset({"cron_expr", "timezone", "enabled"})
+TIMING_FIELDS = frozenset({"timezone", "enabled", *spec.TIMING_FIELDS})
 
 
-def compute_next_run_at(cron_expr: str, timezone: str, now: int) -> int | None:
-    """The first slot strictly after `now`; None for agno's on-demand schedules (cron "")."""
-    if not cron_expr:
-        return None
-    return cron_engine.next_run_epoch(cron_expr, timezone, now)
+def compute_next_run_at(values: Mapping[str, Any], now: int) -> int | None:
+    """The first slot strictly after `now` of a schedule's timing `values` (kinds.Timetable),
+    a one-off's slot up to RUN_AT_PAST_GRACE_S old included; None when no slot is left
+    and for agno's on-demand schedules (cron "")."""
+    table = Timetable.of(values)
+    if table.run_at is not None:
+        return table.next_after(now - spec.RUN_AT_PAST_GRACE_S - 1)
+    return table.next_after(now)
 
 
 def missing(schedule_id: str) -> NotFound:
@@ -114,7 +118,7 @@ def insert_schedule(conn: Connection, values: dict[str, Any]) -> Schedule:
         "target_type": target_type,
         "target_id": target_id,
         **values,
-        "next_run_at": compute_next_run_at(values["cron_expr"], values["timezone"], now),
+        "next_run_at": compute_next_run_at({**values, "created_at": now}, now),
         "created_at": now,
         "updated_at": now,
     }
@@ -134,7 +138,7 @@ def write_changes(conn: Connection, current: Schedule, changes: dict[str, Any]) 
     # Disabling alone needs no new slot; it must work even on a row whose cron only
     # agno's croniter understands (such as "0 9 * * 5#3").
     if timing and (timing != {"enabled"} or diff["enabled"]):
-        diff["next_run_at"] = compute_next_run_at(merged["cron_expr"], merged["timezone"], now)
+        diff["next_run_at"] = compute_next_run_at(merged, now)
     if diff.get("enabled") is True:
         diff["disabled_reason"] = None
     if "endpoint" in diff and current.managed_by in (None, "company"):

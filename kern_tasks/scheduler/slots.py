@@ -1,7 +1,8 @@
-"""Which cron slots a claimed schedule fires now: the misfire and overlap policies.
+"""Which slots a claimed schedule fires now: the misfire and overlap policies, max_runs.
 
 A pure function of the schedule's settings, its stored `next_run_at` (the first slot
-not yet materialised) and "now"; beat calls it inside the claim transaction.
+not yet materialised) and "now"; beat calls it inside the claim transaction. The slots
+of every kind (cron, interval, one-off, within start_at/end_at) are kinds.Timetable's.
 
 Rules, for the due slots S0 < S1 < ... <= now:
 - a slot at most `grace_s` old is on time and always fires (beat may wake a little
@@ -16,7 +17,9 @@ Rules, for the due slots S0 < S1 < ... <= now:
   slots that fell due while a `forbid` run was in flight follow the misfire policy too
   (`skip_overlapped`, applied when the lease is released);
 - `next_run_at` becomes the first slot not materialised (a pending due slot is kept for
-  the next claim, so it is neither lost nor fired twice).
+  the next claim, so it is neither lost nor fired twice), None when the timetable has
+  no slot left (past end_at, a one-off's slot planned) or max_runs' last slot is planned;
+- max_runs: at most `remaining` slots fire in this claim (the caller counts the fired ones).
 
 Long outages are not walked slot by slot: past `max_scan` slots the plan counts the
 rest as skipped (at least) and jumps to the window's start.
@@ -26,9 +29,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Iterator
-
-from kern_tasks.scheduler import cron as cron_engine
+from kern_tasks.scheduler.kinds import Timetable
 from kern_tasks.scheduler.spec import DEFAULTS
 
 DEFAULT_GRACE_S = 60
@@ -42,41 +43,40 @@ class SlotPlan:
 
     fire: tuple[int, ...]  # slots (epoch s) to materialise now, oldest first
     skipped: int  # missed slots passed over (a lower bound when `skipped_exact` is False)
-    next_run_at: int | None  # the first slot not materialised
+    next_run_at: int | None  # the first slot not materialised; None: no slot is left
     skipped_exact: bool = True
-
-
-def _slots(cron_expr: str, timezone: str, first: int) -> Iterator[int]:
-    """first, then every following slot of the expression."""
-    slot = first
-    while True:
-        yield slot
-        slot = cron_engine.next_run_epoch(cron_expr, timezone, slot)
 
 
 def plan_slots(
     *,
-    cron_expr: str,
-    timezone: str,
     next_run_at: int,
     now: int,
+    cron_expr: str = "",
+    timezone: str = DEFAULTS["timezone"],
     misfire_policy: str = DEFAULTS["misfire_policy"],
     overlap_policy: str = DEFAULTS["overlap_policy"],
     catchup_window_seconds: int = DEFAULTS["catchup_window_seconds"],
     grace_s: int = DEFAULT_GRACE_S,
     max_slots: int = MAX_SLOTS_PER_CLAIM,
     max_scan: int = MAX_SCAN,
+    timetable: Timetable | None = None,
+    remaining: int | None = None,
 ) -> SlotPlan:
-    """Plan the claim of a schedule whose `next_run_at` <= `now` (see module docstring)."""
+    """Plan the claim of a schedule whose `next_run_at` <= `now` (see module docstring).
+    `timetable` gives the slots of any kind (default: `cron_expr` in `timezone`);
+    `remaining` is how many more slots max_runs lets fire (None: no limit)."""
+    table = timetable if timetable is not None else Timetable(cron_expr=cron_expr, timezone=timezone)
+    if remaining is not None and remaining <= 0:
+        return SlotPlan(fire=(), skipped=0, next_run_at=None)
     oldest_kept = now - max(catchup_window_seconds, grace_s) if misfire_policy == "all" else now - grace_s
     skipped = 0
     exact = True
-    start = next_run_at
-    if start < oldest_kept:
+    start: int | None = next_run_at
+    if next_run_at < oldest_kept:
         # Slots before the oldest one that could fire: count (bounded), then jump.
-        scan = _slots(cron_expr, timezone, start)
+        start = None  # stays None when the timetable ends among the missed slots
         last_missed = None
-        for slot in scan:
+        for slot in table.slots_from(next_run_at):
             if slot >= oldest_kept:
                 start = slot
                 break
@@ -84,35 +84,45 @@ def plan_slots(
             skipped += 1
             if skipped >= max_scan:
                 exact = False
-                start = cron_engine.next_run_epoch(cron_expr, timezone, oldest_kept - 1)
+                start = table.next_after(oldest_kept - 1)
                 break
-        if misfire_policy == "once" and last_missed is not None and start > now:
+        if misfire_policy == "once" and last_missed is not None and (start is None or start > now):
             # Nothing on time is due: fire the newest missed slot, late, once.
             # (When the scan stopped early, the newest missed slot is the one just before `start`.)
-            newest = last_missed if exact else _last_slot_before(cron_expr, timezone, start, oldest_kept)
+            newest = last_missed if exact or start is None else _last_slot_before(table, start, oldest_kept)
             return SlotPlan(
                 fire=(newest,),
                 skipped=skipped - 1 if exact else skipped,
-                next_run_at=start,
+                next_run_at=None if remaining == 1 else start,
                 skipped_exact=exact,
             )
     # From `start` on, every slot up to now fires (on time, or caught up under "all").
     limit = 1 if overlap_policy == "forbid" else max_slots
+    if remaining is not None:
+        limit = min(limit, remaining)
     fire: list[int] = []
     next_slot = start
-    for slot in _slots(cron_expr, timezone, start):
-        if slot > now or len(fire) >= limit:
-            next_slot = slot
-            break
-        fire.append(slot)
+    if start is not None:
+        next_slot = None  # unless a slot is left after the loop
+        for slot in table.slots_from(start):
+            if slot > now or len(fire) >= limit:
+                next_slot = slot
+                break
+            fire.append(slot)
+    if remaining is not None and len(fire) >= remaining:
+        next_slot = None  # max_runs: the last slot that may fire is planned
     return SlotPlan(fire=tuple(fire), skipped=skipped, next_run_at=next_slot, skipped_exact=exact)
 
 
-def _last_slot_before(cron_expr: str, timezone: str, start: int, oldest_kept: int) -> int:
+def _last_slot_before(table: Timetable, start: int, oldest_kept: int) -> int:
     """The newest slot before `start`, found without walking the whole outage."""
-    probe = cron_engine.next_run_epoch(cron_expr, timezone, oldest_kept - 1 - (start - oldest_kept) - 1)
-    newest = probe
-    for slot in _slots(cron_expr, timezone, probe):
+    if table.interval_seconds is not None:
+        found = table.last_before(start, table.anchor)
+        if found is not None:
+            return found
+    probe = table.next_after(oldest_kept - 1 - (start - oldest_kept) - 1)
+    newest = probe if probe is not None else start
+    for slot in table.slots_from(newest):
         if slot >= start:
             break
         newest = slot
@@ -128,22 +138,27 @@ def jitter_offset(schedule_id: str, slot: int, jitter_seconds: int) -> int:
 
 
 def skip_overlapped(
-    cron_expr: str, timezone: str, next_run_at: int | None, now: int, misfire_policy: str = DEFAULTS["misfire_policy"]
+    cron_expr: str, timezone: str, next_run_at: int | None, now: int, misfire_policy: str = DEFAULTS["misfire_policy"],
+    *, timetable: Timetable | None = None,
 ) -> tuple[int | None, int]:
     """When a run ends under overlap "forbid", the slots that fell due while it ran follow
     the misfire policy: "skip" passes over them all (agno's behaviour); "once" keeps the
     newest, which fires late right away, and passes over the rest (Kubernetes' Forbid);
-    "all" keeps them all. Returns (next_run_at, skipped)."""
+    "all" keeps them all. Returns (next_run_at, skipped); next_run_at None when no slot
+    is left. `timetable` gives the slots of any kind (default: the cron in its zone)."""
     if next_run_at is None or next_run_at > now or misfire_policy == "all":
         return next_run_at, 0
+    table = timetable if timetable is not None else Timetable(cron_expr=cron_expr, timezone=timezone)
     due = 0
     newest = next_run_at
-    for slot in _slots(cron_expr, timezone, next_run_at):
+    after: int | None = None  # the first slot after now, if any is left
+    for slot in table.slots_from(next_run_at):
         if slot > now:
+            after = slot
             break
         newest, due = slot, due + 1
         if due >= MAX_SCAN:  # a run that outlived thousands of slots: go on from now
-            return cron_engine.next_run_epoch(cron_expr, timezone, now), due
+            return table.next_after(now), due
     if misfire_policy == "once":
         return newest, due - 1
-    return slot, due
+    return after, due

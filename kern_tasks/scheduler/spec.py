@@ -33,6 +33,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from functools import partial
 from types import MappingProxyType
 from typing import Annotated, Any, Literal, Optional, get_args
@@ -73,6 +74,16 @@ MAX_RETRIES = 20
 MAX_RETRY_DELAY_SECONDS = 24 * 3600
 MAX_JITTER_SECONDS = 3600
 MAX_CATCHUP_WINDOW_SECONDS = 30 * 24 * 3600
+MAX_INTERVAL_SECONDS = 366 * 24 * 3600
+MAX_EXPIRES_AFTER_SECONDS = 30 * 24 * 3600
+MAX_RUNS = 10**9
+MAX_EPOCH = 253_402_300_799  # 9999-12-31T23:59:59Z
+# A one-off may be given this far in the past and still fire (on time: slots.DEFAULT_GRACE_S).
+RUN_AT_PAST_GRACE_S = 60
+# When a schedule runs: exactly one of these (check_kind), in the order errors name them.
+KIND_FIELDS = ("cron_expr", "interval_seconds", "run_at")
+# What check_kind reads: the kinds, the window and the limit.
+TIMING_FIELDS = (*KIND_FIELDS, "start_at", "end_at", "max_runs")
 
 # A field's errors are reported under the name its callers pass (manager.create(cron=...)).
 ERROR_NAMES = {"cron_expr": "cron"}
@@ -196,6 +207,21 @@ def _cron(value: Any) -> str:
     return value.strip()
 
 
+def _instant(value: Any) -> int | None:
+    """Epoch seconds (as agno stores every time), or an aware datetime (from Python)."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(
+                f"{value.isoformat()} is a naive datetime: give one with a time zone (tzinfo), or epoch seconds"
+            )
+        value = math.floor(value.timestamp())
+    if isinstance(value, str):
+        raise ValueError(f"must be epoch seconds (an integer), got the text {value[:40]!r}")
+    return whole_number(value, low=0, high=MAX_EPOCH)
+
+
 def _timezone(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError('must be an IANA name such as "America/New_York"')
@@ -208,6 +234,15 @@ def _timezone(value: Any) -> str:
 
 def _bounded(low: int, high: int) -> Any:
     return Annotated[int, Field(ge=low, le=high), BeforeValidator(partial(whole_number, low=low, high=high))]
+
+
+def _optional_whole(value: Any, *, low: int, high: int) -> int | None:
+    return None if value is None else whole_number(value, low=low, high=high)
+
+
+def _optional_bounded(low: int, high: int) -> Any:
+    number = Annotated[int, Field(ge=low, le=high)]
+    return Annotated[Optional[number], BeforeValidator(partial(_optional_whole, low=low, high=high))]
 
 
 def _optional_text(max_length: int, check: Any = None) -> Any:
@@ -235,6 +270,14 @@ RetryDelaySeconds = _bounded(0, MAX_RETRY_DELAY_SECONDS)
 JitterSeconds = _bounded(0, MAX_JITTER_SECONDS)
 CatchupWindowSeconds = _bounded(1, MAX_CATCHUP_WINDOW_SECONDS)
 Enabled = Annotated[bool, BeforeValidator(_enabled)]
+# The kinds other than cron: not nullable in a request body (a kind is given or left out),
+# so "exactly one of" is a rule the OpenAPI document can state (os/schemas.py's oneOf).
+IntervalSeconds = _bounded(1, MAX_INTERVAL_SECONDS)
+Instant = Annotated[int, Field(ge=0, le=MAX_EPOCH), BeforeValidator(_instant)]
+# The window and the limits: null clears them.
+OptionalInstant = Annotated[Optional[Annotated[int, Field(ge=0, le=MAX_EPOCH)]], BeforeValidator(_instant)]
+MaxRuns = _optional_bounded(1, MAX_RUNS)
+ExpiresAfterSeconds = _optional_bounded(1, MAX_EXPIRES_AFTER_SECONDS)
 Misfire = _one_of(MisfirePolicy)
 Overlap = _one_of(OverlapPolicy)
 OptionalText = _optional_text(TEXT_MAX)
@@ -243,12 +286,32 @@ UserId = _optional_text(TEXT_MAX, _user_id)
 
 
 class ScheduleFields(BaseModel):
-    """What a caller describes of a schedule. Only name, cron_expr and endpoint are required."""
+    """What a caller describes of a schedule: name, endpoint and exactly one of cron_expr,
+    interval_seconds or run_at are required (check_kind)."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: Name = Field(description="unique per owner: letters, digits, space and _ . : @ / -")
-    cron_expr: CronExpr = Field(description='5 fields, 6 with leading seconds ("*/5 * * * * *"), or a macro (@daily)')
+    cron_expr: CronExpr = Field(
+        None, description='5 fields, 6 with leading seconds ("*/5 * * * * *"), or a macro (@daily); '
+        "exactly one of cron_expr, interval_seconds or run_at"
+    )
+    interval_seconds: IntervalSeconds = Field(
+        None, description="every N seconds of elapsed time, from start_at (else from when the schedule was made)"
+    )
+    run_at: Instant = Field(None, description="one run at this instant (epoch seconds); then the schedule disables "
+                            'itself with disabled_reason "completed"; at most 60 s in the past')
+    start_at: OptionalInstant = Field(None, description="no slot before this instant (epoch seconds)")
+    end_at: OptionalInstant = Field(
+        None, description="no slot after this instant (epoch seconds, in the future, after start_at); then the "
+        "schedule disables itself"
+    )
+    max_runs: MaxRuns = Field(None, description="at most this many slots ever fire (not with run_at); then the "
+                              "schedule disables itself")
+    expires_after_seconds: ExpiresAfterSeconds = Field(
+        None, description="a slot whose first attempt cannot start within this many seconds of its time is "
+        "skipped (a run row with status skipped)"
+    )
     endpoint: Endpoint = Field(description='a route of this AgentOS, e.g. "/agents/my-agent/runs"')
     method: HttpMethod = "POST"
     description: Description = None
@@ -337,6 +400,46 @@ def check_fields(values: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         check(unknown[0], None)
     return {key: check(key, value) for key, value in values.items()}
+
+
+def check_kind(values: Mapping[str, Any], *, now: int | None = None, changed: Any = None) -> None:
+    """The rules across a schedule's timing fields (checked values, the whole schedule's):
+    exactly one of cron_expr (non-empty), interval_seconds or run_at; start_at before
+    end_at; a run_at inside the window and without max_runs. With `now` (epoch s), the
+    fields in `changed` (default: all) must not lie in the past: end_at after now, run_at
+    at most RUN_AT_PAST_GRACE_S before it. Raises `ValidationError` naming the field."""
+    given = [key for key in KIND_FIELDS if values.get(key) not in (None, "")]
+    names = [ERROR_NAMES.get(key, key) for key in given]
+    if not given:
+        raise ValidationError("cron", 'give when it runs: one of cron (a cron expression such as "0 9 * * 1-5"), '
+                                      "interval_seconds (every N seconds) or run_at (one run at an instant)")
+    if len(given) > 1:
+        raise ValidationError(
+            names[1], f"a schedule has exactly one of cron, interval_seconds or run_at; {names[0]} is given too"
+        )
+    start, end, run_at = values.get("start_at"), values.get("end_at"), values.get("run_at")
+    if start is not None and end is not None and end <= start:
+        raise ValidationError("end_at", f"{_iso(end)} must be after start_at ({_iso(start)})")
+    if run_at is not None:
+        if values.get("max_runs") is not None:
+            raise ValidationError("max_runs", "a run_at schedule runs once; max_runs is for cron and interval ones")
+        if start is not None and run_at < start:
+            raise ValidationError("run_at", f"{_iso(run_at)} is before start_at ({_iso(start)})")
+        if end is not None and run_at > end:
+            raise ValidationError("run_at", f"{_iso(run_at)} is after end_at ({_iso(end)})")
+    if now is None:
+        return
+    changed = set(values) if changed is None else set(changed)
+    if "end_at" in changed and end is not None and end <= now:
+        raise ValidationError("end_at", f"{_iso(end)} is in the past (now {_iso(now)}): no slot could fire")
+    if "run_at" in changed and run_at is not None and run_at < now - RUN_AT_PAST_GRACE_S:
+        raise ValidationError(
+            "run_at", f"{_iso(run_at)} is in the past (now {_iso(now)}); give a future instant"
+        )
+
+
+def _iso(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
 
 
 def if_exists(value: Any) -> str:
