@@ -18,6 +18,18 @@ CRON_EXAMPLES = (
     '"0 9 * * 1-5" (weekdays at 09:00), "*/15 * * * *" (every 15 minutes), "30 8 1 * *" (08:30 on the 1st).'
 )
 
+# How to say when a schedule runs, one way per kind (tools/scheduler.py's arguments).
+KIND_EXAMPLES = (
+    'Say when it runs with exactly one of: cron for calendar times ("0 9 * * 1-5"), interval_seconds for '
+    '"every N seconds" (90), run_in_seconds for "in 20 minutes" (1200) or run_at for one local date and time '
+    '("2026-12-24T09:00").'
+)
+TIME_EXAMPLES = (
+    'Write a local date and time such as "2026-12-24T09:00" (read in the schedule\'s timezone), in the future; '
+    'for "in 20 minutes" pass run_in_seconds=1200 instead of run_at.'
+)
+KIND_FIELDS = {"cron", "interval_seconds", "run_at", "run_in_seconds"}
+
 # Abbreviations and colloquial names people use for zones -> the IANA zone meant.
 ZONE_ALIASES = {
     "ET": "America/New_York", "EST": "America/New_York", "EDT": "America/New_York",
@@ -37,6 +49,15 @@ def hint_for(exc: KernError) -> str | None:
     field = getattr(exc, "field", None)
     if isinstance(exc, CronError) and field == "cron":
         return CRON_EXAMPLES
+    message = getattr(exc, "message", "")
+    if isinstance(exc, ValidationError) and field in KIND_FIELDS and (
+        "exactly one of" in message or "give when it runs" in message
+    ):
+        return KIND_EXAMPLES
+    if isinstance(exc, ValidationError) and field in {"run_at", "start_at", "end_at"}:
+        return TIME_EXAMPLES
+    if isinstance(exc, ValidationError) and field == "max_runs" and "runs once" in message:
+        return "Leave max_runs out for a one-off (run_at or run_in_seconds): it runs once."
     if isinstance(exc, CronError) and field == "timezone":
         match = _ZONE_IN_MESSAGE.search(str(exc))
         return zone_hint(match.group(1)) if match else None

@@ -25,14 +25,16 @@ from __future__ import annotations
 
 import functools
 import json
+from datetime import datetime
+from zoneinfo import ZoneInfo
 from collections.abc import Callable, Iterable
 from typing import Any, ParamSpec
 
 from kern_tasks.agent.run import RunContext
 from kern_tasks.agent.tools import Toolkit
-from kern_tasks.db import Database
+from kern_tasks.db import Database, db_now
 from kern_tasks.errors import CronError, KernError, NotFound, ValidationError
-from kern_tasks.scheduler import ScheduleManager, validation
+from kern_tasks.scheduler import ScheduleManager, spec, validation
 from kern_tasks.scheduler.endpoints import RUN_ENDPOINT, EndpointPolicy
 from kern_tasks.scheduler.models import Schedule
 from kern_tasks.scheduler.spec import DEFAULTS
@@ -102,38 +104,59 @@ class SchedulerTools(Toolkit):
     def create_schedule(
         self,
         name: str,
-        cron: str,
+        cron: str | None = None,
         timezone: str | None = None,
         endpoint: str | None = None,
         method: str | None = None,
         message: str | None = None,
         payload: dict[str, Any] | None = None,
         description: str | None = None,
+        interval_seconds: int | None = None,
+        run_in_seconds: int | None = None,
+        run_at: str | None = None,
+        start_at: str | None = None,
+        end_at: str | None = None,
+        max_runs: int | None = None,
+        expires_after_seconds: int | None = None,
         run_context: RunContext | None = None,
     ) -> str:
-        """Create a recurring schedule, or update the one that already has this name (safe to repeat; an
-        existing disabled schedule stays disabled).
+        """Create a schedule, or update the one that already has this name (safe to repeat; an existing
+        disabled schedule stays disabled). Say when it runs with exactly one of cron, interval_seconds,
+        run_in_seconds or run_at.
 
         Args:
             name: a short unique name, e.g. "daily-pr-digest" (letters, digits, - _ . : @ / and spaces).
-            cron: when it runs, 5 fields "minute hour day-of-month month day-of-week" in the schedule's
+            cron: for calendar times, 5 fields "minute hour day-of-month month day-of-week" in the schedule's
                 time zone. Examples: "0 9 * * *" every day at 09:00; "0 9 * * 1-5" weekdays at 09:00;
-                "*/15 * * * *" every 15 minutes; "30 8 1 * *" 08:30 on the 1st of each month;
-                "0 17 * * fri" Fridays at 17:00.
-            timezone: IANA time zone the cron is read in, e.g. "America/New_York" (ET, Eastern time),
-                "America/Chicago" (CT), "America/Los_Angeles" (PT), "Europe/London", "UTC".
-                Never an abbreviation like ET or PST. Default: the configured default zone.
+                "30 8 1 * *" 08:30 on the 1st of each month; "0 17 * * fri" Fridays at 17:00.
+            timezone: the user's IANA time zone, e.g. "America/New_York" (ET, Eastern time),
+                "America/Chicago" (CT), "America/Los_Angeles" (PT), "Europe/London", "UTC"; cron, run_at,
+                start_at and end_at are read in it. Never an abbreviation like ET or PST. Default: the
+                configured default zone.
             endpoint: path to call, e.g. "/agents/my-agent/runs". Default: the configured endpoint.
             method: HTTP method (GET, POST, PUT, PATCH, DELETE). Default: the configured method.
             message: the instruction the scheduled run receives, e.g. "Post a digest of open PRs".
                 Required when the schedule POSTs to a /runs endpoint.
             payload: extra JSON fields of the request body (the message goes in payload.message).
             description: what the schedule is for, for people reading the list.
+            interval_seconds: "every N seconds/minutes/hours" by elapsed time, e.g. 90 for "every 90 seconds",
+                900 for "every 15 minutes", 7200 for "every 2 hours".
+            run_in_seconds: run once, this many seconds from now, e.g. 1200 for "remind me in 20 minutes".
+            run_at: run once at this local date and time in the time zone, e.g. "2026-12-24T09:00".
+            start_at: no run before this local date and time, e.g. "2027-01-04T00:00" for "from next Monday".
+            end_at: no run after this local date and time, e.g. "2027-03-31T23:59" for "until quarter's end".
+            max_runs: run at most this many times, e.g. 10 for "ten times" (not with run_at or run_in_seconds).
+            expires_after_seconds: skip a run that cannot start within this many seconds of its time, e.g.
+                300 for "skip it if it could not start within 5 minutes".
         """
         # Every field is checked before the message rule, so the model hears of a bad cron first.
         name = validation.name(name)
-        cron = validation.cron_expr(cron)
         timezone = _zone(timezone or self.default_timezone)
+        timing = self._timing(
+            timezone, cron=cron, interval_seconds=interval_seconds, run_in_seconds=run_in_seconds, run_at=run_at,
+            start_at=start_at, end_at=end_at, max_runs=max_runs,
+        )
+        spec.check_kind({"cron_expr": "", "interval_seconds": None, "run_at": None, **timing})
         endpoint = validation.endpoint(endpoint or self._default_endpoint())
         method = validation.method(method or self.default_method)
         # The endpoint policy before the message rule: no message fixes an unserved route.
@@ -147,10 +170,12 @@ class SchedulerTools(Toolkit):
             before = self.manager.get_by_name(name, owner)
         except (NotFound, ValidationError):
             before = None
+        cron_expr = timing.pop("cron_expr", None)
         schedule = self.manager.create(
-            name=name, cron=cron, endpoint=endpoint, method=method, description=description,
+            name=name, cron=cron_expr, endpoint=endpoint, method=method, description=description,
             payload=body or None, timezone=timezone, if_exists="update", user_id=owner,
             provenance=_provenance("created_by", run_context) or None,
+            expires_after_seconds=expires_after_seconds, **timing,
         )
         status = "created" if before is None else ("unchanged" if schedule == before else "updated")
         if status == "updated":
@@ -196,9 +221,17 @@ class SchedulerTools(Toolkit):
         message: str | None = None,
         payload: dict[str, Any] | None = None,
         description: str | None = None,
+        interval_seconds: int | None = None,
+        run_in_seconds: int | None = None,
+        run_at: str | None = None,
+        start_at: str | None = None,
+        end_at: str | None = None,
+        max_runs: int | None = None,
+        expires_after_seconds: int | None = None,
         run_context: RunContext | None = None,
     ) -> str:
-        """Change a schedule: pass only what should change. The next run time follows a new cron or zone.
+        """Change a schedule: pass only what should change. The next run time follows a new timing or zone.
+        A new cron, interval_seconds, run_in_seconds or run_at replaces how it was timed.
 
         Args:
             schedule_id: the schedule's id or its name.
@@ -210,12 +243,23 @@ class SchedulerTools(Toolkit):
             message: a new instruction for the scheduled run (kept in payload.message).
             payload: a new request body (replaces the old one; message still applies).
             description: a new description.
+            interval_seconds: run every N seconds instead, e.g. 90.
+            run_in_seconds: run once, this many seconds from now, instead.
+            run_at: run once at this local date and time instead, e.g. "2026-12-24T09:00".
+            start_at: a new local date and time before which it does not run.
+            end_at: a new local date and time after which it does not run.
+            max_runs: a new limit of runs.
+            expires_after_seconds: a new limit of how late a run may start.
         """
         current = self._find(schedule_id, run_context)
         if timezone is not None:
             timezone = _zone(timezone)
-        given = {"name": name, "cron_expr": cron, "timezone": timezone, "endpoint": endpoint,
-                 "method": method, "description": description}
+        timing = self._timing(
+            timezone or current.timezone, cron=cron, interval_seconds=interval_seconds,
+            run_in_seconds=run_in_seconds, run_at=run_at, start_at=start_at, end_at=end_at, max_runs=max_runs,
+        )
+        given = {"name": name, "timezone": timezone, "endpoint": endpoint, "method": method,
+                 "description": description, "expires_after_seconds": expires_after_seconds, **timing}
         changes: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
         if payload is not None or message is not None:
             body = dict(validation.payload(payload) or {}) if payload is not None else dict(current.payload or {})
@@ -298,6 +342,28 @@ class SchedulerTools(Toolkit):
 
     # --- helpers ----------------------------------------------------------------------
 
+    def _timing(
+        self, zone: str, *, cron: str | None, interval_seconds: int | None, run_in_seconds: int | None,
+        run_at: str | None, start_at: str | None, end_at: str | None, max_runs: int | None,
+    ) -> dict[str, Any]:
+        """The tools' timing arguments as the manager's fields (only those given): local
+        date-times read in the schedule's zone, run_in_seconds from the database's clock."""
+        if run_in_seconds is not None and run_at is not None:
+            raise ValidationError("run_in_seconds", "give run_in_seconds or run_at, not both")
+        timing: dict[str, Any] = {"cron_expr": cron, "interval_seconds": interval_seconds, "max_runs": max_runs}
+        if run_in_seconds is not None:
+            delay = validation.bounded_int("run_in_seconds", run_in_seconds, 1, spec.MAX_INTERVAL_SECONDS)
+            timing["run_at"] = self._db_now() + delay
+        else:
+            timing["run_at"] = _local_instant("run_at", run_at, zone)
+        timing["start_at"] = _local_instant("start_at", start_at, zone)
+        timing["end_at"] = _local_instant("end_at", end_at, zone)
+        return validation.fields({key: value for key, value in timing.items() if value is not None})
+
+    def _db_now(self) -> int:
+        with self.manager.db.connect() as conn:
+            return db_now(conn)
+
     def _default_endpoint(self) -> str:
         if not self.default_endpoint:
             raise ValidationError("endpoint", 'no endpoint given and no default configured: pass endpoint, '
@@ -362,6 +428,21 @@ def _zone(value: str) -> str:
             f'(or "{fixed}" if a fixed offset all year is really meant)',
         )
     return zone
+
+
+def _local_instant(field: str, text: str | None, zone: str) -> int | None:
+    """Epoch seconds of a date and time the model wrote; without an offset it is local time in `zone`."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(str(text).strip())
+    except ValueError:
+        raise ValidationError(
+            field, f'{str(text)[:60]!r} is not a date and time; write it as "2026-12-24T09:00" (local time in {zone})'
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=ZoneInfo(zone))
+    return int(moment.timestamp())
 
 
 def _require_message(endpoint: str, method: str, payload: dict[str, Any]) -> None:

@@ -12,9 +12,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from kern_tasks.errors import KernError
-from kern_tasks.scheduler import describe
+from kern_tasks.scheduler import kinds
+from kern_tasks.scheduler.kinds import Timetable
 from kern_tasks.scheduler.models import Schedule, ScheduleRun
 from kern_tasks.tools.hints import hint_for
+
+# Our timing fields, shown only when set (a cron schedule reads as before).
+TIMING = ("interval_seconds", "run_at", "start_at", "end_at", "max_runs", "expires_after_seconds")
 
 
 def error_json(exc: KernError) -> str:
@@ -39,11 +43,13 @@ def _local_iso(epoch: int | None, zone: str) -> str | None:
 
 
 def schedule_json(schedule: Schedule) -> dict[str, Any]:
-    """What the model sees of a schedule."""
+    """What the model sees of a schedule: its timing in words and its next runs in its zone."""
+    table = Timetable.of(schedule.to_dict())
     try:
-        when = f"{describe(schedule.cron_expr)} ({schedule.timezone})" if schedule.cron_expr else "on demand"
+        when = f"{kinds.describe(table)} ({schedule.timezone})" if table.kind != "on_demand" else "on demand"
     except KernError:  # a row written by agno with a cron only croniter reads
         when = f"cron {schedule.cron_expr} ({schedule.timezone})"
+    timing = {key: getattr(schedule, key) for key in TIMING if getattr(schedule, key) is not None}
     return {
         "id": schedule.id,
         "name": schedule.name,
@@ -58,6 +64,9 @@ def schedule_json(schedule: Schedule) -> dict[str, Any]:
         "disabled_reason": schedule.disabled_reason,
         "next_run_at": schedule.next_run_at,
         "next_run_at_local": _local_iso(schedule.next_run_at, schedule.timezone),
+        **timing,
+        **{f"{key}_local": _local_iso(timing[key], schedule.timezone) for key in ("run_at", "start_at", "end_at")
+           if key in timing},
     }
 
 
