@@ -45,7 +45,7 @@ from starlette.requests import Request
 
 from kern_tasks.os import describe
 from kern_tasks.os.errors import RequestRefused
-from kern_tasks.os.scopes import ADMIN_SCOPE, allows, required_scopes, schedule_refusal
+from kern_tasks.os.scopes import ADMIN_SCOPE, allows, is_listing, listable_ids, required_scopes, schedule_refusal
 from kern_tasks.os.tokens import InvalidToken, TokenVerifier
 from kern_tasks.scheduler.endpoints import RUN_ENDPOINT
 
@@ -96,6 +96,13 @@ def scoped_user(request: Request, asked: str | None = None) -> str | None:
     agent_os:admin), whatever `asked` (a user_id filter of the request) says; else `asked`."""
     owner = caller_of(request).owner
     return owner if owner is not None else asked
+
+
+def listable(request: Request, kind: str) -> set[str] | None:
+    """The ids of `kind` (agents, teams, workflows) the caller's listing shows: None for all
+    (auth off, the security key, admin or a kind-wide scope), else a user token's own."""
+    caller = caller_of(request)
+    return listable_ids(caller.scopes, kind) if caller.kind == "user" else None
 
 
 def creating_user(request: Request) -> str | None:
@@ -152,8 +159,8 @@ def user_refusal(caller: Caller, method: str, path: str) -> str | None:
     needed = required_scopes(method, path)
     if needed is None:
         return None if ADMIN_SCOPE in caller.scopes else f"Insufficient permissions. Required scope(s): {ADMIN_SCOPE}"
-    if allows(caller.scopes, needed, path):
-        return None
+    if allows(caller.scopes, needed, path) or is_listing(method, path):
+        return None  # a listing lets any token through, filtered to what it may see (`listable`)
     return f"Insufficient permissions. Required scope(s): {', '.join(needed)}"
 
 

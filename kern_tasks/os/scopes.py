@@ -147,6 +147,28 @@ def allows(held: Iterable[str], required: Sequence[str], path: str) -> bool:
     return True
 
 
+def listable_ids(held: Iterable[str], kind: str, action: str = "read") -> set[str] | None:
+    """Which of `kind`'s resources (agents, teams, workflows) the scopes `held` may see in
+    its listing: None for all of them (admin, `kind:action` or `kind:*:action`), else the
+    ids of their `kind:<id>:action` scopes, possibly none. agno lets such a token list
+    (GET /agents) and filters the list, rather than refuse it."""
+    held = [scope for scope in held if isinstance(scope, str)]
+    if ADMIN_SCOPE in held or any(_grants(scope, kind, action, None) for scope in held):
+        return None
+    ids = set()
+    for scope in held:
+        parts = _parts(scope)
+        if parts is not None and parts[0] == kind and parts[2] == action and parts[1] is not None:
+            ids.add(parts[1])
+    return ids
+
+
+def is_listing(method: str, path: str) -> str | None:
+    """The kind when `method path` is a per-resource kind's listing (GET /agents), else None."""
+    kind = path.strip("/")
+    return kind if method == "GET" and kind in PER_RESOURCE_KINDS else None
+
+
 def schedule_refusal(held: Iterable[str], method: str, endpoint: str) -> str | None:
     """Why scopes `held` may not point a schedule at `method endpoint` (None: they may)."""
     held = list(held)

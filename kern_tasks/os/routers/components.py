@@ -4,7 +4,8 @@ WorkflowResponse).
 
 Agents and workflows are the ones the run routes serve (`AgentOS(workflows=[...])`,
 listed with their steps). An unknown id answers 404; `version` (agno's component versions, which this OS
-does not keep) answers 404 for any version.
+does not keep) answers 404 for any version. A user token holding only per-resource scopes
+(agents:<id>:read) lists the ones it may read, as agno filters it (os/auth.py `listable`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 
 from kern_tasks.errors import NotFound
+from kern_tasks.os.auth import listable
 from kern_tasks.os.agno_schemas import AgentDetail, AgentSummary, WorkflowDetail, WorkflowSummary
 from kern_tasks.os.describe import (
     agent_detail,
@@ -33,7 +35,9 @@ router = APIRouter(responses=error_responses(401, 403, 404, 422))
 async def list_agents(request: Request) -> Any:
     agent_os = request.app.state.agent_os
     db_id = database_id(agent_os.db)
-    return [agent_summary(agent, db_id) for agent in agent_os.targets.agents.values()]
+    shown = listable(request, "agents")
+    return [agent_summary(agent, db_id) for agent in agent_os.targets.agents.values()
+            if shown is None or agent.id in shown]
 
 
 @router.get("/agents/{agent_id}", response_model=AgentDetail, tags=["Agents"], summary="Get an agent")
@@ -47,7 +51,9 @@ async def get_agent(agent_id: str, request: Request) -> Any:
 async def list_workflows(request: Request) -> Any:
     agent_os = request.app.state.agent_os
     db_id = database_id(agent_os.db)
-    return [workflow_summary(w, db_id) for w in workflows_by_id(agent_os.workflows).values()]
+    shown = listable(request, "workflows")
+    return [workflow_summary(w, db_id) for w in workflows_by_id(agent_os.workflows).values()
+            if shown is None or w.id in shown]
 
 
 @router.get("/workflows/{workflow_id}", response_model=WorkflowDetail, tags=["Workflows"], summary="Get a workflow")
