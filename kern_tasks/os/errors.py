@@ -40,7 +40,7 @@ MAX_ERRORS_IN_DETAIL = 5
 # document lists them, so a client knows each one's body is ErrorBody).
 ERROR_STATUSES: dict[int, str] = {
     401: "missing or invalid bearer token",
-    403: "the service token may not call this route",
+    403: "the credential may not call this route (a user token without its scope; the service token off the run routes)",
     404: "no such schedule, run or component",
     409: "a name is taken, or the schedule is disabled",
     413: "request body too large",
