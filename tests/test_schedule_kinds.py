@@ -378,6 +378,21 @@ def test_a_forbid_interval_skips_the_slots_its_run_overlapped_on_its_anchor(db: 
     assert [r["scheduled_for"] for r in runs_of(db, made.id)] == [now - 20]
 
 
+def test_the_preview_of_a_stored_schedule_counts_what_fired(db: Database) -> None:
+    manager = ScheduleManager(db)
+    made = manager.create(name="preview", interval_seconds=60, max_runs=3, overlap_policy="allow", endpoint="/x",
+                          timezone="America/New_York")  # fmt: skip
+    coming = manager.next_slots(made.id, count=10)
+    assert [int(d.timestamp()) for d in coming] == [made.next_run_at + 60 * k for k in range(3)]
+    assert coming[0].tzinfo == NY
+    run_all(db, claim(db, made.next_run_at))  # one fired: two are left
+    after = datetime.fromtimestamp(made.next_run_at, UTC)
+    assert [int(d.timestamp()) for d in manager.next_slots(made.id, after=after)] == [
+        made.next_run_at + 60, made.next_run_at + 120]  # fmt: skip
+    cron = manager.create(name="cron-preview", cron="0 9 * * *", endpoint="/x")
+    assert [d.hour for d in manager.next_slots(cron.id, count=3)] == [9, 9, 9]
+
+
 def test_agno_rows_stay_cron_and_on_demand_rows_are_never_finished(db: Database) -> None:
     manager = ScheduleManager(db)
     now = now_of(db)

@@ -2,7 +2,11 @@
 (lifecycle.py: claims, attempts, leases, sweeps)."""
 
 from kern_tasks.scheduler.cron import describe, next_run, next_runs
+from kern_tasks.scheduler.kinds import Timetable, next_slots
 from kern_tasks.scheduler.manager import ScheduleManager
 from kern_tasks.scheduler.models import Page, Schedule, ScheduleRun
 
-__all__ = ["Page", "Schedule", "ScheduleManager", "ScheduleRun", "describe", "next_run", "next_runs"]
+__all__ = [
+    "Page", "Schedule", "ScheduleManager", "ScheduleRun", "Timetable", "describe", "next_run", "next_runs",
+    "next_slots",
+]

@@ -14,7 +14,8 @@ Two APIs on one class (README.md, "Schedules from code", has the table):
   `get_runs(user_id=)` keeps the attempts stamped with that owner.
 - ours, under names agno does not use: `list_page` and `runs` (pages with the total),
   `get_or_raise`, `get_by_name`, `get_run` (raise `NotFound`), `trigger_run` (queues a
-  run and returns it), and our options of `create` (misfire_policy, overlap_policy, ...).
+  run and returns it), `next_slots` (the coming slots of any kind), and our options of
+  `create` (misfire_policy, overlap_policy, and the kinds: interval_seconds, run_at, ...).
 
 Promises:
 - every write validates first and writes nothing on error (`ValidationError`);
@@ -37,7 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Awaitable, Callable, ParamSpec, TypeVar
 
 from sqlalchemy import Connection
@@ -49,6 +50,7 @@ from kern_tasks.errors import Conflict, NotFound, ScheduleDisabled, ValidationEr
 from kern_tasks.scheduler import lifecycle, rows
 from kern_tasks.scheduler import spec, validation
 from kern_tasks.scheduler.endpoints import EndpointPolicy
+from kern_tasks.scheduler.kinds import Timetable, next_slots
 from kern_tasks.scheduler.models import Page, Schedule, ScheduleRun
 from kern_tasks.scheduler.spec import DEFAULTS
 
@@ -312,6 +314,23 @@ class ScheduleManager:
             raise NotFound(f"schedule {schedule_id} has no run {attempt_id}")
         return found
 
+    def next_slots(
+        self, schedule_id: str, count: int = 5, user_id: str | None = None, *, after: datetime | None = None
+    ) -> list[datetime]:
+        """The schedule's coming slots (any kind), aware, in its zone: up to `count`
+        strictly after `after` (default: the database's now), fewer when its window ends,
+        its one-off has passed or max_runs leaves fewer (the slots fired so far are
+        counted). The timetable's answer, whether or not the schedule is enabled.
+        Raises `NotFound`."""
+        count = validation.bounded_int("count", count, 1, MAX_PAGE_LIMIT)
+        with self.db.connect() as conn:
+            schedule = rows.load(conn, schedule_id, user_id)
+            fired = lifecycle.count_fired(conn, schedule_id) if schedule.max_runs is not None else 0
+            if after is None:
+                after = datetime.fromtimestamp(db_now(conn), UTC)
+        table = Timetable.of(schedule.to_dict())
+        return next_slots(table, after, count, max_runs=schedule.max_runs, fired=fired)
+
     # --- change ---------------------------------------------------------------
 
     def update(self, schedule_id: str, user_id: str | None = None, **fields: Any) -> Schedule | None:
@@ -436,3 +455,4 @@ class ScheduleManager:
     alist_page = _to_thread(list_page)
     aruns = _to_thread(runs)
     aget_run = _to_thread(get_run)
+    anext_slots = _to_thread(next_slots)
