@@ -303,7 +303,7 @@ class RunStore:
                 component_id=run.component_id or "", name=run.component_id or run.run_type, status=run.status,
                 started_at=start, ended_at=start,
             )
-            return open_span(conn, ctx, {**span, "start_time": start}, now=now)
+            return open_span(conn, ctx, {**span, "start_time": start}, now=now)["span_id"]
 
     def end_span(
         self, span_id: str, *, status: str, error: str | None = None, ended_at: float | None = None,

@@ -38,6 +38,9 @@ from sqlalchemy import (
     bindparam, exists, false, func, or_, select, text, update,
 )
 
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
+
 from kern_tasks.db.tables import JSONType, metadata, workers
 from kern_tasks.firing.liveness import LOST_AFTER_S
 
@@ -142,8 +145,30 @@ def lock_run(conn: Connection, run_id: str) -> RowMapping | None:
     return conn.execute(_LOCK_RUN, {"r_run_id": run_id}).mappings().first()
 
 
+class db_clock(FunctionElement[float]):
+    """Epoch seconds (with a fraction) on the database server, as an SQL expression: a
+    step's statements read the clock where they use it (kern_tasks.db.db_time's value),
+    without a round trip of its own."""
+
+    type = Float()
+    inherit_cache = True
+
+
+@compiles(db_clock, "postgresql")
+def _db_clock_postgresql(element: db_clock, compiler: Any, **kw: Any) -> str:
+    return "EXTRACT(EPOCH FROM clock_timestamp())::float8"
+
+
+@compiles(db_clock, "sqlite")
+def _db_clock_sqlite(element: db_clock, compiler: Any, **kw: Any) -> str:
+    return "((julianday('now') - 2440587.5) * 86400.0)"
+
+
 # Built once (every step runs these): building and cache-keying a statement costs more CPU than sending it.
 _GET_RUN = select(runs).where(runs.c.run_id == bindparam("r_run_id"))
+_READ_RUN = select(runs, db_clock().label("db_now")).where(runs.c.run_id == bindparam("r_run_id"))
+_LOCK_TOUCH_RUN = (update(runs).where(runs.c.run_id == bindparam("r_run_id")).values(updated_at=db_clock())
+                   .returning(*runs.c))
 _LOCK_RUN = _GET_RUN.with_for_update()
 _SQLITE_WRITE_LOCK = update(runs).where(runs.c.run_id == bindparam("r_run_id")).values(updated_at=runs.c.updated_at)
 _TOUCH_RUN = update(runs).where(runs.c.run_id == bindparam("r_run_id")).values(updated_at=bindparam("r_now"))
@@ -152,6 +177,22 @@ _TOUCH_RUN = update(runs).where(runs.c.run_id == bindparam("r_run_id")).values(u
 def get_run(conn: Connection, run_id: str) -> RowMapping | None:
     """Read only: the run's row as it is."""
     return conn.execute(_GET_RUN, {"r_run_id": run_id}).mappings().first()
+
+
+def read_run(conn: Connection, run_id: str) -> tuple[RowMapping | None, float | None]:
+    """Read only: the run's row as it is and the database's clock, in one statement
+    ((None, None) when there is no such run)."""
+    row = conn.execute(_READ_RUN, {"r_run_id": run_id}).mappings().first()
+    return (row, float(row["db_now"])) if row is not None else (None, None)
+
+
+# Invariant: as lock_run (an UPDATE holds the row as FOR UPDATE does; on SQLite it takes the
+# database's write lock), the run touched (its updated_at the database's clock, which every
+# advance does anyway) in the same statement.
+def lock_and_touch_run(conn: Connection, run_id: str) -> RowMapping | None:
+    """The run's row, locked until the transaction ends, its updated_at now the database's
+    clock (the transaction's `now`); None when there is no such run."""
+    return conn.execute(_LOCK_TOUCH_RUN, {"r_run_id": run_id}).mappings().first()
 
 
 _LOAD = select(steps.c.path, steps.c.attempt, steps.c.status, steps.c.final, steps.c.output, steps.c.error,

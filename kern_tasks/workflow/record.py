@@ -10,6 +10,9 @@ runs each step as a task of its own from whichever worker runs the step:
     run_started(store, run_id=..., session_id=..., workflow_id=..., ...)   # RUNNING, root span
     attempt_started(store, run_id, span_id, parent_span_id, name, step_type, attempt)
     attempt_finished(store, span_id, error=None, content=...)             # or error="..."
+
+(`attempt_opened` / `attempt_closed` are the same two inside the caller's transaction: a
+worker opens an attempt's span where it takes the attempt, closes it where it records it.)
     run_finished(store, run.to_dict(), state)          # run row, saved state, trace ended
 
 Span ids are 16 hex digits chosen by the caller: the root's is `root_span_id(run_id)`; a step
@@ -37,8 +40,11 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Mapping
 
+from sqlalchemy import Connection
+
+from kern_tasks.runs.live import close_opened_span, open_span
 from kern_tasks.runs.store import RunResult, RunStore, StoredRun
-from kern_tasks.runs.traces import span_id_for
+from kern_tasks.runs.traces import RunContext, span_id_for
 from kern_tasks.workflow.types import StepOutput, input_as_string
 
 RUN_KEYS_NOT_SAVED = (
@@ -131,16 +137,37 @@ def run_started(
     return stored
 
 
+def attempt_span(span_id: str, parent_span_id: str | None, name: str | None, step_type: str,
+                 attempt: int) -> dict[str, Any]:
+    """The span of attempt `attempt` (from 1) of step `name`, as `attempt_started` stores it."""
+    return {
+        "span_id": span_id, "parent_span_id": parent_span_id, "name": name or step_type, "kind": "step",
+        "attributes": {"agno.step.name": name, "agno.step.type": step_type, "agno.step.attempt": attempt},
+    }
+
+
 def attempt_started(
     store: RunStore, run_id: str, span_id: str, parent_span_id: str | None, name: str | None, step_type: str,
     attempt: int, *, started_at: float | None = None,
 ) -> None:
     """Record that attempt `attempt` (from 1) of step `name` began; `parent_span_id` is the
     span of the container around it, or the root span for a top-level step."""
-    store.start_span(run_id, {
-        "span_id": span_id, "parent_span_id": parent_span_id, "name": name or step_type, "kind": "step",
-        "attributes": {"agno.step.name": name, "agno.step.type": step_type, "agno.step.attempt": attempt},
-    }, started_at=started_at)
+    store.start_span(run_id, attempt_span(span_id, parent_span_id, name, step_type, attempt), started_at=started_at)
+
+
+def attempt_opened(
+    conn: Connection, run: RunContext, span_id: str, parent_span_id: str | None, name: str | None, step_type: str,
+    attempt: int, *, started_at: float, now: float,
+) -> dict[str, Any]:
+    """`attempt_started` in the caller's transaction (a worker's, the one that takes the
+    attempt), `run` saying whose run it is; returns the span's row for `attempt_closed`."""
+    span = {**attempt_span(span_id, parent_span_id, name, step_type, attempt), "start_time": started_at}
+    return open_span(conn, run, span, now=now)
+
+
+def _ended(error: str | None, content: Any) -> dict[str, Any]:
+    attributes = {} if content is None else {"output.value": str(content)[:OUTPUT_VALUE_CHARS]}
+    return {"status": "ERROR" if error is not None else "OK", "error": error, "attributes": attributes}
 
 
 def attempt_finished(
@@ -149,9 +176,14 @@ def attempt_finished(
 ) -> bool:
     """Record that an attempt ended: ERROR with `error` (it raised, or its output failed),
     else OK with the start of `content`. False when it had ended already."""
-    attributes = {} if content is None else {"output.value": str(content)[:OUTPUT_VALUE_CHARS]}
-    return store.end_span(span_id, status="ERROR" if error is not None else "OK", error=error,
-                          ended_at=ended_at, attributes=attributes)
+    return store.end_span(span_id, ended_at=ended_at, **_ended(error, content))
+
+
+def attempt_closed(conn: Connection, span: Mapping[str, Any], *, error: str | None = None, content: Any = None,
+                   ended_at: float) -> bool:
+    """`attempt_finished` in the caller's transaction, of the span `attempt_opened` answered
+    (one UPDATE, no read). False when it had ended already."""
+    return close_opened_span(conn, span, ended_at=ended_at, **_ended(error, content))
 
 
 def run_finished(

@@ -42,10 +42,11 @@ from kern_tasks.db import db_time
 from kern_tasks.dispatch import TASK_WORKFLOW_ADVANCE, TASK_WORKFLOW_STEP, Message, publish_messages
 from kern_tasks.firing import liveness
 from kern_tasks.runs.store import RunStore
+from kern_tasks.runs.traces import RunContext as TraceContext
 from kern_tasks.runs.traces import span_id_for
 from kern_tasks.runtime import runtime_for
 from kern_tasks.workflow import media, progress
-from kern_tasks.workflow.record import attempt_finished, attempt_started, root_span_id, run_finished
+from kern_tasks.workflow.record import attempt_closed, attempt_opened, root_span_id, run_finished
 from kern_tasks.workflow.progress import Outcome, Progress, Taken
 from kern_tasks.workflow.replay import Pending, Reached, Replay
 from kern_tasks.workflow.runner import execute_workflow
@@ -106,9 +107,10 @@ class Advanced:
     now: float = 0.0
 
 
-def advance_in(conn: Connection, workflow: Workflow, row: Any, *, now: float) -> Advanced:
+def advance_in(conn: Connection, workflow: Workflow, row: Any, *, now: float, touched: bool = False) -> Advanced:
     """Under the run's lock: replay, record decisions, then queue what runs next, or record
-    the run's dict when nothing is left (`end` ends the run after the commit)."""
+    the run's dict when nothing is left (`end` ends the run after the commit). `touched`:
+    the lock touched the run already (lock_and_touch_run)."""
     run_id = row["run_id"]
     if progress.is_cancelling(row):
         # Cancelled (cancel.py) and its end not recorded yet: end it so, never run on.
@@ -126,7 +128,8 @@ def advance_in(conn: Connection, workflow: Workflow, row: Any, *, now: float) ->
     except Pending:
         progress.record_decisions(conn, run_id, replay.new_decisions, now=now)
         queued = progress.queue_steps(conn, run_id, replay.pending, found, now=now)
-        progress.touch_run(conn, run_id, now=now)
+        if not touched:
+            progress.touch_run(conn, run_id, now=now)
         return Advanced(messages=[step_message(run_id, path) for path in queued])
     progress.record_decisions(conn, run_id, replay.new_decisions, now=now)
     if not workflow.store_executor_outputs:
@@ -205,55 +208,123 @@ def advance_task(self: Any, run_id: str) -> str:
     """Celery task body (kern.workflow.advance)."""
     db = runtime_for(self.app).db
     with db.begin() as conn:
-        now = db_time(conn)
-        row = progress.lock_run(conn, run_id)
+        row = progress.lock_and_touch_run(conn, run_id)
         if row is None or row["status"] != progress.RUNNING:
             return "nothing to do"
+        now = float(row["updated_at"])
         workflow = _workflow_of(self.app, row)
         if workflow is None:
             _refuse(conn, row, now=now)
             return "unknown workflow"
-        advanced = advance_in(conn, workflow, row, now=now)
+        advanced = advance_in(conn, workflow, row, now=now, touched=True)
     after_commit(self.app, advanced)
     return f"{len(advanced.messages)} step(s) published" if advanced.result is None else "ended"
 
 
-def step_task(self: Any, run_id: str, path: str) -> str:
-    """Celery task body (kern.workflow.step)."""
-    db = runtime_for(self.app).db
-    heart = liveness.heart_for(db)
-    with db.connect() as conn:
-        row = progress.get_run(conn, run_id)
-        found = progress.load_progress(conn, run_id) if row is not None else Progress()
-    if row is None or row["status"] != progress.RUNNING or path in found.outcomes:
-        return "nothing to do"
-    workflow = _workflow_of(self.app, row)
+class SpanNotRecorded(Exception):
+    """Recording a span failed inside a transaction of the run's progress (aborting it)."""
+
+
+def _span_write(write: Callable[[], Any]) -> Any:
+    try:
+        return write()
+    except StatementError as exc:
+        raise SpanNotRecorded(str(exc)) from exc
+
+
+def _traced_transaction(db: Any, body: Callable[[Connection, bool], Any]) -> Any:
+    """`body(conn, traced)` in one transaction, spans written in it (traced=True); when
+    writing a span fails, the whole again without spans: a span is a view of the run, not
+    its progress, so its failure is logged only."""
+    try:
+        with db.begin() as conn:
+            return body(conn, True)
+    except SpanNotRecorded as exc:
+        log.warning("workflow: a span not recorded (%s)", exc)
+    with db.begin() as conn:
+        return body(conn, False)
+
+
+def _trace_context(row: Any, *, now: float) -> TraceContext:
+    """Whose run a span is of, from the run's progress row (the same ids as agno_runs')."""
+    return TraceContext(run_id=row["run_id"], session_id=row["session_id"], user_id=row["user_id"],
+                        component_type="workflow", component_id=row["workflow_id"], name=row["workflow_id"],
+                        status=row["status"], started_at=now, ended_at=now)
+
+
+@dataclass
+class Started:
+    """A step attempt this worker has taken, with what it needs to run it."""
+
+    row: Any
+    workflow: Workflow | None
+    context: RunContext | None
+    reached: Reached | None
+    missing: str
+    taken: Taken
+    worker: str
+    span: dict[str, Any] | None = None
+
+
+def _take(app: Any, heart: Any, conn: Connection, traced: bool, run_id: str, path: str) -> Started | None:
+    """One transaction: read the run and its progress (the database's clock with the run),
+    rebuild the step's input by a replay targeted at it, take the attempt and open its span."""
+    row, now = progress.read_run(conn, run_id)
+    if row is None or now is None or row["status"] != progress.RUNNING:
+        return None
+    found = progress.load_progress(conn, run_id)
+    if path in found.outcomes:
+        return None
+    workflow = _workflow_of(app, row)
     context = run_context(workflow, row) if workflow is not None else None
     reached: Reached | None = None
     missing = f"no step at {path} in workflow {row['workflow_id']!r} on this worker"
     if workflow is not None and context is not None:
         try:
             reached = _reach(workflow, row, context, found, path)
-            if reached is not None:
-                media.resolve_input(db, run_id, reached.step_input)  # media by reference: content again
         except Exception as exc:  # noqa: BLE001 - e.g. the stored input no longer fits input_schema
             missing = f"the step's input could not be rebuilt: {type(exc).__name__}: {exc}"
     max_tries = reached.step.max_retries + 1 if reached is not None else 1
-    with db.begin() as conn:
-        me = liveness.register(conn, heart)
-        taken = progress.take_step(conn, run_id, path, worker_id=me, max_tries=max_tries, now=db_time(conn))
+    me = liveness.register(conn, heart)
+    taken = progress.take_step(conn, run_id, path, worker_id=me, max_tries=max_tries, now=now)
     if taken is None:
-        return "nothing to do"  # a duplicate message, or another worker has it
-    store = RunStore(db)
+        return None  # a duplicate message, or another worker has it
+    started = Started(row, workflow, context, reached, missing, taken, me)
+    if reached is not None and traced:
+        step, clock = reached.step, now
+        started.span = _span_write(lambda: _open_attempt(conn, row, path, step, taken, now=clock))
+    return started
+
+
+def _open_attempt(conn: Connection, row: Any, path: str, step: Any, taken: Taken, *, now: float) -> dict[str, Any]:
+    # Every attempt's span hangs from the run's root (containers have no span on workers).
+    run_id = row["run_id"]
+    return attempt_opened(conn, _trace_context(row, now=now), _span(run_id, path, taken.attempt),
+                          root_span_id(run_id), step.name, step.step_type, taken.attempt, started_at=time.time(),
+                          now=now)
+
+
+def step_task(self: Any, run_id: str, path: str) -> str:
+    """Celery task body (kern.workflow.step)."""
+    db = runtime_for(self.app).db
+    heart = liveness.heart_for(db)
+    started = _traced_transaction(db, lambda conn, traced: _take(self.app, heart, conn, traced, run_id, path))
+    if started is None:
+        return "nothing to do"
+    workflow, context, reached, taken = started.workflow, started.context, started.reached, started.taken
+    missing = started.missing
     if reached is not None:
-        _start_span(store, run_id, path, reached, taken)
+        try:
+            media.resolve_input(db, run_id, reached.step_input)  # media by reference: content again
+        except Exception as exc:  # noqa: BLE001 - e.g. a media row gone
+            missing, reached = f"the step's input could not be rebuilt: {type(exc).__name__}: {exc}", None
     changed: dict[str, Any] = {}
     removed: set[str] = set()
     if reached is None or context is None:
         outcome = Outcome(None, missing)  # the run goes on by agno's rule for a step that raised
     else:
         before = copy.deepcopy(context.session_state or {})
-        result = _attempts(db, store, reached, context, taken, run_id, path, me)
+        result = _attempts(db, started, context, path)
         if result is None:
             return "taken for lost meanwhile"
         outcome, taken = result
@@ -261,7 +332,7 @@ def step_task(self: Any, run_id: str, path: str) -> str:
         changed = {k: v for k, v in after.items() if k not in before or before[k] != v}
         removed = set(before) - set(after)
     try:
-        advanced = _finish(db, workflow, run_id, taken, outcome, changed, removed)
+        advanced = _finish(db, workflow, run_id, taken, outcome, changed, removed, started.span)
     except (StatementError, TypeError, ValueError) as exc:
         if isinstance(exc, DBAPIError):
             raise
@@ -269,40 +340,45 @@ def step_task(self: Any, run_id: str, path: str) -> str:
         # than leave its attempt running for ever.
         log.warning("Step %s: its outcome cannot be stored (%s)", path, exc)
         outcome = Outcome(None, f"the step's output or session_state could not be stored: {exc}")
-        advanced = _finish(db, workflow, run_id, taken, outcome, {}, set())
+        advanced = _finish(db, workflow, run_id, taken, outcome, {}, set(), started.span)
     if advanced is None:
         return "taken for lost meanwhile"
-    if reached is not None:
-        output = outcome.output or {}
-        error = outcome.error if outcome.output is None else (
-            None if output.get("success", True) else output.get("error") or str(output.get("content")))
-        _traced("a span's end", lambda: attempt_finished(store, _span(run_id, path, taken.attempt), error=error,
-                                                          content=output.get("content"), ended_at=time.time()))
     after_commit(self.app, advanced)
     return "succeeded" if outcome.output is not None else "failed"
 
 
+def _span_end(outcome: Outcome) -> tuple[str | None, Any]:
+    """The error and content an attempt's span ends with."""
+    if outcome.output is None:
+        return outcome.error, None
+    output = outcome.output
+    error = None if output.get("success", True) else output.get("error") or str(output.get("content"))
+    return error, output.get("content")
+
+
 def _finish(db: Any, workflow: Workflow | None, run_id: str, taken: Taken, outcome: Outcome,
-            changed: dict[str, Any], removed: set[str]) -> Advanced | None:
-    """One transaction: the step's outcome, its session_state changes, and the advance that
-    follows. None when the attempt was no longer running (taken for lost meanwhile)."""
-    with db.begin() as conn:
-        now = db_time(conn)
-        locked = progress.lock_run(conn, run_id)
-        if locked is None or not progress.finish_step(conn, taken, media.offloaded(conn, run_id, outcome, now=now),
-                                                      now=now):
+            changed: dict[str, Any], removed: set[str], span: dict[str, Any] | None) -> Advanced | None:
+    """One transaction: the step's outcome, its span's end, its session_state changes, and
+    the advance that follows. None when the attempt was no longer running (taken for lost
+    meanwhile)."""
+    error, content = _span_end(outcome)
+    ended_at = time.time()
+
+    def body(conn: Connection, traced: bool) -> Advanced | None:
+        locked = progress.lock_and_touch_run(conn, run_id)
+        if locked is None:
             return None
+        now = float(locked["updated_at"])
+        if not progress.finish_step(conn, taken, media.offloaded(conn, run_id, outcome, now=now), now=now):
+            return None
+        if span is not None and traced:
+            _span_write(lambda: attempt_closed(conn, span, error=error, content=content, ended_at=ended_at))
         if locked["status"] != progress.RUNNING or workflow is None:
             return Advanced()
         state = progress.merge_state(conn, run_id, locked["session_state"], changed, removed, now=now)
-        return advance_in(conn, workflow, {**locked, "session_state": state}, now=now)
+        return advance_in(conn, workflow, {**locked, "session_state": state}, now=now, touched=True)
 
-
-def _start_span(store: RunStore, run_id: str, path: str, reached: Reached, taken: Taken) -> None:
-    # Every attempt's span hangs from the run's root (containers have no span on workers).
-    _traced("a span", lambda: attempt_started(
-        store, run_id, _span(run_id, path, taken.attempt), root_span_id(run_id), reached.step.name,
-        reached.step.step_type, taken.attempt, started_at=time.time()))
+    return _traced_transaction(db, body)
 
 
 def _reach(workflow: Workflow, row: Any, context: RunContext, found: Progress, path: str) -> Reached | None:
@@ -319,11 +395,13 @@ def _reach(workflow: Workflow, row: Any, context: RunContext, found: Progress, p
     return None
 
 
-def _attempts(db: Any, store: RunStore, reached: Reached, context: RunContext, taken: Taken, run_id: str,
-              path: str, worker: str) -> tuple[Outcome, Taken] | None:
+def _attempts(db: Any, started: Started, context: RunContext, path: str) -> tuple[Outcome, Taken] | None:
     """Run the step's attempts (the first already taken); the outcome and the attempt that
-    ended with it, or None when an attempt was taken for lost meanwhile."""
-    step, step_input = reached.step, reached.step_input
+    ended with it, or None when an attempt was taken for lost meanwhile. A retry is one
+    transaction: the failed attempt recorded and its span ended, the next one taken and its
+    span opened (`started.span` is the open attempt's)."""
+    assert started.reached is not None
+    step, step_input, taken = started.reached.step, started.reached.step_input, started.taken
     executor_runs: list[dict[str, Any]] = []
     while True:
         try:
@@ -332,21 +410,34 @@ def _attempts(db: Any, store: RunStore, reached: Reached, context: RunContext, t
         except Exception as exc:  # noqa: BLE001 - any executor error is retried, then ruled on
             log.warning("Step %s failed (attempt %d): %s", step.name, taken.attempt, exc)
             if taken.tries_left > 1:
-                with db.begin() as conn:
-                    retried = progress.retry_step(conn, run_id, path, taken, error=str(exc), worker_id=worker,
-                                                  now=db_time(conn))
+                failed, error = taken, str(exc)
+                retried = _traced_transaction(db, lambda conn, traced: _retry(conn, traced, started, failed, path,
+                                                                              error))
                 if retried is None:
                     return None
-                ended = taken.attempt
-                _traced("a span's end", lambda: attempt_finished(store, _span(run_id, path, ended), error=str(exc),
-                                                                  ended_at=time.time()))
                 taken = retried
-                _start_span(store, run_id, path, reached, taken)
                 continue
             try:
                 return Outcome(step.exhausted(exc).to_dict(), None, executor_runs or None), taken
             except Exception as final:  # noqa: BLE001 - the step raised: the containers' rules apply
                 return Outcome(None, str(final), executor_runs or None), taken
+
+
+def _retry(conn: Connection, traced: bool, started: Started, taken: Taken, path: str, error: str) -> Taken | None:
+    """The failed attempt recorded and its span ended; the next one running, its span open."""
+    now = db_time(conn)
+    retried = progress.retry_step(conn, started.row["run_id"], path, taken, error=error, worker_id=started.worker,
+                                  now=now)
+    if retried is None:
+        return None
+    span, opened = started.span, None
+    if traced and started.reached is not None:
+        step = started.reached.step
+        if span is not None:
+            _span_write(lambda: attempt_closed(conn, span, error=error, ended_at=time.time()))
+        opened = _span_write(lambda: _open_attempt(conn, started.row, path, step, retried, now=now))
+    started.span = opened  # only once the transaction's statements went through
+    return retried
 
 
 def sweep(conn: Connection, *, now: float, limit: int, heartbeats: bool) -> list[Message]:
