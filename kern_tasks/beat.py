@@ -130,9 +130,11 @@ class LeaseScheduler(Scheduler):
             now = db_time(conn)
             self.vigil.reached()
             waiting = lifecycle.count_maybe_lost(conn, now=int(now), republish_after_s=self.republish_after)
+            queues = lifecycle.queues_of_maybe_lost(conn, now=int(now), republish_after_s=self.republish_after) \
+                if waiting else set()
             dispatches = lifecycle.sweep_unpublished(
                 conn, now=int(now), republish_after_s=self.republish_after, limit=self.batch,
-                include_maybe_lost=waiting > 0 and self.broker_backlog() < waiting,
+                include_maybe_lost=waiting > 0 and self.broker_backlog(queues) < waiting,
             )
             dispatches += lifecycle.expire_lost_attempts(
                 conn, now=now, limit=self.batch, heartbeats=self.vigil.trusts_heartbeats()
@@ -148,14 +150,21 @@ class LeaseScheduler(Scheduler):
         publish(self.app, dispatches)
         publish_messages(self.app, workflow_messages)
 
-    def broker_backlog(self) -> int:
-        """Messages waiting in the broker's queue. When at least as many as the attempts
+    def broker_backlog(self, queues: set[str | None] | None = None) -> int:
+        """Messages waiting in the broker's queues (`queues`, None standing for the app's
+        default queue; by default that one alone). When at least as many as the attempts
         that have waited long, those are a backlog, not lost: re-publishing them would
         only double the load on workers that are already behind."""
+        names = {self.app.conf.task_default_queue if q is None else q for q in (queues or {None})}
+        total = 0
         try:
             with self.app.pool.acquire(block=True, timeout=5) as connection:
-                queue = self.app.conf.task_default_queue
-                return int(connection.default_channel.queue_declare(queue=queue, passive=True).message_count)
+                for name in sorted(names):
+                    try:
+                        total += int(connection.default_channel.queue_declare(queue=name, passive=True).message_count)
+                    except Exception as exc:  # noqa: BLE001 - a queue nobody declared yet holds nothing
+                        log.debug("beat: queue %s size unknown (%s)", name, exc)
         except Exception as exc:  # noqa: BLE001 - unknown: assume lost, republishing is safe
             log.debug("beat: broker queue size unknown (%s)", exc)
             return 0
+        return total

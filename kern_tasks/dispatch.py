@@ -2,7 +2,7 @@
 
 Beat (new slots, sweeps), the fire task (a retry, an early redelivery) and the lifecycle
 (what to publish after a commit) speak in `Dispatch` values; this module turns them
-into `kern.fire(attempt_id)` messages. The workflow tasks (kern.workflow.advance and
+into `kern.fire(attempt_id)` messages, each on its schedule's `Route` (queue, priority). The workflow tasks (kern.workflow.advance and
 kern.workflow.step) and their sweep speak in `Message` values (`publish_messages`). It
 imports neither the Celery app nor the database, so every one of those may import it.
 
@@ -30,11 +30,31 @@ _RETRY_POLICY = {"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5, 
 
 
 @dataclass(frozen=True)
+class Route:
+    """Where a message goes: its schedule's `queue` (None: the app's default queue) and
+    message `priority` (None: the broker's default). A fire and the workflow steps it
+    starts share one route."""
+
+    queue: str | None = None
+    priority: int | None = None
+
+    def options(self) -> dict[str, Any]:
+        """send_task's routing options; nothing for the defaults, so the app's routing applies."""
+        given = {"queue": self.queue, "priority": self.priority}
+        return {key: value for key, value in given.items() if value is not None}
+
+
+DEFAULT_ROUTE = Route()
+
+
+@dataclass(frozen=True)
 class Dispatch:
-    """An attempt to hand to the broker: `kern.fire(attempt_id)`, held `countdown` seconds."""
+    """An attempt to hand to the broker: `kern.fire(attempt_id)`, held `countdown` seconds,
+    on its schedule's route."""
 
     attempt_id: str
     countdown: float = 0.0
+    route: Route = DEFAULT_ROUTE
 
 
 def publish(app: Any, dispatches: Sequence[Dispatch]) -> None:
@@ -57,6 +77,7 @@ def publish(app: Any, dispatches: Sequence[Dispatch]) -> None:
             producer=producer,
             retry=True,
             retry_policy=_RETRY_POLICY,
+            **dispatch.route.options(),
         )
 
     with app.producer_or_acquire() as producer:
@@ -79,6 +100,7 @@ class Message:
 
     task: str
     args: tuple[str, ...]
+    route: Route = DEFAULT_ROUTE
 
 
 def publish_messages(app: Any, messages: Sequence[Message]) -> None:
@@ -88,4 +110,4 @@ def publish_messages(app: Any, messages: Sequence[Message]) -> None:
     with app.producer_or_acquire() as producer:
         for message in messages:
             app.send_task(message.task, args=list(message.args), producer=producer, retry=True,
-                          retry_policy=_RETRY_POLICY)
+                          retry_policy=_RETRY_POLICY, **message.route.options())

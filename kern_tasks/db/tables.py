@@ -90,6 +90,10 @@ schedules = Table(
     Column("max_runs", BigInteger),
     # A slot whose first attempt cannot start within this many seconds is "skipped".
     Column("expires_after_seconds", BigInteger),
+    # The Celery queue and message priority of its fires (and of the workflow steps a fire
+    # starts); NULL: the app's default queue, the broker's default priority (migration 0010).
+    Column("queue", String),
+    Column("priority", BigInteger),
 )
 
 # agno's indexes, by agno's names, so a database agno created is recognised as is.
@@ -191,6 +195,8 @@ schedule_runs = Table(
     Column("worker_id", String),
     # True when the attempt ended because its worker stopped beating (not the target's fault).
     Column("lost", Boolean, nullable=False, server_default=false()),
+    # True for a slot that ScheduleManager.backfill asked for (and its retries), not beat.
+    Column("backfill", Boolean, nullable=False, server_default=false()),
 )
 
 Index("idx_agno_schedule_runs_created_at", schedule_runs.c.created_at)

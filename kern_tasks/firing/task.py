@@ -45,7 +45,7 @@ def fire_task(self: Any, attempt_id: str) -> str:
     if attempt is None:
         return "nothing to do"
     if isinstance(attempt, lifecycle.NotYet):
-        publish(self.app, [Dispatch(attempt_id, countdown=attempt.seconds)])
+        publish(self.app, [Dispatch(attempt_id, countdown=attempt.seconds, route=attempt.route)])
         return "not yet"
     request = FireRequest(
         schedule_id=attempt.schedule["id"],

@@ -92,6 +92,8 @@ class ScheduleResponse(BaseModel):
     end_at: int | None = None
     max_runs: int | None = None
     expires_after_seconds: int | None = None
+    queue: str | None = None
+    priority: int | None = None
 
 
 class ScheduleStateResponse(BaseModel):
@@ -122,6 +124,30 @@ class ScheduleRunResponse(BaseModel):
     created_at: int | None = None
     scheduled_for: int | None = None
     manual: bool = False
+    backfill: bool = False
+
+
+class BackfillRequest(BaseModel):
+    """A range of past slots to run: [start, end), ISO 8601 date-times (without an offset:
+    in the schedule's time zone) or epoch seconds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: str | int
+    end: str | int
+
+
+class BackfillResponse(BaseModel):
+    """What a backfill queued: `slots` in the range, `added` runs (the slots that had none),
+    `existing` slots that had a run already; `runs` the added ones."""
+
+    schedule_id: str
+    start: int
+    end: int
+    slots: int
+    added: int
+    existing: int
+    runs: list[ScheduleRunResponse]
 
 
 class PaginationInfo(BaseModel):

@@ -83,6 +83,7 @@ ROUTE_SCOPES: dict[str, tuple[str, ...]] = {
     "POST /schedules/*/enable": ("schedules:write",),
     "POST /schedules/*/disable": ("schedules:write",),
     "POST /schedules/*/trigger": ("schedules:write",),
+    "POST /schedules/*/backfill": ("schedules:write",),  # ours (agno has no backfill): as trigger
     "GET /schedules/*/runs": ("schedules:read",),
     "GET /schedules/*/runs/*": ("schedules:read",),
 }

@@ -50,7 +50,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from kern_tasks.db.clock import db_now, db_time, epoch_now
 from kern_tasks.db.tables import schedule_runs, schedules, workers
-from kern_tasks.dispatch import Dispatch
+from kern_tasks.dispatch import Dispatch, Route
 from kern_tasks.errors import CronError
 from kern_tasks.firing.backoff import DEFAULT_CAP_SECONDS, backoff_delay
 from kern_tasks.firing.liveness import LOST_AFTER_S
@@ -93,9 +93,11 @@ class Attempt:
 
 @dataclass(frozen=True)
 class NotYet:
-    """The attempt's time has not come (an early redelivery): publish it again later."""
+    """The attempt's time has not come (an early redelivery): publish it again later, on
+    its schedule's route."""
 
     seconds: float
+    route: Route = Route()
 
 
 class Outcome(Protocol):
@@ -130,14 +132,21 @@ class Outcome(Protocol):
 def queued_attempt(
     *, schedule_id: str, attempt: int, scheduled_for: int, manual: bool, user_id: str | None, now: int,
     not_before: int | None = None, enqueued_at: int | None = None, lease_token: str | None = None,
+    backfill: bool = False,
 ) -> dict[str, Any]:
     """The one way a queued attempt row is made: a slot's first attempt, a retry, a manual
-    run. `enqueued_at` None means "no message yet" (the sweep publishes it)."""
+    run, a backfilled slot. `enqueued_at` None means "no message yet" (the sweep publishes it)."""
     return {
         "id": str(uuid.uuid4()), "schedule_id": schedule_id, "attempt": attempt, "status": "queued",
         "scheduled_for": scheduled_for, "manual": manual, "not_before": not_before,
         "enqueued_at": enqueued_at, "lease_token": lease_token, "user_id": user_id, "created_at": now,
+        "backfill": backfill,
     }  # fmt: skip
+
+
+def route_of(schedule: Any) -> Route:
+    """The route of a schedule's messages (a row or mapping with queue and priority)."""
+    return Route(queue=schedule["queue"], priority=schedule["priority"])
 
 
 # INSERT ... ON CONFLICT DO NOTHING (a slot already materialised is left as it is), built
@@ -200,6 +209,7 @@ def claim_due(conn: Connection, *, token: str, now: int, batch: int) -> list[Row
             _s.c.id, _s.c.cron_expr, _s.c.timezone, _s.c.next_run_at, _s.c.user_id,
             _s.c.misfire_policy, _s.c.overlap_policy, _s.c.catchup_window_seconds, _s.c.jitter_seconds,
             *_KIND_COLUMNS,
+            _s.c.queue, _s.c.priority,
         )
     )
     return list(claimed.mappings())
@@ -276,7 +286,8 @@ def materialise(
                 skipped_runs.append({**run, "status": "skipped", "completed_at": now_s, "error": expired_reason(expires)})
                 continue
             runs.append(run)
-            dispatches.append(Dispatch(run["id"], countdown=max(0.0, slot + offset - now) if offset else 0.0))
+            countdown = max(0.0, slot + offset - now) if offset else 0.0
+            dispatches.append(Dispatch(run["id"], countdown=countdown, route=route_of(row)))
         changes.append(
             {
                 "b_id": row["id"], "b_next": plan.next_run_at, "b_skipped": plan.skipped + len(expired),
@@ -395,6 +406,29 @@ def queue_manual(conn: Connection, schedule_id: str, *, user_id: str | None, now
     ).mappings().one()
 
 
+# --- backfill -----------------------------------------------------------------------
+
+
+# Invariant: a backfilled slot is the slot row beat would have made (manual false, attempt
+# 1), so the unique slot index makes it exist at most once, whoever made it first: a slot
+# beat fired, or an earlier backfill, adds nothing. It has no message yet (the sweep
+# publishes it, one at a time under overlap "forbid": _backfill_may_start).
+def queue_backfill(
+    conn: Connection, schedule_id: str, slots: Sequence[int], *, user_id: str | None, now: int
+) -> list[RowMapping]:
+    """Queue the first attempt of each slot not materialised yet, marked backfill;
+    returns the rows added (the slots that existed already are left as they are)."""
+    rows = [
+        queued_attempt(schedule_id=schedule_id, attempt=1, scheduled_for=slot, manual=False, user_id=user_id,
+                       now=now, backfill=True)
+        for slot in slots
+    ]
+    if not rows:
+        return []
+    added = conn.execute(_INSERT[conn.dialect.name].returning(*_r.c), rows).mappings().all()
+    return sorted(added, key=lambda row: row["scheduled_for"])
+
+
 # --- start and finish (the fire path) ------------------------------------------------
 
 # The fire path's statements, built once: building and hashing a statement costs a worker
@@ -443,13 +477,14 @@ def start_attempt(
     row = conn.execute(_START, {"b_id": attempt_id, "b_worker": worker_id}).mappings().first()
     if row is None:
         current = conn.execute(
-            select(_r.c.status, _r.c.not_before, _r.c.triggered_at, epoch_now()).where(_r.c.id == attempt_id)
+            select(_r.c.status, _r.c.not_before, _r.c.triggered_at, epoch_now(), _s.c.queue, _s.c.priority)
+            .join(_s, _s.c.id == _r.c.schedule_id).where(_r.c.id == attempt_id)
         ).first()
         if current is None:
             return None
-        status, not_before, triggered_at, now = current
+        status, not_before, triggered_at, now, queue, priority = current
         if status == "queued" and not_before is not None:
-            return NotYet(max(0.0, not_before - db_time(conn)))
+            return NotYet(max(0.0, not_before - db_time(conn)), Route(queue=queue, priority=priority))
         if not (resume and status == "running" and (triggered_at or 0) >= now - RESUME_WINDOW_S):
             return None
         row = conn.execute(select(_r).where(_r.c.id == attempt_id)).mappings().one()
@@ -541,7 +576,7 @@ def _retry_or_end(
     attempt while the budget lasts, else `status`. A `lost` attempt (its worker died) is
     marked so, and its retry is published at once: the wait is for the target's sake."""
     row = conn.execute(
-        select(_r, _s.c.max_retries, _s.c.retry_delay_seconds)
+        select(_r, _s.c.max_retries, _s.c.retry_delay_seconds, _s.c.queue, _s.c.priority)
         .join(_s, _s.c.id == _r.c.schedule_id)
         .where(_r.c.id == attempt_id, _r.c.status == "running")
         .with_for_update(of=_r)
@@ -566,10 +601,10 @@ def _retry_or_end(
     retry = queued_attempt(
         schedule_id=row["schedule_id"], attempt=row["attempt"] + 1, scheduled_for=row["scheduled_for"],
         manual=row["manual"], user_id=row["user_id"], now=int(now), not_before=int(now + delay),
-        enqueued_at=int(now) if rides_broker else None, lease_token=row["lease_token"],
+        enqueued_at=int(now) if rides_broker else None, lease_token=row["lease_token"], backfill=row["backfill"],
     )
     _insert_attempts(conn, [retry])
-    return Dispatch(retry["id"], countdown=delay) if rides_broker else None
+    return Dispatch(retry["id"], countdown=delay, route=route_of(row)) if rides_broker else None
 
 
 def expired_reason(expires_after_seconds: int) -> str:
@@ -606,8 +641,34 @@ def _end(
 # Invariant: every queued attempt whose time has come is in the broker at least once.
 # Publishing twice is harmless: an attempt leaves "queued" exactly once (start_attempt).
 def _unpublished(now: int) -> Any:
-    """Queued attempts never handed to the broker whose time has come."""
-    return _r.c.enqueued_at.is_(None) & or_(_r.c.not_before.is_(None), _r.c.not_before <= now)
+    """Queued attempts never handed to the broker whose time has come (a backfilled slot
+    also waits its turn: _backfill_may_start)."""
+    return (
+        _r.c.enqueued_at.is_(None) & or_(_r.c.not_before.is_(None), _r.c.not_before <= now)
+        & or_(_r.c.backfill.is_(False), _backfill_may_start())
+    )
+
+
+_ahead = schedule_runs.alias("ahead")
+
+
+def _backfill_may_start() -> Any:
+    """Backfilled slots follow the schedule's overlap policy: under "allow" all go at once;
+    under "forbid" a slot is published once nothing of its schedule is in flight (an
+    attempt running or handed to the broker) and no older backfilled slot is still open,
+    so they run one after another, oldest first. Evaluated for backfill rows only."""
+    allowed = select(_s.c.overlap_policy).where(_s.c.id == _r.c.schedule_id).scalar_subquery() == "allow"
+    in_flight = (
+        select(_ahead.c.id)
+        .where(
+            _ahead.c.schedule_id == _r.c.schedule_id, _ahead.c.id != _r.c.id,
+            _ahead.c.status.in_(("queued", "running")),
+            or_(_ahead.c.status == "running", _ahead.c.enqueued_at.is_not(None),
+                _ahead.c.backfill.is_(True) & (_ahead.c.scheduled_for < _r.c.scheduled_for)),
+        )
+        .exists()
+    )
+    return or_(allowed, ~in_flight)
 
 
 def _maybe_lost(now: int, republish_after_s: int) -> Any:
@@ -622,6 +683,15 @@ def count_maybe_lost(conn: Connection, *, now: int, republish_after_s: int) -> i
     return conn.execute(
         select(func.count()).select_from(_r).where(_r.c.status == "queued", _maybe_lost(now, republish_after_s))
     ).scalar_one()
+
+
+# Reads only: the queues beat measures before re-publishing (None: the default queue).
+def queues_of_maybe_lost(conn: Connection, *, now: int, republish_after_s: int) -> set[str | None]:
+    """The queues of the attempts `count_maybe_lost` counts."""
+    return set(conn.execute(
+        select(_s.c.queue).distinct().select_from(_r).join(_s, _s.c.id == _r.c.schedule_id)
+        .where(_r.c.status == "queued", _maybe_lost(now, republish_after_s))
+    ).scalars())
 
 
 def sweep_unpublished(
@@ -642,10 +712,22 @@ def sweep_unpublished(
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    rows = conn.execute(
-        update(_r).where(_r.c.id.in_(orphans.scalar_subquery())).values(enqueued_at=now).returning(_r.c.id)
-    )
-    return [Dispatch(attempt_id) for attempt_id in rows.scalars()]
+    marked = conn.execute(
+        update(_r).where(_r.c.id.in_(orphans.scalar_subquery())).values(enqueued_at=now)
+        .returning(_r.c.id, _r.c.schedule_id)
+    ).all()
+    return [Dispatch(attempt_id, route=route) for attempt_id, route in _with_routes(conn, marked)]
+
+
+def _with_routes(conn: Connection, attempts: Sequence[Any]) -> list[tuple[str, Route]]:
+    """(attempt id, its schedule's route) for (attempt id, schedule id) pairs: a re-publish
+    goes to the queue the first message went to."""
+    ids = {schedule_id for _, schedule_id in attempts}
+    routes = {
+        row.id: route_of(row._mapping)
+        for row in conn.execute(select(_s.c.id, _s.c.queue, _s.c.priority).where(_s.c.id.in_(ids)))
+    } if ids else {}
+    return [(attempt_id, routes.get(schedule_id, Route())) for attempt_id, schedule_id in attempts]
 
 
 def lost_attempts_query(*, now: float, limit: int, margin_s: int, heartbeats: bool) -> Any:

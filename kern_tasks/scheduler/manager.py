@@ -14,8 +14,9 @@ Two APIs on one class (README.md, "Schedules from code", has the table):
   `get_runs(user_id=)` keeps the attempts stamped with that owner.
 - ours, under names agno does not use: `list_page` and `runs` (pages with the total),
   `get_or_raise`, `get_by_name`, `get_run` (raise `NotFound`), `trigger_run` (queues a
-  run and returns it), `next_slots` (the coming slots of any kind), and our options of
-  `create` (misfire_policy, overlap_policy, and the kinds: interval_seconds, run_at, ...).
+  run and returns it), `next_slots` (the coming slots of any kind), `backfill` (queues a
+  range's missing slots), and our options of `create` (misfire_policy, overlap_policy,
+  queue, priority, and the kinds: interval_seconds, run_at, ...).
 
 Promises:
 - every write validates first and writes nothing on error (`ValidationError`);
@@ -53,6 +54,9 @@ from kern_tasks.scheduler.endpoints import EndpointPolicy
 from kern_tasks.scheduler.kinds import Timetable, next_slots
 from kern_tasks.scheduler.models import Page, Schedule, ScheduleRun
 from kern_tasks.scheduler.spec import DEFAULTS
+from kern_tasks.scheduler import slots
+from kern_tasks.scheduler.kinds import Timetable
+from kern_tasks.scheduler.backfill import MAX_BACKFILL_SLOTS, Backfill, Instant, backfill_range
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -158,6 +162,8 @@ class ScheduleManager:
         end_at: int | datetime | None = None,
         max_runs: int | None = None,
         expires_after_seconds: int | None = None,
+        queue: str | None = DEFAULTS["queue"],
+        priority: int | None = DEFAULTS["priority"],
     ) -> Schedule:
         """Create a schedule (agno's parameters, in agno's order, then our options).
 
@@ -197,6 +203,8 @@ class ScheduleManager:
                 "overlap_policy": overlap_policy,
                 "jitter_seconds": jitter_seconds,
                 "expires_after_seconds": expires_after_seconds,
+                "queue": queue,
+                "priority": priority,
             }
         )
         given.update(timing)
@@ -397,6 +405,35 @@ class ScheduleManager:
             run = lifecycle.queue_manual(conn, schedule_id, user_id=schedule.user_id, now=db_now(conn))
             return ScheduleRun.from_row(run)
 
+    def backfill(
+        self, schedule_id: str, start: Instant, end: Instant, *, user_id: str | None = None
+    ) -> Backfill:
+        """Queue every slot of the schedule in [start, end) that has no run yet, each marked
+        `backfill`, under the schedule's overlap policy ("forbid": one after another,
+        oldest first; "allow": all at once). Repeating a backfill adds nothing: a slot that
+        beat fired, or an earlier backfill queued, is never queued again. `start` and `end`
+        are datetimes, ISO 8601 text or epoch seconds; without an offset they are read in
+        the schedule's time zone. Raises `NotFound`, `ScheduleDisabled`, and
+        `ValidationError` naming `start` or `end` (an empty or future range, more than
+        MAX_BACKFILL_SLOTS slots)."""
+        with self.db.begin() as conn:
+            schedule = rows.load(conn, schedule_id, user_id)
+            self._require_runnable(schedule)
+            now = db_now(conn)
+            first, last = backfill_range(start, end, schedule.timezone, now=now)
+            table = Timetable.of(schedule.to_dict())
+            if table.kind == "on_demand":
+                raise ValidationError("schedule", "runs on demand only (no cron, interval or run_at): no slots to backfill")
+            found = slots.slots_in_range(table, start=first, end=last, limit=MAX_BACKFILL_SLOTS)
+            if found is None:
+                raise ValidationError(
+                    "end", f"the range holds more than {MAX_BACKFILL_SLOTS} slots of this schedule "
+                    f"(MAX_BACKFILL_SLOTS); backfill it in parts of at most {MAX_BACKFILL_SLOTS} slots"
+                )
+            added = lifecycle.queue_backfill(conn, schedule.id, found, user_id=schedule.user_id, now=now)
+        return Backfill(schedule_id=schedule.id, start=first, end=last, slots=found,
+                        added=[ScheduleRun.from_row(row) for row in added])
+
     def _apply_changes(self, conn: Connection, current: Schedule, changes: dict[str, Any]) -> Schedule:
         """Write only what differs; nothing at all when nothing does. A change of endpoint
         or method, and enabling, must pass the endpoint policy (even when nothing differs).
@@ -456,3 +493,4 @@ class ScheduleManager:
     aruns = _to_thread(runs)
     aget_run = _to_thread(get_run)
     anext_slots = _to_thread(next_slots)
+    abackfill = _to_thread(backfill)

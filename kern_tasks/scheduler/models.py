@@ -60,6 +60,8 @@ class Schedule:
     end_at: int | None = None
     max_runs: int | None = None
     expires_after_seconds: int | None = None
+    queue: str | None = None
+    priority: int | None = None
 
     @property
     def kind(self) -> str:
@@ -98,6 +100,7 @@ class ScheduleRun:
     not_before: int | None = None
     enqueued_at: int | None = None
     lease_token: str | None = None
+    backfill: bool = False
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> "ScheduleRun":

@@ -114,6 +114,23 @@ def plan_slots(
     return SlotPlan(fire=tuple(fire), skipped=skipped, next_run_at=next_slot, skipped_exact=exact)
 
 
+def slots_in_range(table: Timetable, *, start: int, end: int, limit: int) -> tuple[int, ...] | None:
+    """The slots of `table` (any kind, within its window) in [start, end), oldest first,
+    walked as beat walks them (Timetable.slots_from); None when there are more than
+    `limit` (the caller refuses the range)."""
+    found: list[int] = []
+    first = table.next_after(start - 1)
+    if first is None:
+        return ()
+    for slot in table.slots_from(first):
+        if slot >= end:
+            break
+        if len(found) >= limit:
+            return None
+        found.append(slot)
+    return tuple(found)
+
+
 def _last_slot_before(table: Timetable, start: int, oldest_kept: int) -> int:
     """The newest slot before `start`, found without walking the whole outage."""
     if table.interval_seconds is not None:

@@ -84,6 +84,12 @@ RUN_AT_PAST_GRACE_S = 60
 KIND_FIELDS = ("cron_expr", "interval_seconds", "run_at")
 # What check_kind reads: the kinds, the window and the limit.
 TIMING_FIELDS = (*KIND_FIELDS, "start_at", "end_at", "max_runs")
+QUEUE_MAX = 200
+# A Celery queue name that every broker accepts as is (Redis key, AMQP queue name).
+QUEUE_CHARS = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,199}$"
+QUEUE_PATTERN = re.compile(QUEUE_CHARS[:-1] + r"\Z")
+# Celery's message priority range (kombu clamps to it on Redis; RabbitMQ's x-max-priority).
+MAX_PRIORITY = 9
 
 # A field's errors are reported under the name its callers pass (manager.create(cron=...)).
 ERROR_NAMES = {"cron_expr": "cron"}
@@ -200,6 +206,23 @@ def _user_id(value: Any) -> str | None:
     return value
 
 
+def _queue(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not QUEUE_PATTERN.match(value):
+        raise ValueError(
+            f"{value!r} is not a queue name: letters, digits and _ . : - (starting with a letter or digit), "
+            f"at most {QUEUE_MAX} characters; null for the app's default queue"
+        )
+    return value
+
+
+def _priority(value: Any) -> int | None:
+    if value is None:
+        return None
+    return whole_number(value, low=0, high=MAX_PRIORITY)
+
+
 def _cron(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError('must be a cron expression such as "0 9 * * 1-5"')
@@ -283,6 +306,10 @@ Overlap = _one_of(OverlapPolicy)
 OptionalText = _optional_text(TEXT_MAX)
 LongText = _optional_text(DESCRIPTION_MAX)
 UserId = _optional_text(TEXT_MAX, _user_id)
+Queue = Annotated[
+    Optional[Annotated[str, Field(max_length=QUEUE_MAX, pattern=QUEUE_CHARS)]], BeforeValidator(_queue)
+]
+Priority = Annotated[Optional[Annotated[int, Field(ge=0, le=MAX_PRIORITY)]], BeforeValidator(_priority)]
 
 
 class ScheduleFields(BaseModel):
@@ -331,6 +358,14 @@ class ScheduleFields(BaseModel):
     )
     jitter_seconds: JitterSeconds = Field(0, description="a fixed per-slot delay in [0, jitter_seconds]")
     catchup_window_seconds: CatchupWindowSeconds = 3600
+    queue: Queue = Field(
+        None, description="the Celery queue of its fires and of the workflow steps they start "
+        "(a worker started with -Q <queue> takes them); null: the app's default queue"
+    )
+    priority: Priority = Field(
+        None, description=f"the Celery message priority (0-{MAX_PRIORITY}) of its fires and their workflow steps: "
+        "on Redis 0 is served first (kombu's priority steps 0, 3, 6, 9), on RabbitMQ the highest; null: none"
+    )
 
 
 class ScheduleSpec(ScheduleFields):

@@ -118,6 +118,8 @@ class SchedulerTools(Toolkit):
         end_at: str | None = None,
         max_runs: int | None = None,
         expires_after_seconds: int | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
         run_context: RunContext | None = None,
     ) -> str:
         """Create a schedule, or update the one that already has this name (safe to repeat; an existing
@@ -148,6 +150,8 @@ class SchedulerTools(Toolkit):
             max_runs: run at most this many times, e.g. 10 for "ten times" (not with run_at or run_in_seconds).
             expires_after_seconds: skip a run that cannot start within this many seconds of its time, e.g.
                 300 for "skip it if it could not start within 5 minutes".
+            queue: the worker queue its runs go to, e.g. "reports" (only when told to; default: the usual one).
+            priority: 0-9, the message priority of its runs (only when told to; default: none).
         """
         # Every field is checked before the message rule, so the model hears of a bad cron first.
         name = validation.name(name)
@@ -175,7 +179,7 @@ class SchedulerTools(Toolkit):
             name=name, cron=cron_expr, endpoint=endpoint, method=method, description=description,
             payload=body or None, timezone=timezone, if_exists="update", user_id=owner,
             provenance=_provenance("created_by", run_context) or None,
-            expires_after_seconds=expires_after_seconds, **timing,
+            expires_after_seconds=expires_after_seconds, queue=queue, priority=priority, **timing,
         )
         status = "created" if before is None else ("unchanged" if schedule == before else "updated")
         if status == "updated":
@@ -228,6 +232,8 @@ class SchedulerTools(Toolkit):
         end_at: str | None = None,
         max_runs: int | None = None,
         expires_after_seconds: int | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
         run_context: RunContext | None = None,
     ) -> str:
         """Change a schedule: pass only what should change. The next run time follows a new timing or zone.
@@ -250,6 +256,8 @@ class SchedulerTools(Toolkit):
             end_at: a new local date and time after which it does not run.
             max_runs: a new limit of runs.
             expires_after_seconds: a new limit of how late a run may start.
+            queue: a new worker queue for its runs, e.g. "reports".
+            priority: a new message priority, 0-9.
         """
         current = self._find(schedule_id, run_context)
         if timezone is not None:
@@ -259,7 +267,8 @@ class SchedulerTools(Toolkit):
             run_in_seconds=run_in_seconds, run_at=run_at, start_at=start_at, end_at=end_at, max_runs=max_runs,
         )
         given = {"name": name, "timezone": timezone, "endpoint": endpoint, "method": method,
-                 "description": description, "expires_after_seconds": expires_after_seconds, **timing}
+                 "description": description, "expires_after_seconds": expires_after_seconds,
+                 "queue": queue, "priority": priority, **timing}
         changes: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
         if payload is not None or message is not None:
             body = dict(validation.payload(payload) or {}) if payload is not None else dict(current.payload or {})

@@ -67,6 +67,8 @@ def schedule_json(schedule: Schedule) -> dict[str, Any]:
         **timing,
         **{f"{key}_local": _local_iso(timing[key], schedule.timezone) for key in ("run_at", "start_at", "end_at")
            if key in timing},
+        "queue": schedule.queue,
+        "priority": schedule.priority,
     }
 
 

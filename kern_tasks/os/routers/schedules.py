@@ -1,5 +1,5 @@
 """The schedules API, in agno's shapes: /schedules list/create, /schedules/{id}
-get/patch/delete, /enable, /disable, /trigger, /runs.
+get/patch/delete, /enable, /disable, /trigger, /runs, and ours: /backfill.
 
 Every store operation and every rule is ScheduleManager's (its async twins): the manager
 holds this AgentOS's endpoint policy, so "an endpoint must be a route this OS serves" and
@@ -25,6 +25,8 @@ from kern_tasks.errors import Conflict, NotFound
 from kern_tasks.os.auth import check_may_schedule, creating_user, scoped_user
 from kern_tasks.os.errors import error_responses
 from kern_tasks.os.schemas import (
+    BackfillRequest,
+    BackfillResponse,
     PaginatedResponse,
     ScheduleCreate,
     ScheduleResponse,
@@ -130,6 +132,15 @@ async def trigger_schedule(schedule_id: str, request: Request) -> dict[str, Any]
     """Queue one run now (beat publishes it on its next tick); the cron does not move."""
     run = await _manager(request).atrigger_run(_checked_id(schedule_id), user_id=scoped_user(request))
     return ScheduleRunResponse.model_validate(run.to_dict()).model_dump()
+
+
+@router.post("/schedules/{schedule_id}/backfill", response_model=BackfillResponse, status_code=202)
+async def backfill_schedule(schedule_id: str, body: BackfillRequest, request: Request) -> dict[str, Any]:
+    """Queue every slot in [start, end) that has no run yet, marked backfill, under the
+    schedule's overlap policy (beat publishes them); the same backfill again adds none."""
+    done = await _manager(request).abackfill(_checked_id(schedule_id), body.start, body.end,
+                                             user_id=scoped_user(request))
+    return BackfillResponse.model_validate(done.to_dict()).model_dump()
 
 
 @router.get("/schedules/{schedule_id}/runs", response_model=PaginatedResponse[ScheduleRunResponse])
