@@ -109,6 +109,10 @@ def _pinned(case: Any, ids: list[str], data: st.DataObject) -> Any:
         case.path_parameters["schedule_id"] = data.draw(st.sampled_from(ids))
     if case.path_parameters and "component_id" in case.path_parameters and data.draw(st.booleans()):
         case.path_parameters["component_id"] = "demo"
+    if isinstance(case.body, dict) and case.path.endswith("/backfill"):
+        # The range's rules are said in words (start before end, end by now, a bounded count).
+        now = int(time.time())
+        case.body["start"], case.body["end"] = now - data.draw(st.integers(3600, 7200)), now - 60
     if isinstance(case.body, dict) and case.path.startswith("/schedules"):
         for field, values in VALID.items():
             if field in case.body:

@@ -131,7 +131,7 @@ class BackfillRequest(BaseModel):
     """A range of past slots to run: [start, end), ISO 8601 date-times (without an offset:
     in the schedule's time zone) or epoch seconds."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # no bool or float taken for an int
 
     start: str | int
     end: str | int

@@ -775,3 +775,27 @@ def expire_lost_attempts(
         if dispatch is not None:
             dispatches.append(dispatch)
     return dispatches
+
+
+# --- retention -------------------------------------------------------------------------
+
+
+def _prunable(before: int) -> Any:
+    """Attempts that ended before `before`: never a queued or running one."""
+    return _r.c.status.not_in(("queued", "running")) & (func.coalesce(_r.c.completed_at, _r.c.created_at) < before)
+
+
+# Reads only (for a progress bar).
+def count_prunable(conn: Connection, *, before: int) -> int:
+    return int(conn.execute(select(func.count()).select_from(_r).where(_prunable(before))).scalar_one())
+
+
+# Invariant: an open attempt (queued, running) is never removed; one batch is one short
+# statement, so no lock is held for long and beat's sweep runs between batches. A pruned
+# slot no longer counts as fired (a later backfill of its range would run it again).
+def prune_finished(conn: Connection, *, before: int, limit: int) -> int:
+    """Delete up to `limit` attempts that ended before `before`; returns how many."""
+    batch = select(_r.c.id).where(_prunable(before)).limit(limit)
+    if conn.dialect.name == "postgresql":
+        batch = batch.with_for_update(skip_locked=True)
+    return int(conn.execute(_r.delete().where(_r.c.id.in_(batch.scalar_subquery()))).rowcount)

@@ -62,6 +62,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 MAX_PAGE_LIMIT = 1000
+# Run retention deletes this many attempts per transaction (short locks, beat keeps firing).
+PRUNE_BATCH = 500
 
 # What `create(provenance=)` may carry (agno's list); `stamp_provenance` may also write
 # the updated_by_* pair.
@@ -433,6 +435,38 @@ class ScheduleManager:
             added = lifecycle.queue_backfill(conn, schedule.id, found, user_id=schedule.user_id, now=now)
         return Backfill(schedule_id=schedule.id, start=first, end=last, slots=found,
                         added=[ScheduleRun.from_row(row) for row in added])
+
+    def find(self, name_or_id: str, user_id: str | None = None) -> Schedule:
+        """The schedule with this id, else the one with this name (of `user_id`, None: the
+        unowned ones); raises `NotFound` naming both. For people, who know names (the CLI)."""
+        found = self.get(name_or_id, user_id)
+        if found is not None:
+            return found
+        try:
+            return self.get_by_name(name_or_id, user_id)
+        except (NotFound, ValidationError):
+            raise NotFound(f'no schedule with id or name "{name_or_id}"') from None
+
+    def prune_runs(
+        self, older_than_seconds: int, *, batch: int = PRUNE_BATCH, on_batch: Callable[[int, int], None] | None = None,
+    ) -> int:
+        """Delete attempts that ended more than `older_than_seconds` ago (never a queued or
+        running one), `batch` per transaction; `on_batch(deleted, total)` after each.
+        Returns how many went."""
+        older_than_seconds = validation.bounded_int("older_than", older_than_seconds, 0, 100 * 365 * 86400)
+        batch = validation.bounded_int("batch", batch, 1, 100_000)
+        with self.db.connect() as conn:
+            before = db_now(conn) - older_than_seconds
+            total = lifecycle.count_prunable(conn, before=before)
+        deleted = 0
+        while True:
+            with self.db.begin() as conn:
+                gone = lifecycle.prune_finished(conn, before=before, limit=batch)
+            deleted += gone
+            if on_batch is not None:
+                on_batch(deleted, max(total, deleted))
+            if gone < batch:
+                return deleted
 
     def _apply_changes(self, conn: Connection, current: Schedule, changes: dict[str, Any]) -> Schedule:
         """Write only what differs; nothing at all when nothing does. A change of endpoint

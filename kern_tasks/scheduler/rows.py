@@ -98,11 +98,13 @@ def list_schedules(conn: Connection, where: ColumnElement[bool], limit: int | No
 
 
 def list_runs(conn: Connection, where: ColumnElement[bool], limit: int, page: int) -> list[ScheduleRun]:
-    """Newest first; a slot's retries after its first attempt."""
+    """Newest first (slots made at once, as by a backfill, newest slot first); a slot's
+    retries after its first attempt."""
     query = (
         select(schedule_runs)
         .where(where)
-        .order_by(schedule_runs.c.created_at.desc(), schedule_runs.c.attempt.desc(), schedule_runs.c.id.desc())
+        .order_by(schedule_runs.c.created_at.desc(), schedule_runs.c.scheduled_for.desc(),
+                  schedule_runs.c.attempt.desc(), schedule_runs.c.id.desc())
         .limit(limit)
         .offset((page - 1) * limit)
     )

@@ -1,26 +1,18 @@
-"""The `kern-tasks` command (also `python -m kern_tasks`).
+"""The process commands of `kern-tasks`:
 
     kern-tasks run           the main command: web, beat and worker in one process
     kern-tasks serve         serve KERN_APP ("module:attribute", an AgentOS or ASGI app)
     kern-tasks demo          a short tour of the store on the embedded default
-    kern-tasks db upgrade    migrate the database named by KERN_DATABASE_URL
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from datetime import UTC, datetime
+from typing import Any
 
 from kern_tasks.db import Database
 from kern_tasks.settings import Settings
-
-
-def _db_upgrade(settings: Settings) -> int:
-    db = Database(settings=settings)
-    db.upgrade()
-    print(f"{db!r} is up to date")
-    return 0
 
 
 def _demo(settings: Settings) -> int:
@@ -69,28 +61,18 @@ def _serve(settings: Settings, host: str, port: int) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kern-tasks", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("run", help="web app, beat and worker in one process, with a demo agent")
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from kern_tasks.demo import run
+
+    return run(settings)
+
+
+def add_commands(commands: Any) -> None:
+    run = commands.add_parser("run", help="web app, beat and worker in one process, with a demo agent")
+    run.set_defaults(handler=_run)
     serve = commands.add_parser("serve", help='serve KERN_APP ("module:attribute") with uvicorn')
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=7777)
-    commands.add_parser("demo", help="a short tour of the store on the embedded default")
-    db_parser = commands.add_parser("db", help="database maintenance")
-    db_parser.add_argument("action", choices=["upgrade"])
-    args = parser.parse_args(argv)
-    settings = Settings.from_env()
-    if args.command == "db":
-        return _db_upgrade(settings)
-    if args.command == "serve":
-        return _serve(settings, args.host, args.port)
-    if args.command == "run":
-        from kern_tasks.demo import run
-
-        return run(settings)
-    return _demo(settings)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    serve.set_defaults(handler=lambda args, settings: _serve(settings, args.host, args.port))
+    demo = commands.add_parser("demo", help="a short tour of the store on the embedded default")
+    demo.set_defaults(handler=lambda args, settings: _demo(settings))
