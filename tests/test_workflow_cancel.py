@@ -34,6 +34,7 @@ from kern_tasks.workflow.submit import wait
 from tests import stream_app
 from tests.processes import wait_for
 from tests.test_workflow_events import Cluster, collect
+from tests.workflow_cluster import running
 
 pytestmark = pytest.mark.slow
 
@@ -43,15 +44,8 @@ SETTLED = "'taken for lost meanwhile'"  # what a step task says when its attempt
 
 @pytest.fixture(scope="module")
 def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    made = Cluster(tmp_path_factory.mktemp("workflow-cancel"), REDIS_DB)
-    failed_before = request.session.testsfailed
-    try:
-        made.worker("w1")
-        made.worker("w2")
-        made.web()
+    with running(request, Cluster(tmp_path_factory.mktemp("workflow-cancel"), REDIS_DB)) as made:
         yield made
-    finally:
-        made.close(request.session.testsfailed > failed_before)
 
 
 def rows_by_path(cluster: Cluster, run_id: str) -> dict[str, list[Any]]:

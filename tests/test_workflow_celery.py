@@ -30,17 +30,14 @@ from typing import Any, Iterator
 import pytest
 from sqlalchemy import select
 
-from kern_tasks.app import create_app
-from kern_tasks.db import Database
 from kern_tasks.db.run_tables import sessions, spans, traces
 from kern_tasks.firing.liveness import LOST_AFTER_S
 from kern_tasks.runs.store import RunStore
-from kern_tasks.settings import Settings
-from kern_tasks.workflow import Workflow, progress
+from kern_tasks.workflow import Workflow
 from kern_tasks.workflow.submit import submit, wait
 from tests import test_workflow_app as defs
-from tests.conftest import POSTGRES_URL, broker_url_for, drop_schema, flush_broker, fresh_schema_name
-from tests.processes import Processes, kern_env, wait_for
+from tests.processes import wait_for
+from tests.workflow_cluster import WorkflowCluster, running
 
 pytestmark = pytest.mark.slow
 
@@ -51,56 +48,22 @@ APP = "tests.test_workflow_app:agent_os"
 RETRY_BOUND_S = 60  # the issue's promise: a lost step runs again within 60 s
 
 
-class Cluster:
-    """A migrated schema, a Celery app of the test process (to submit) and worker processes."""
+class Cluster(WorkflowCluster):
+    """The module's workers serving tests/test_workflow_app.py; `run` submits and waits."""
 
     def __init__(self, tmp: Path, redis_db: int = REDIS_DB) -> None:
-        self.schema = fresh_schema_name()
-        self.calls = tmp / "calls.txt"
-        flush_broker(redis_db)
-        settings = Settings(database_url=POSTGRES_URL, db_schema=self.schema, broker_url=broker_url_for(redis_db))
-        self.db = Database(POSTGRES_URL, schema=self.schema, settings=settings)
-        self.db.upgrade()
-        self.app = create_app(settings)
-        env = kern_env(database_url=POSTGRES_URL, schema=self.schema, base_url="http://127.0.0.1:9",
-                       data_dir=tmp / "kern", broker_url=broker_url_for(redis_db))
-        self.procs = Processes(tmp / "logs", env={**env, "KERN_APP": APP, defs.CALLS_ENV: str(self.calls)})
-
-    def worker(self, name: str) -> Any:
-        # One task at a time and no prefetch beyond it: a second message goes to another worker.
-        proc = self.procs.celery(name, ["worker", "-P", "threads", "-c", "1", "--prefetch-multiplier", "1",
-                                        "-l", "INFO", "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
-                                        "--without-heartbeat"])
-        self.procs.wait_for_log(name, " ready.")
-        return proc
+        super().__init__(tmp, redis_db, APP, calls_env=defs.CALLS_ENV)
 
     def run(self, workflow: Workflow, input: Any, timeout: float = 30, **kwargs: Any) -> dict[str, Any]:
         kwargs.setdefault("session_id", f"s-{uuid.uuid4().hex[:8]}")  # a session is one workflow's
         run_id = submit(self.app, workflow, input, db=self.db, **kwargs)
         return wait(self.db, run_id, timeout=timeout).to_dict()
 
-    def attempts(self, run_id: str) -> list[Any]:
-        with self.db.connect() as conn:
-            return progress.attempts(conn, run_id)
-
-    def close(self, failed: bool) -> None:
-        self.procs.stop_all()
-        if failed:
-            print(self.procs.dump_logs(tail=150))
-        self.db.dispose()
-        drop_schema(self.schema)
-
 
 @pytest.fixture(scope="module")
 def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    made = Cluster(tmp_path_factory.mktemp("workflow-celery"))
-    failed_before = request.session.testsfailed
-    try:
-        made.worker("w1")
-        made.worker("w2")
+    with running(request, Cluster(tmp_path_factory.mktemp("workflow-celery"))) as made:
         yield made
-    finally:
-        made.close(request.session.testsfailed > failed_before)
 
 
 def tree(output: dict[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Iterator
 
-import httpx
 import pytest
 
 os.environ.setdefault("AGNO_TELEMETRY", "false")
@@ -33,15 +32,12 @@ from agno.client import AgentOSClient  # noqa: E402
 from agno.utils.http import aclose_default_clients  # noqa: E402
 from agno.db.in_memory import InMemoryDb  # noqa: E402
 
-from kern_tasks.app import create_app  # noqa: E402
-from kern_tasks.db import Database  # noqa: E402
 from kern_tasks.runs.store import RunStore  # noqa: E402
 from kern_tasks.settings import Settings  # noqa: E402
 from kern_tasks.workflow.events import run_events  # noqa: E402
 from kern_tasks.workflow.submit import submit  # noqa: E402
 from tests import stream_app  # noqa: E402
-from tests.conftest import POSTGRES_URL, broker_url_for, drop_schema, flush_broker, fresh_schema_name  # noqa: E402
-from tests.processes import PYTHON, Processes, free_port, kern_env, wait_for  # noqa: E402
+from tests.workflow_cluster import WorkflowCluster, running  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -51,70 +47,28 @@ AGNO = SimpleNamespace(**{name: getattr(agno_workflow, name) for name in stream_
 STREAM_TIMEOUT_S = 60
 
 
-class Cluster:
-    """A migrated schema, a Celery app of the test process (to submit) and worker processes
-    serving tests/stream_app.py."""
+class Cluster(WorkflowCluster):
+    """Two workers and a web process serving tests/stream_app.py; `release` is the file its
+    slow steps wait for."""
 
     def __init__(self, tmp: Path, redis_db: int) -> None:
-        self.schema = fresh_schema_name()
-        self.calls = tmp / "calls.txt"
         self.release = tmp / "release"
-        flush_broker(redis_db)
-        settings = Settings(database_url=POSTGRES_URL, db_schema=self.schema, broker_url=broker_url_for(redis_db))
-        self.settings = settings
-        self.db = Database(POSTGRES_URL, schema=self.schema, settings=settings)
-        self.db.upgrade()
-        self.app = create_app(settings)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = kern_env(database_url=POSTGRES_URL, schema=self.schema, base_url=self.url,
-                       data_dir=tmp / "kern", broker_url=broker_url_for(redis_db))
-        self.env = {**env, "KERN_APP": APP, stream_app.CALLS_ENV: str(self.calls),
-                    stream_app.RELEASE_ENV: str(self.release)}
-        self.procs = Processes(tmp / "logs", env=self.env)
+        super().__init__(tmp, redis_db, APP, env={stream_app.RELEASE_ENV: str(self.release)},
+                         calls_env=stream_app.CALLS_ENV)
 
-    def worker(self, name: str) -> Any:
-        proc = self.procs.celery(name, ["worker", "-P", "threads", "-c", "1", "--prefetch-multiplier", "1",
-                                        "-l", "INFO", "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
-                                        "--without-heartbeat"])
-        self.procs.wait_for_log(name, " ready.")
-        return proc
-
-    def web(self) -> None:
-        """`kern-tasks serve` of the same app: the HTTP routes (runs go to the workers)."""
-        self.procs.start("web", [PYTHON, "-m", "kern_tasks", "serve", "--port", str(self.port)])
-        wait_for(self._up, timeout=60, what="the web process to serve /health")
-
-    def _up(self) -> bool:
-        self.procs.check_alive()
-        try:
-            return httpx.get(f"{self.url}/health", timeout=5, trust_env=False).status_code == 200
-        except httpx.TransportError:
-            return False
+    def start(self) -> None:
+        super().start()
+        self.web()
 
     def submit(self, name: str, input: Any = "a topic") -> str:
         return submit(self.app, stream_app.WORKFLOWS[name], input, db=self.db,
                       session_id=f"s-{name}-{uuid.uuid4().hex[:8]}")
 
-    def close(self, failed: bool) -> None:
-        self.procs.stop_all()
-        if failed:
-            print(self.procs.dump_logs(tail=150))
-        self.db.dispose()
-        drop_schema(self.schema)
-
 
 @pytest.fixture(scope="module")
 def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    made = Cluster(tmp_path_factory.mktemp("workflow-events"), REDIS_DB)
-    failed_before = request.session.testsfailed
-    try:
-        made.worker("w1")
-        made.worker("w2")
-        made.web()
+    with running(request, Cluster(tmp_path_factory.mktemp("workflow-events"), REDIS_DB)) as made:
         yield made
-    finally:
-        made.close(request.session.testsfailed > failed_before)
 
 
 def agno_events(name: str, input: Any) -> list[dict[str, Any]]:

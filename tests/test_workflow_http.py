@@ -29,6 +29,7 @@ import collections
 import copy
 import json
 import os
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -44,15 +45,15 @@ from agno.run.base import RunStatus as AgnoRunStatus
 from agno.run.workflow import WorkflowRunOutput as AgnoWorkflowRunOutput
 from agno.utils.http import get_default_async_client
 
-from kern_tasks.db import Database
 from kern_tasks.os import AgentOS
 from kern_tasks.runs.store import RunStore
 from kern_tasks.settings import Settings
 from kern_tasks.workflow import StepInput, Workflow
 from tests import test_workflow_parity as parity
-from tests.conftest import POSTGRES_URL, broker_url_for, drop_schema, flush_broker, fresh_schema_name
+from tests.conftest import broker_url_for
 from tests.os_server import LiveServer
-from tests.processes import PYTHON, Processes, free_port, kern_env, wait_for
+from tests.processes import wait_for
+from tests.workflow_cluster import READY, WorkflowCluster, running
 
 pytestmark = pytest.mark.slow
 
@@ -196,39 +197,28 @@ def form(message: Any = NOT_A_MESSAGE, **fields: Any) -> dict[str, str]:
 
 # --- the cluster ------------------------------------------------------------------------------------
 
-class Cluster:
+class Cluster(WorkflowCluster):
+    """Two workers (two tasks each) and the web process; `gates` is the folder the gate step
+    waits in; `client` speaks HTTP to the web process."""
+
     def __init__(self, tmp: Path) -> None:
-        self.schema = fresh_schema_name()
         self.gates = tmp / "gates"
         self.gates.mkdir()
-        flush_broker(REDIS_DB)
-        self.db = Database(POSTGRES_URL, schema=self.schema, settings=Settings())
-        self.db.upgrade()
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = kern_env(database_url=POSTGRES_URL, schema=self.schema, base_url=self.url, data_dir=tmp / "kern",
-                       broker_url=broker_url_for(REDIS_DB))
-        self.procs = Processes(tmp / "logs", env={**env, "KERN_APP": APP, GATES_ENV: str(self.gates)})
+        super().__init__(tmp, REDIS_DB, APP, env={GATES_ENV: str(self.gates)})
         self.client = httpx.Client(base_url=self.url, timeout=60, trust_env=False)
         self.worker_pids: list[int] = []
         self.web_pid = 0
 
-    def start(self) -> None:
-        for name in ("w1", "w2"):
-            proc = self.procs.worker(name, concurrency=2)
-            self.worker_pids.append(proc.pid)
-        web = self.procs.start("web", [PYTHON, "-m", "kern_tasks", "serve", "--port", str(self.port)])
-        self.web_pid = web.pid
-        for name in ("w1", "w2"):
-            self.procs.wait_for_log(name, " ready.")
-        wait_for(self._up, timeout=60, what="the web process to serve /health")
+    def start_worker(self, name: str) -> subprocess.Popen:
+        return self.procs.worker(name, concurrency=2)
 
-    def _up(self) -> bool:
-        self.procs.check_alive()
-        try:
-            return self.client.get("/health").status_code == 200
-        except httpx.TransportError:
-            return False
+    def start(self) -> None:
+        # The workers and the web process start side by side; then each is waited for.
+        self.worker_pids = [self.start_worker(name).pid for name in ("w1", "w2")]
+        self.web_pid = self.start_web().pid
+        for name in ("w1", "w2"):
+            self.procs.wait_for_log(name, READY)
+        self.wait_up()
 
     def post(self, workflow_id: str, data: dict[str, Any] | None = None, **kwargs: Any) -> httpx.Response:
         return self.client.post(f"/workflows/{workflow_id}/runs", data=data, **kwargs)
@@ -241,22 +231,13 @@ class Cluster:
 
     def close(self, failed: bool) -> None:
         self.client.close()
-        self.procs.stop_all()
-        if failed:
-            print(self.procs.dump_logs(tail=150))
-        self.db.dispose()
-        drop_schema(self.schema)
+        super().close(failed)
 
 
 @pytest.fixture(scope="module")
 def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    made = Cluster(tmp_path_factory.mktemp("workflow-http"))
-    failed_before = request.session.testsfailed
-    try:
-        made.start()
+    with running(request, Cluster(tmp_path_factory.mktemp("workflow-http"))) as made:
         yield made
-    finally:
-        made.close(request.session.testsfailed > failed_before)
 
 
 # --- runs ---------------------------------------------------------------------------------------------

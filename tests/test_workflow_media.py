@@ -28,16 +28,13 @@ import pytest
 from agno.media import Audio, Image
 from sqlalchemy import delete, func, select, text
 
-from kern_tasks.app import create_app
 from kern_tasks.db import Database
 from kern_tasks.db.run_tables import runs as agno_runs
-from kern_tasks.settings import Settings
 from kern_tasks.workflow import Step, StepInput, StepOutput, Workflow, progress
 from kern_tasks.workflow.media import INLINE_MAX_BYTES, content_bytes, inlined, media, offloaded
 from kern_tasks.workflow.progress import Outcome
 from kern_tasks.workflow.submit import submit, wait
-from tests.conftest import POSTGRES_URL, broker_url_for, drop_schema, flush_broker, fresh_schema_name
-from tests.processes import Processes, kern_env
+from tests.workflow_cluster import WorkflowCluster, running
 
 pytestmark = pytest.mark.slow
 
@@ -93,47 +90,21 @@ def expected_transcript(text_in: str) -> str:
     return f"{digest(speech(text_in))} {digest(speech(text_in))} {digest(SMALL_IMAGE)}"
 
 
-class Cluster:
-    def __init__(self, tmp: Path) -> None:
-        self.schema = fresh_schema_name()
-        self.calls = tmp / "calls.txt"
-        flush_broker(REDIS_DB)
-        settings = Settings(database_url=POSTGRES_URL, db_schema=self.schema, broker_url=broker_url_for(REDIS_DB))
-        self.db = Database(POSTGRES_URL, schema=self.schema, settings=settings)
-        self.db.upgrade()
-        self.app = create_app(settings)
-        env = kern_env(database_url=POSTGRES_URL, schema=self.schema, base_url="http://127.0.0.1:9",
-                       data_dir=tmp / "kern", broker_url=broker_url_for(REDIS_DB))
-        self.procs = Processes(tmp / "logs", env={**env, "KERN_APP": APP, CALLS_ENV: str(self.calls)})
+class Cluster(WorkflowCluster):
+    """The module's two workers serving WORKFLOWS; `pids` reads which process ran each step."""
 
-    def worker(self, name: str) -> None:
-        # One task at a time, no prefetch beyond it: the next step's message goes to whichever waits.
-        self.procs.celery(name, ["worker", "-P", "threads", "-c", "1", "--prefetch-multiplier", "1", "-l", "INFO",
-                                 "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat"])
-        self.procs.wait_for_log(name, " ready.")
+    def __init__(self, tmp: Path) -> None:
+        super().__init__(tmp, REDIS_DB, APP, calls_env=CALLS_ENV)
 
     def pids(self) -> list[tuple[str, int]]:
         lines = self.calls.read_text().split("\n") if self.calls.exists() else []
         return [(step, int(pid)) for step, pid in (line.split() for line in lines if line)]
 
-    def close(self, failed: bool) -> None:
-        self.procs.stop_all()
-        if failed:
-            print(self.procs.dump_logs(tail=150))
-        self.db.dispose()
-        drop_schema(self.schema)
-
 
 @pytest.fixture(scope="module")
 def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    made = Cluster(tmp_path_factory.mktemp("workflow-media"))
-    failed_before = request.session.testsfailed
-    try:
-        made.worker("w1")
-        made.worker("w2")
+    with running(request, Cluster(tmp_path_factory.mktemp("workflow-media"))) as made:
         yield made
-    finally:
-        made.close(request.session.testsfailed > failed_before)
 
 
 def run_crossing_workers(cluster: Cluster) -> tuple[str, str, dict[str, Any]]:
