@@ -29,7 +29,9 @@ written by tasks.py around these statements.
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -195,28 +197,68 @@ def lock_and_touch_run(conn: Connection, run_id: str) -> RowMapping | None:
     return conn.execute(_LOCK_TOUCH_RUN, {"r_run_id": run_id}).mappings().first()
 
 
-_LOAD = select(steps.c.path, steps.c.attempt, steps.c.status, steps.c.final, steps.c.output, steps.c.error,
-               steps.c.executor_runs, steps.c.started_at).where(steps.c.run_id == bindparam("l_run_id"))
+_LOAD_COLUMNS = (steps.c.path, steps.c.attempt, steps.c.status, steps.c.final, steps.c.output, steps.c.error,
+                 steps.c.executor_runs, steps.c.started_at)
+_LOAD = select(*_LOAD_COLUMNS).where(steps.c.run_id == bindparam("l_run_id"))
+# Postgres: the run's row, the clock and its progress in one statement (the progress rows
+# as one JSON array of arrays in _LOAD_COLUMNS' order; a step task's first read).
+_READ_RUN_AND_PROGRESS = select(
+    runs, db_clock().label("db_now"),
+    select(func.json_agg(func.json_build_array(*_LOAD_COLUMNS))).where(steps.c.run_id == runs.c.run_id)
+    .scalar_subquery().label("progress_rows"),
+).where(runs.c.run_id == bindparam("r_run_id"))
+# The same, and the rest of the transaction commits without waiting for its WAL flush
+# (set_config(..., true) is SET LOCAL), for the transaction that takes an attempt.
+#
+# Invariant: an outcome is never lost once its transaction committed; a take may be. The
+# transaction that takes an attempt (queued -> running) writes nothing else of the run's
+# progress, so it may commit without waiting: visible to every other transaction at once, as
+# any commit (a duplicate message still finds the attempt taken), durable within Postgres's
+# wal_writer_delay and before any later commit that waits (the outcome's). Only a crash of
+# the database server inside that window forgets a take: the attempt is queued again and the
+# step runs again, as after a lost worker (at least once per step); a finished step never
+# runs again, since its outcome's commit waited and so made the take durable too.
+_READ_RUN_AND_PROGRESS_ASYNC = _READ_RUN_AND_PROGRESS.add_columns(
+    func.set_config("synchronous_commit", "off", True).label("async_commit"))
+
+
+def _progress_of(rows: Iterable[Sequence[Any]]) -> Progress:
+    """Progress from rows of _LOAD_COLUMNS, in any order."""
+    progress = Progress()
+    for path, attempt, status, final, output, error, executor_runs, started_at in rows:
+        progress.last_attempt[path] = max(progress.last_attempt.get(path, 0), attempt)
+        if attempt > 0 and started_at is not None:
+            progress.started.add(path)
+        if status == "cancelled":
+            progress.cancelled.add(path)
+        elif status == "decided":
+            progress.decisions[path] = (output or {}).get("value")
+        elif final:
+            progress.outcomes[path] = Outcome(output, error, executor_runs)
+        elif status in _OPEN:
+            progress.open.add(path)
+    return progress
 
 
 def load_progress(conn: Connection, run_id: str) -> Progress:
     """Read only: the run's outcomes, decisions and open steps."""
-    progress = Progress()
-    rows = conn.execute(_LOAD, {"l_run_id": run_id}).mappings()
-    for row in rows:
-        path = row["path"]
-        progress.last_attempt[path] = max(progress.last_attempt.get(path, 0), row["attempt"])
-        if row["attempt"] > 0 and row["started_at"] is not None:
-            progress.started.add(path)
-        if row["status"] == "cancelled":
-            progress.cancelled.add(path)
-        elif row["status"] == "decided":
-            progress.decisions[path] = (row["output"] or {}).get("value")
-        elif row["final"]:
-            progress.outcomes[path] = Outcome(row["output"], row["error"], row["executor_runs"])
-        elif row["status"] in _OPEN:
-            progress.open.add(path)
-    return progress
+    return _progress_of(conn.execute(_LOAD, {"l_run_id": run_id}))
+
+
+def read_run_and_progress(conn: Connection, run_id: str, *, without_waiting: bool = False,
+                          ) -> tuple[RowMapping | None, float | None, Progress]:
+    """Read only: `read_run` and `load_progress` (on Postgres in one statement); (None,
+    None, empty progress) when there is no such run. `without_waiting` (Postgres; the
+    take's transaction): the transaction's commit will not wait for its WAL flush."""
+    if conn.dialect.name != "postgresql":
+        row, now = read_run(conn, run_id)
+        return row, now, load_progress(conn, run_id) if row is not None else Progress()
+    statement = _READ_RUN_AND_PROGRESS_ASYNC if without_waiting else _READ_RUN_AND_PROGRESS
+    row = conn.execute(statement, {"r_run_id": run_id}).mappings().first()
+    if row is None:
+        return None, None, Progress()
+    found = row["progress_rows"]
+    return row, float(row["db_now"]), _progress_of(json.loads(found) if isinstance(found, str) else found or [])
 
 
 # Invariant: a decision is recorded once (the unique (run, path, attempt 0) row) and only

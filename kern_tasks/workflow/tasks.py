@@ -8,10 +8,12 @@ message is published after the commit of the progress it follows from:
   route), queue the steps that run next and publish one step message each (a sequence's
   next step: a chain; every branch of a Parallel at once: a chord's header), or, when
   nothing is left, end the run with its agno-shaped dict;
-- step: take the queued attempt (queued -> running, on this worker, whose heartbeat row is
-  registered in that transaction: firing.liveness), rebuild the step's exact input by a
-  replay targeted at it, run the executor (each retry a row of its own), then in one
-  transaction record the outcome, merge the step's session_state changes and advance, so
+- step: in one transaction, read the run and its progress, rebuild the step's exact input
+  by a replay targeted at it, take the queued attempt (queued -> running, on this worker,
+  whose heartbeat row is registered there: firing.liveness) and open the attempt's span;
+  run the executor (each retry a row of its own, in a transaction that also ends the failed
+  attempt's span and opens the next one's), then in one transaction record the outcome, end
+  its span, merge the step's session_state changes and advance, so
   the step that completes a Parallel's branches is the one that runs its body: no task
   ever waits for another, so nothing waits forever on a lost branch, an empty Parallel
   (agno's error, the run ends in ERROR) or a failed one (agno's failed branch output).
@@ -19,6 +21,11 @@ message is published after the commit of the progress it follows from:
 Beat's sweep (`sweep`) finds attempts whose worker died (no heartbeat for LOST_AFTER_S)
 and queues them again, re-sends queued steps whose message may be lost, and re-advances
 running runs with nothing open. A finished step has a final row and is never queued again.
+
+Cost (bench/workflow_statements.py): a step of a sequence is two transactions and eight
+statements on Postgres; the take's commit does not wait for its WAL flush (see
+progress.read_run_and_progress), the outcome's does. A span's failure never fails a step:
+its transaction is run again without the span (`_traced_transaction`).
 
 Workers run the workflows registered to their runtime (kern_tasks.runtime: an AgentOS's
 embedded worker, its own); else those KERN_APP names ("module:attribute" of an AgentOS,
@@ -268,12 +275,11 @@ class Started:
 
 def _take(app: Any, heart: Any, conn: Connection, traced: bool, run_id: str, path: str) -> Started | None:
     """One transaction: read the run and its progress (the database's clock with the run),
-    rebuild the step's input by a replay targeted at it, take the attempt and open its span."""
-    row, now = progress.read_run(conn, run_id)
-    if row is None or now is None or row["status"] != progress.RUNNING:
-        return None
-    found = progress.load_progress(conn, run_id)
-    if path in found.outcomes:
+    rebuild the step's input by a replay targeted at it, take the attempt and open its span.
+    Its commit does not wait for the WAL flush (a take, not an outcome: see
+    progress.read_run_and_progress)."""
+    row, now, found = progress.read_run_and_progress(conn, run_id, without_waiting=True)
+    if row is None or now is None or row["status"] != progress.RUNNING or path in found.outcomes:
         return None
     workflow = _workflow_of(app, row)
     context = run_context(workflow, row) if workflow is not None else None
