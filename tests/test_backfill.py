@@ -19,8 +19,9 @@ from kern_tasks.db import Database, schedule_runs
 from kern_tasks.errors import NotFound, ScheduleDisabled, ValidationError
 from kern_tasks.scheduler import ScheduleManager
 from kern_tasks.scheduler.backfill import MAX_BACKFILL_SLOTS
-from tests.conftest import EMPTY_SETTINGS, POSTGRES_URL, broker_url_for, drop_schema, flush_broker, fresh_schema_name
-from tests.processes import Processes, kern_env, wait_for
+from tests.conftest import EMPTY_SETTINGS
+from tests.fire_stack import fire_stack
+from tests.processes import Processes, wait_for
 from tests.targets import TargetServer
 
 REDIS_DB = 7
@@ -81,29 +82,11 @@ def test_backfill_refuses_bad_ranges_naming_the_field(db: Database) -> None:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Database, TargetServer, Processes]]:
-    schema = fresh_schema_name()
-    db = Database(POSTGRES_URL, schema=schema, settings=EMPTY_SETTINGS)
-    db.upgrade()
-    flush_broker(REDIS_DB)
-    target = TargetServer().start()
-    folder = tmp_path_factory.mktemp("backfill")
-    cluster = Processes(folder / "logs", env=kern_env(
-        database_url=POSTGRES_URL, schema=schema, base_url=target.url, data_dir=folder / "kern",
-        broker_url=broker_url_for(REDIS_DB)))
-    try:
-        cluster.worker(concurrency=4)
-        cluster.wait_for_log("worker", " ready.", timeout=60)
-        cluster.beat(max_interval=1)
-        yield db, target, cluster
-    except BaseException:
-        print(cluster.dump_logs(tail=150))
-        raise
-    finally:
-        cluster.stop_all()
-        target.stop()
-        db.dispose()
-        drop_schema(schema)
-        flush_broker(REDIS_DB)
+    with fire_stack(tmp_path_factory.mktemp("backfill"), REDIS_DB) as made:
+        made.procs.worker(concurrency=4)
+        made.procs.wait_for_log("worker", " ready.", timeout=60)
+        made.procs.beat(max_interval=1)
+        yield made.db, made.target, made.procs
 
 
 @pytest.mark.slow

@@ -38,7 +38,7 @@ from kern_tasks.scheduler import ScheduleManager
 from kern_tasks.scheduler.cron import next_run_epoch
 from kern_tasks.scheduler.models import Schedule
 from kern_tasks.settings import Settings
-from tests.conftest import EMPTY_SETTINGS, POSTGRES_URL, broker_url_for, drop_schema, flush_broker, fresh_schema_name
+from tests.fire_stack import fire_stack
 from tests.processes import Processes, kern_env, wait_for
 from tests.targets import AgnoRun, Reply, Request, TargetServer
 
@@ -167,28 +167,10 @@ def stage_misfires(stack: Stack) -> None:
 
 @pytest.fixture(scope="module")
 def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    schema = fresh_schema_name()
-    db = Database(POSTGRES_URL, schema=schema, settings=EMPTY_SETTINGS)
-    db.upgrade()
-    flush_broker(REDIS_DB)
-    target = TargetServer().start()
-    folder = tmp_path_factory.mktemp("pg-stack")
-    settings = kern_env(
-        database_url=POSTGRES_URL, schema=schema, base_url=target.url, data_dir=folder / "kern",
-        broker_url=broker_url_for(REDIS_DB),
-    )  # fmt: skip
-    cluster = Processes(folder / "logs", env=settings)
-    stack = Stack(db, target, cluster)
-    try:
-        with stack.logs_on_failure():
-            start_processes(stack, stage=stage_misfires)
+    with fire_stack(tmp_path_factory.mktemp("pg-stack"), REDIS_DB) as made:
+        stack = Stack(made.db, made.target, made.procs)
+        start_processes(stack, stage=stage_misfires)
         yield stack
-    finally:
-        cluster.stop_all()
-        target.stop()
-        db.dispose()
-        drop_schema(schema)
-        flush_broker(REDIS_DB)
 
 
 def arrivals(requests: list[Request]) -> list[float]:

@@ -24,8 +24,9 @@ from kern_tasks.db import Database, schedule_runs
 from kern_tasks.db.tables import workers
 from kern_tasks.errors import ValidationError
 from kern_tasks.scheduler import ScheduleManager
-from tests.conftest import EMPTY_SETTINGS, POSTGRES_URL, broker_url_for, drop_schema, flush_broker, fresh_schema_name
-from tests.processes import Processes, kern_env, wait_for
+from tests.conftest import broker_url_for
+from tests.fire_stack import fire_stack
+from tests.processes import Processes, wait_for
 from tests.targets import TargetServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -65,28 +66,11 @@ def _worker(cluster: Processes, name: str, queues: str | None) -> int:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    schema = fresh_schema_name()
-    db = Database(POSTGRES_URL, schema=schema, settings=EMPTY_SETTINGS)
-    db.upgrade()
-    flush_broker(REDIS_DB)
-    target = TargetServer().start()
-    folder = tmp_path_factory.mktemp("queues")
-    env = kern_env(database_url=POSTGRES_URL, schema=schema, base_url=target.url, data_dir=folder / "kern",
-                   broker_url=broker_url_for(REDIS_DB))
-    cluster = Processes(folder / "logs", env=env)
-    try:
+    with fire_stack(tmp_path_factory.mktemp("queues"), REDIS_DB) as made:
+        cluster = made.procs
         pids = {"default": _worker(cluster, "default", None), "reports": _worker(cluster, "reports", "reports")}
         cluster.beat(max_interval=1)
-        yield Stack(db, ScheduleManager(db), target, cluster, pids)
-    except BaseException:
-        print(cluster.dump_logs(tail=150))
-        raise
-    finally:
-        cluster.stop_all()
-        target.stop()
-        db.dispose()
-        drop_schema(schema)
-        flush_broker(REDIS_DB)
+        yield Stack(made.db, ScheduleManager(made.db), made.target, cluster, pids)
 
 
 def test_a_queue_is_fired_only_by_the_worker_that_consumes_it(stack: Stack) -> None:
