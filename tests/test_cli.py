@@ -23,7 +23,8 @@ from kern_tasks.scheduler.lifecycle import queued_attempt
 from tests.conftest import EMPTY_SETTINGS, POSTGRES_URL, drop_schema, fresh_schema_name
 from tests.processes import PYTHON, ROOT, clean_environ
 
-pytestmark = pytest.mark.timeout(120)
+# A guard, not a timing check: ~40 subprocesses, ~1 s each on an idle machine, several on a busy one.
+pytestmark = pytest.mark.timeout(400)
 
 
 @dataclass
@@ -150,6 +151,15 @@ def test_schedules_every_subcommand(cli: Cli) -> None:
     runs = cli("schedules", "runs", "cli-report", "--limit", "50", "--json").json()
     assert runs["meta"]["total_count"] == 13
     assert sum(r["backfill"] for r in runs["data"]) == 12 and sum(r["manual"] for r in runs["data"]) == 1
+
+    # The kinds beside cron: a one-off in the user's zone; two kinds at once is bad input.
+    once = cli("schedules", "create", "cli-remind", "--run-at", "2027-03-14T09:00", "--tz", "America/New_York",
+               "--endpoint", "/agents/a/runs", "--json")
+    assert once.code == 0 and once.json()["run_at"] == 1805029200, once.err  # 13:00 UTC (EDT)
+    both = cli("schedules", "create", "cli-both", "--interval", "90", "--cron", "* * * * *", "--endpoint", "/x",
+               "--json")
+    assert both.code == 2 and json.loads(both.err)["field"] == "interval_seconds"
+    assert "once at 2027-03-14 09:00:00 EDT" in cli("schedules", "list").out
 
     deleted = cli("schedules", "delete", "cli-report", "--json")
     assert deleted.code == 0 and deleted.json()["deleted"] is True

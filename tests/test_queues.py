@@ -1,9 +1,10 @@
 """Queues and priorities: a schedule's `queue` and `priority` reach its fire's Celery message.
 
-One stack for the module: Postgres (a schema of its own), Redis database 2, a loopback
-target, one beat and two real worker processes, one consuming the app's default queue
-and one started with `-Q reports`. Which worker took an attempt is read from the attempt
-row (worker_id -> kern_workers.pid), not from logs.
+One stack for the module: Postgres (a schema of its own), Redis database 2, the AgentOS
+of tests/workflow_schedule_app.py served by uvicorn (the fires' target), one beat and two
+real worker processes (KERN_APP names that AgentOS, so they run its workflows' steps), one
+consuming the app's default queue and one started with `-Q reports`. Which worker took an
+attempt, or a workflow step, is read from its row (worker_id -> kern_workers.pid).
 
 Priority: messages published to a queue no worker consumes stay in Redis, where kombu
 keeps one list per priority step (`queue`, `queue\\x06\\x163`, ..., `\\x06\\x169`), so
@@ -24,10 +25,11 @@ from kern_tasks.db import Database, schedule_runs
 from kern_tasks.db.tables import workers
 from kern_tasks.errors import ValidationError
 from kern_tasks.scheduler import ScheduleManager
+from kern_tasks.workflow import progress
 from tests.conftest import broker_url_for
 from tests.fire_stack import fire_stack
-from tests.processes import Processes, wait_for
-from tests.targets import TargetServer
+from tests.processes import Processes, free_port, wait_for
+from tests.test_workflow_schedule import APP, serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -41,7 +43,6 @@ SEP = "\x06\x16"  # kombu's Redis priority separator
 class Stack:
     db: Database
     manager: ScheduleManager
-    target: TargetServer
     cluster: Processes
     pids: dict[str, int]
 
@@ -68,14 +69,19 @@ def _worker(cluster: Processes, name: str, queues: str | None) -> int:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with fire_stack(tmp_path_factory.mktemp("queues"), REDIS_DB) as made:
         cluster = made.procs
+        # The fires' target is the AgentOS (its workflows' runs), not the stack's TargetServer.
+        port = free_port()
+        cluster.env.update(KERN_BASE_URL=f"http://127.0.0.1:{port}", KERN_APP=f"{APP}:agent_os")
+        serve(cluster, "app", port)
         pids = {"default": _worker(cluster, "default", None), "reports": _worker(cluster, "reports", "reports")}
         cluster.beat(max_interval=1)
-        yield Stack(made.db, ScheduleManager(made.db), made.target, cluster, pids)
+        yield Stack(made.db, ScheduleManager(made.db), cluster, pids)
 
 
 def test_a_queue_is_fired_only_by_the_worker_that_consumes_it(stack: Stack) -> None:
-    reports = stack.manager.create(name="nightly-report", cron=EVERY_SECOND, endpoint="/reports", queue="reports")
-    plain = stack.manager.create(name="plain", cron=EVERY_SECOND, endpoint="/plain")
+    reports = stack.manager.create(name="nightly-report", cron=EVERY_SECOND, endpoint="/health", method="GET",
+                                   queue="reports")
+    plain = stack.manager.create(name="plain", cron=EVERY_SECOND, endpoint="/health", method="GET")
     assert (reports.queue, plain.queue) == ("reports", None)
 
     def finished(schedule_id: str, count: int) -> list[Any] | None:
@@ -97,7 +103,30 @@ def test_a_queue_is_fired_only_by_the_worker_that_consumes_it(stack: Stack) -> N
     assert {r["pid"] for r in fired_reports if r["status"] == "success"} == {stack.pids["reports"]}
     assert {r["pid"] for r in fired_plain if r["status"] == "success"} == {stack.pids["default"]}
     assert any(r["manual"] for r in fired_reports)
-    assert len(stack.target.requests("/reports")) >= 5
+
+
+def test_a_scheduled_workflow_runs_its_steps_on_the_schedules_queue(stack: Stack) -> None:
+    """The fire carries the route (X-Kern-Queue, X-Kern-Priority) to POST /workflows/.../runs;
+    the run's advance and step messages take it, so only the `reports` worker runs steps."""
+    s = stack.manager.create(name="report-pipeline", cron=FAR_CRON, endpoint="/workflows/fact-check/runs",
+                             payload={"message": "Q3"}, queue="reports", priority=6, timeout_seconds=60)
+    manual = stack.manager.trigger_run(s.id)
+
+    def ended() -> Any:
+        run = stack.manager.get_run(s.id, manual.id)
+        return run if run.status not in ("queued", "running") else None
+
+    run = wait_for(ended, 60, what="the workflow fire to end")
+    assert run.run_id, run
+    with stack.db.connect() as conn:
+        row = progress.get_run(conn, run.run_id)
+        attempts = list(progress.attempts(conn, run.run_id))
+        pids = set(conn.execute(select(workers.c.pid).where(
+            workers.c.id.in_({a["worker_id"] for a in attempts}))).scalars())
+    assert row["request"]["route"] == {"queue": "reports", "priority": 6}
+    assert len(attempts) >= 2  # gather, then the loop's checks
+    assert pids == {stack.pids["reports"]}
+    print(f"workflow run {run.run_id}: {len(attempts)} step attempt(s), all on the reports worker")
 
 
 def test_priority_reaches_the_message(stack: Stack) -> None:
@@ -122,7 +151,8 @@ def test_priority_reaches_the_message(stack: Stack) -> None:
     found = wait_for(queued, 30, what="both messages in the idle queue")
     assert found[urgent_run] == (f"idle{SEP}9", 9)
     assert found[low_run] == (f"idle{SEP}3", 4)  # kombu's step for 4 is 3 (steps 0, 3, 6, 9)
-    assert not stack.target.requests("/urgent")  # nobody consumes "idle"
+    assert {stack.manager.get_run(urgent.id, urgent_run).status,
+            stack.manager.get_run(low.id, low_run).status} == {"queued"}  # nobody consumes "idle"
 
 
 def test_bad_queue_and_priority_are_refused_naming_the_field(stack: Stack) -> None:

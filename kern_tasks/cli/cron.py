@@ -65,7 +65,7 @@ def _cron(args: argparse.Namespace, settings: Settings) -> int:
         utc = datetime.fromisoformat(item["utc"])
         rows.append((local.strftime("%Y-%m-%d %a %H:%M:%S ") + (item["abbreviation"] or ""), item["offset"],
                      utc.strftime("%Y-%m-%d %H:%M:%S UTC"), f"DST: {item['dst_change']}" if item["dst_change"] else ""))
-    output.table(None, ["local", "offset", "utc", ""], rows)
+    output.table(None, ["local", "offset", "utc", "dst"], rows)
     return output.OK
 
 

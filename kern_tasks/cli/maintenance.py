@@ -11,8 +11,6 @@ import re
 import sys
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
 from kern_tasks.cli import output
 from kern_tasks.db import Database
 from kern_tasks.db.migrate import revision_gap
@@ -56,6 +54,8 @@ def _current(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _prune(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     older_than = seconds_of(args.older_than)
     manager = ScheduleManager(Database(settings=settings))
     show_bar = sys.stderr.isatty() and not args.json

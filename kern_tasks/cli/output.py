@@ -15,9 +15,6 @@ from datetime import UTC, datetime
 from typing import Any, Callable, Sequence
 from zoneinfo import ZoneInfo
 
-from rich.console import Console
-from rich.table import Table
-
 from kern_tasks.errors import Conflict, NotFound, ValidationError
 from kern_tasks.settings import Settings
 
@@ -26,8 +23,11 @@ OK, NOT_FOUND, BAD_INPUT = 0, 1, 2
 Handler = Callable[[argparse.Namespace, Settings], int]
 
 
-def console() -> Console:
-    # Wide enough for ids and ISO times when stdout is a pipe (rich would wrap at 80).
+def console() -> Any:
+    """A rich Console (imported here: `run` and `serve` need no rich), wide enough for ids
+    and ISO times when stdout is a pipe (rich would wrap at 80)."""
+    from rich.console import Console
+
     return Console(width=None if sys.stdout.isatty() else 200, highlight=False)
 
 
@@ -61,6 +61,8 @@ def print_json(value: Any) -> None:
 
 
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    from rich.table import Table
+
     grid = Table(title=title, title_justify="left", show_lines=False)
     for column in columns:
         grid.add_column(column, overflow="fold")
@@ -71,6 +73,8 @@ def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any
 
 def fields(pairs: Sequence[tuple[str, Any]]) -> None:
     """One record as "key  value" lines."""
+    from rich.table import Table
+
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column(overflow="fold")

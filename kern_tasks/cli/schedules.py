@@ -19,6 +19,7 @@ from typing import Any
 from kern_tasks.cli import output
 from kern_tasks.db import Database
 from kern_tasks.scheduler import Schedule, ScheduleManager, ScheduleRun
+from kern_tasks.scheduler.backfill import instant
 from kern_tasks.settings import Settings
 
 # Not the `unset` of any option: tells "not given" from "given as null".
@@ -55,6 +56,30 @@ def _payload(text: Any) -> Any:
         raise output.bad_input("payload", f"is not JSON: {exc}") from None
 
 
+# The kinds beside cron (kern_tasks.scheduler.kinds): option -> field; the instants are
+# read as ISO 8601 (without an offset: in --tz) or epoch seconds, as a backfill's range is.
+KIND_OPTIONS = {"interval": "interval_seconds", "max_runs": "max_runs", "expires_after": "expires_after_seconds"}
+INSTANT_OPTIONS = ("run_at", "start_at", "end_at")
+
+
+def _kinds(args: argparse.Namespace, zone: str) -> dict[str, Any]:
+    given = {field: getattr(args, option) for option, field in KIND_OPTIONS.items()
+             if getattr(args, option) is not _UNSET}
+    for option in INSTANT_OPTIONS:
+        value = getattr(args, option)
+        if value is not _UNSET:
+            given[option] = None if value in ("", "null") else instant(option, value, zone)
+    return given
+
+
+def _when(schedule: Schedule) -> str:
+    if schedule.interval_seconds is not None:
+        return f"every {schedule.interval_seconds}s"
+    if schedule.run_at is not None:
+        return f"once at {output.local_time(schedule.run_at, schedule.timezone)}"
+    return f"cron {schedule.cron_expr}" if schedule.cron_expr else "on demand"
+
+
 def _show(schedule: Schedule, as_json: bool, status: str | None = None) -> int:
     if as_json:
         output.print_json({**({"status": status} if status else {}), **schedule_json(schedule)})
@@ -62,7 +87,10 @@ def _show(schedule: Schedule, as_json: bool, status: str | None = None) -> int:
     if status:
         output.console().print(f"{status}: {schedule.name} ({schedule.id})")
     output.fields([
-        ("name", schedule.name), ("id", schedule.id), ("cron", schedule.cron_expr), ("timezone", schedule.timezone),
+        ("name", schedule.name), ("id", schedule.id), ("when", _when(schedule)), ("timezone", schedule.timezone),
+        ("window", " to ".join(output.local_time(t, schedule.timezone) or "-" for t in (schedule.start_at, schedule.end_at))
+         if schedule.start_at is not None or schedule.end_at is not None else None),
+        ("max_runs", schedule.max_runs), ("expires_after", schedule.expires_after_seconds),
         ("endpoint", f"{schedule.method} {schedule.endpoint}"), ("enabled", schedule.enabled),
         ("disabled_reason", schedule.disabled_reason),
         ("next run", output.local_time(schedule.next_run_at, schedule.timezone)),
@@ -80,11 +108,11 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         output.print_json(_api().PaginatedResponse.of(page, _api().ScheduleResponse))
         return output.OK
-    rows = [(s.name, s.id, s.cron_expr, s.timezone, f"{s.method} {s.endpoint}", "yes" if s.enabled else "no",
+    rows = [(s.name, s.id, _when(s), s.timezone, f"{s.method} {s.endpoint}", "yes" if s.enabled else "no",
              output.local_time(s.next_run_at, s.timezone) if s.enabled else "", s.queue or "")
             for s in page.data]
     output.table(f"{page.total_count} schedule(s), page {page.page} of {max(page.total_pages, 1)}",
-                 ["name", "id", "cron", "timezone", "endpoint", "enabled", "next run", "queue"], rows)
+                 ["name", "id", "when", "timezone", "endpoint", "enabled", "next run", "queue"], rows)
     return output.OK
 
 
@@ -92,7 +120,7 @@ def _create(args: argparse.Namespace, settings: Settings) -> int:
     manager = _manager(settings)
     payload = _payload(args.payload)
     schedule = manager.create(
-        name=args.name, cron=args.cron, endpoint=args.endpoint, method=args.method, timezone=args.tz,
+        name=args.name, cron=args.cron, endpoint=args.endpoint, **_kinds(args, args.tz), method=args.method, timezone=args.tz,
         payload=None if payload is _UNSET else payload, description=args.description, if_exists=args.if_exists,
         enabled_on_create=not args.disabled, queue=args.queue, priority=args.priority,
         **({"timeout_seconds": args.timeout} if args.timeout is not None else {}),
@@ -111,6 +139,7 @@ def _update(args: argparse.Namespace, settings: Settings) -> int:
     current = manager.find(args.schedule)
     changes = {field: getattr(args, option) for option, field in UPDATABLE.items()
                if getattr(args, option) is not _UNSET}
+    changes.update(_kinds(args, args.tz if args.tz is not _UNSET else current.timezone))
     payload = _payload(args.payload)
     if payload is not _UNSET:
         changes["payload"] = payload
@@ -196,6 +225,15 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
     return output.OK
 
 
+def _kind_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--interval", type=int, default=_UNSET, help="every N seconds of elapsed time (instead of --cron)")
+    parser.add_argument("--run-at", default=_UNSET, help="once at this instant (ISO 8601; without an offset: in --tz)")
+    parser.add_argument("--start-at", default=_UNSET, help="no run before this instant")
+    parser.add_argument("--end-at", default=_UNSET, help="no run after this instant")
+    parser.add_argument("--max-runs", type=int, default=_UNSET, help="at most N runs, then disabled")
+    parser.add_argument("--expires-after", type=int, default=_UNSET, help="skip a run not started within N seconds")
+
+
 def _by_name(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("schedule", help="the schedule's name or id")
     parser.add_argument("--json", action="store_true", help="JSON for scripts (agno's field names)")
@@ -220,7 +258,7 @@ def add_commands(commands: Any) -> None:
 
     create = actions.add_parser("create", help="create a schedule (or, with --if-exists, keep or update it)")
     create.add_argument("name")
-    create.add_argument("--cron", required=True, help='e.g. "0 9 * * 1-5"')
+    create.add_argument("--cron", default=None, help='e.g. "0 9 * * 1-5" (or --interval, or --run-at)')
     create.add_argument("--endpoint", required=True, help='a route of the AgentOS, e.g. "/agents/my-agent/runs"')
     create.add_argument("--tz", default="UTC", help='IANA zone, e.g. "America/New_York" (default UTC)')
     create.add_argument("--method", default="POST")
@@ -232,6 +270,7 @@ def add_commands(commands: Any) -> None:
     create.add_argument("--timeout", type=int, default=None, help="seconds per attempt")
     create.add_argument("--max-retries", type=int, default=None)
     create.add_argument("--disabled", action="store_true", help="create it disabled")
+    _kind_options(create)
     create.add_argument("--json", action="store_true")
     create.set_defaults(handler=_create)
 
@@ -244,6 +283,7 @@ def add_commands(commands: Any) -> None:
     update.add_argument("--timeout", type=int, default=_UNSET)
     update.add_argument("--max-retries", type=int, default=_UNSET)
     update.add_argument("--payload", default=_UNSET, help='a JSON object; "null" removes it')
+    _kind_options(update)
     update.set_defaults(handler=_update)
 
     for action, text in (("enable", "enable it (its next run computed from now)"), ("disable", "disable it")):

@@ -78,6 +78,10 @@ class FireRequest:
     # poll it instead of starting a second one (run endpoints only).
     resume_run_id: str | None = None
     resume_session_id: str | None = None
+    # The schedule's route (queue, priority): sent as X-Kern-Queue / X-Kern-Priority so the
+    # workflow run the call starts publishes its steps on the same route.
+    queue: str | None = None
+    priority: int | None = None
 
 
 @dataclass(frozen=True)
@@ -177,6 +181,9 @@ def _target_url(base: str, endpoint: str) -> str | None:
     return str(url) if same_origin else None
 
 
+QUEUE_HEADER, PRIORITY_HEADER = "X-Kern-Queue", "X-Kern-Priority"
+
+
 def _headers(request: FireRequest, service_token: str | None) -> dict[str, str]:
     headers = {
         "Accept": "application/json",
@@ -188,6 +195,10 @@ def _headers(request: FireRequest, service_token: str | None) -> dict[str, str]:
     }
     if service_token:
         headers["Authorization"] = f"Bearer {service_token}"
+    if request.queue is not None:
+        headers[QUEUE_HEADER] = request.queue
+    if request.priority is not None:
+        headers[PRIORITY_HEADER] = str(request.priority)
     if request.user_id is not None:
         headers["X-Schedule-Owner"] = quote(request.user_id, safe="")  # values must be latin-1
     return headers

@@ -59,6 +59,8 @@ def fire_task(self: Any, attempt_id: str) -> str:
         idempotency_key=attempt.idempotency_key,
         resume_run_id=attempt.resume_run_id,
         resume_session_id=attempt.resume_session_id,
+        queue=attempt.schedule["queue"],
+        priority=attempt.schedule["priority"],
     )
     started = time.monotonic()
     outcome = fire(

@@ -28,7 +28,7 @@ from typing import Any, Awaitable, Callable
 from pydantic import BaseModel
 
 from kern_tasks.db import Database, db_time
-from kern_tasks.dispatch import publish_messages
+from kern_tasks.dispatch import DEFAULT_ROUTE, Route, publish_messages
 from kern_tasks.errors import NotFound, ValidationError
 from kern_tasks.runs.safe import has_unstorable_text
 from kern_tasks.runs.store import RunStore
@@ -69,11 +69,12 @@ def start(
     app: Any, workflow: Workflow, input: Any = None, *, db: Database | None = None, run_id: str | None = None,
     session_id: str | None = None, user_id: str | None = None, session_state: dict[str, Any] | None = None,
     additional_data: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None,
-    dependencies: dict[str, Any] | None = None, **media: list[Any] | None,
+    dependencies: dict[str, Any] | None = None, route: Route = DEFAULT_ROUTE, **media: list[Any] | None,
 ) -> WorkflowRunOutput:
     """`submit`, answering the run as recorded at its start (run_id, session_id, RUNNING).
     Input that does not fit the workflow's input_schema: ValidationError("input"), nothing
-    written; a session of another workflow or user: Conflict."""
+    written; a session of another workflow or user: Conflict. `route`: the queue and
+    priority of every message of the run (a scheduled fire passes its schedule's)."""
     unknown = sorted(set(media) - set(MEDIA_FIELDS))
     if unknown:
         raise TypeError(f"submit() got unexpected keyword arguments: {', '.join(unknown)}")
@@ -94,6 +95,7 @@ def start(
         "metadata": {**(workflow.metadata or {}), **(metadata or {})},
         "dependencies": _json_value("dependencies", dependencies),
         **{name: _json_value(name, list(value)) for name, value in media.items() if value},
+        **({"route": {"queue": route.queue, "priority": route.priority}} if route != DEFAULT_ROUTE else {}),
     }
     run = WorkflowRunOutput(run_id=run_id, input=input, session_id=session_id, user_id=user_id,
                             workflow_id=workflow.id, workflow_name=workflow.name, metadata=request["metadata"],
@@ -104,7 +106,7 @@ def start(
     with db.begin() as conn:
         progress.create_run(conn, run_id=run_id, workflow_id=workflow.id, session_id=session_id, user_id=user_id,
                             request=request, session_state=_json_value("session_state", state), now=db_time(conn))
-    publish_messages(app, [advance_message(run_id)])
+    publish_messages(app, [advance_message(run_id, route)])
     run.status = RunStatus.running
     return run
 

@@ -41,12 +41,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 from sqlalchemy.exc import DBAPIError, StatementError
 
 from kern_tasks.app_ref import load_ref
 from kern_tasks.db import db_time
-from kern_tasks.dispatch import TASK_WORKFLOW_ADVANCE, TASK_WORKFLOW_STEP, Message, publish_messages
+from kern_tasks.dispatch import (
+    DEFAULT_ROUTE, TASK_WORKFLOW_ADVANCE, TASK_WORKFLOW_STEP, Message, Route, publish_messages,
+)
 from kern_tasks.firing import liveness
 from kern_tasks.runs.store import RunStore
 from kern_tasks.runs.traces import RunContext as TraceContext
@@ -79,12 +81,28 @@ def workflows_from(ref: str | None) -> dict[str, Workflow]:
         return _workflows[ref]
 
 
-def step_message(run_id: str, path: str) -> Message:
-    return Message(TASK_WORKFLOW_STEP, (run_id, path))
+def step_message(run_id: str, path: str, route: Route = DEFAULT_ROUTE) -> Message:
+    return Message(TASK_WORKFLOW_STEP, (run_id, path), route)
 
 
-def advance_message(run_id: str) -> Message:
-    return Message(TASK_WORKFLOW_ADVANCE, (run_id,))
+def advance_message(run_id: str, route: Route = DEFAULT_ROUTE) -> Message:
+    return Message(TASK_WORKFLOW_ADVANCE, (run_id,), route)
+
+
+def route_of(request: dict[str, Any] | None) -> Route:
+    """The route the run's messages take: the one submit stored in its request (a scheduled
+    fire's queue and priority), else the app's default."""
+    stored = (request or {}).get("route") or {}
+    return Route(queue=stored.get("queue"), priority=stored.get("priority")) if stored else DEFAULT_ROUTE
+
+
+def _routes(conn: Connection, run_ids: set[str]) -> dict[str, Route]:
+    """The routes of the runs the sweep publishes for (one read of their requests)."""
+    if not run_ids:
+        return {}
+    found = conn.execute(select(progress.runs.c.run_id, progress.runs.c.request)
+                         .where(progress.runs.c.run_id.in_(run_ids)))
+    return {run_id: route_of(request) for run_id, request in found}
 
 
 def run_context(workflow: Workflow, row: Any) -> RunContext:
@@ -137,7 +155,8 @@ def advance_in(conn: Connection, workflow: Workflow, row: Any, *, now: float, to
         queued = progress.queue_steps(conn, run_id, replay.pending, found, now=now)
         if not touched:
             progress.touch_run(conn, run_id, now=now)
-        return Advanced(messages=[step_message(run_id, path) for path in queued])
+        route = route_of(request)
+        return Advanced(messages=[step_message(run_id, path, route) for path in queued])
     progress.record_decisions(conn, run_id, replay.new_decisions, now=now)
     if not workflow.store_executor_outputs:
         run.step_executor_runs = None
@@ -454,4 +473,6 @@ def sweep(conn: Connection, *, now: float, limit: int, heartbeats: bool) -> list
     stalled = progress.stalled_runs(conn, now=now, limit=limit)
     if lost:
         log.warning("workflow sweep: %d step attempt(s) lost with their worker, queued again", len(lost))
-    return ([step_message(r, p) for r, p in lost + again] + [advance_message(r) for r in stalled])
+    routes = _routes(conn, {r for r, _ in lost + again} | set(stalled))
+    return ([step_message(r, p, routes.get(r, DEFAULT_ROUTE)) for r, p in lost + again]
+            + [advance_message(r, routes.get(r, DEFAULT_ROUTE)) for r in stalled])

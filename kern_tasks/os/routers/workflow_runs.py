@@ -33,13 +33,16 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
+from kern_tasks.dispatch import Route
 from kern_tasks.errors import NotFound, ValidationError
+from kern_tasks.firing.http import PRIORITY_HEADER, QUEUE_HEADER
 from kern_tasks.os import sse
 from kern_tasks.os.auth import scoped_user
 from kern_tasks.os.errors import error_responses
 from kern_tasks.os.forms import ID_MAX, WORKFLOW_FORM_DOC, RunRequest, read_run_request
 from kern_tasks.os.schemas import RunAccepted
 from kern_tasks.runs.safe import has_unstorable_text
+from kern_tasks.scheduler.spec import MAX_PRIORITY, check
 from kern_tasks.workflow import media, progress
 from kern_tasks.workflow.cancel import cancel
 from kern_tasks.workflow.events import run_events
@@ -68,11 +71,25 @@ class WorkflowRunBody(BaseModel):
 router = APIRouter(tags=["Workflows"], responses=error_responses(401, 403, 404, 409, 413, 415, 422, 429, 503))
 
 
-def _start(agent_os: Any, workflow: Workflow, run_request: RunRequest) -> WorkflowRunOutput:
+def _route(request: Request) -> Route:
+    """The route a scheduled fire asks its run's steps to take (X-Kern-Queue, X-Kern-Priority,
+    sent by firing.http with the schedule's queue and priority), checked as the schedule's
+    fields are; none: the app's default."""
+    queue, priority = request.headers.get(QUEUE_HEADER), request.headers.get(PRIORITY_HEADER)
+    if priority is not None and not priority.strip().isdigit():
+        raise ValidationError(PRIORITY_HEADER, f"{priority[:20]!r} must be an integer between 0 and {MAX_PRIORITY}")
+    try:
+        return Route(queue=check("queue", queue), priority=check("priority", None if priority is None else int(priority)))
+    except ValidationError as exc:
+        raise ValidationError(QUEUE_HEADER if exc.field == "queue" else PRIORITY_HEADER, exc.message) from None
+
+
+def _start(agent_os: Any, workflow: Workflow, run_request: RunRequest, route: Route) -> WorkflowRunOutput:
     try:
         return start(agent_os.celery_app, workflow, run_request.message, db=agent_os.db,
                      session_id=run_request.session_id, user_id=run_request.user_id,
-                     session_state=run_request.session_state, additional_data=run_request.additional_data)
+                     session_state=run_request.session_state, additional_data=run_request.additional_data,
+                     route=route)
     except ValidationError as exc:
         if exc.field == "input":  # the workflow's input is the form's message
             raise ValidationError("message", exc.message) from None
@@ -90,9 +107,10 @@ async def create_workflow_run(workflow_id: str, request: Request) -> Any:
     agent_os = request.app.state.agent_os
     workflow = agent_os.targets.get("workflows", workflow_id)
     run_request = await read_run_request(request)
+    route = _route(request)
     if run_request.stream:
-        return await _stream(agent_os, workflow, run_request)
-    run = await asyncio.to_thread(_start, agent_os, workflow, run_request)
+        return await _stream(agent_os, workflow, run_request, route)
+    run = await asyncio.to_thread(_start, agent_os, workflow, run_request, route)
     accepted = {"run_id": run.run_id, "session_id": run.session_id, "status": "PENDING"}
     if run_request.background:
         return JSONResponse(accepted, status_code=202)
@@ -102,10 +120,10 @@ async def create_workflow_run(workflow_id: str, request: Request) -> Any:
     return JSONResponse(ended)
 
 
-async def _stream(agent_os: Any, workflow: Workflow, run_request: RunRequest) -> Any:
+async def _stream(agent_os: Any, workflow: Workflow, run_request: RunRequest, route: Route) -> Any:
     """stream=true: start the run as above, then answer its events as agno's SSE; a client
     that hangs up stops the reading, not the run."""
-    run = await asyncio.to_thread(_start, agent_os, workflow, run_request)
+    run = await asyncio.to_thread(_start, agent_os, workflow, run_request, route)
     return sse.response(run_events(agent_os.db, workflow, run.run_id))
 
 
