@@ -213,10 +213,10 @@ _READ_RUN_AND_PROGRESS = select(
 # Invariant: an outcome is never lost once its transaction committed; a take may be. The
 # transaction that takes an attempt (queued -> running) writes nothing else of the run's
 # progress, so it may commit without waiting: visible to every other transaction at once, as
-# any commit (a duplicate message still finds the attempt taken), durable within Postgres's
-# wal_writer_delay and before any later commit that waits (the outcome's). Only a crash of
-# the database server inside that window forgets a take: the attempt is queued again and the
-# step runs again, as after a lost worker (at least once per step); a finished step never
+# any commit (a duplicate message still finds the attempt taken), durable within three of
+# Postgres's wal_writer_delay (0.6 s by default) and before any later commit that waits (the
+# outcome's). Only a crash of the database server inside that window forgets a take: the
+# attempt is queued again and the step runs again, as after a lost worker (at least once per step); a finished step never
 # runs again, since its outcome's commit waited and so made the take durable too.
 _READ_RUN_AND_PROGRESS_ASYNC = _READ_RUN_AND_PROGRESS.add_columns(
     func.set_config("synchronous_commit", "off", True).label("async_commit"))
