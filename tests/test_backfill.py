@@ -158,3 +158,22 @@ def test_backfill_over_http(db: Database) -> None:
         assert (cleared["queue"], cleared["priority"]) == (None, None)
         listed = client.get(f"/schedules/{schedule_id}/runs", params={"limit": 50}).json()
         assert listed["meta"]["total_count"] == 12
+
+
+def test_backfilled_slots_never_expire_and_count_towards_max_runs(db: Database) -> None:
+    from kern_tasks.db import db_now
+    from kern_tasks.scheduler import limits
+
+    manager = ScheduleManager(db)
+    start, end = two_hours_back(manager)
+    late = manager.create(name="late-ok", cron=EVERY_10_MIN, endpoint="/hook", expires_after_seconds=60)
+    assert len(manager.backfill(late.id, start, end).added) == 12
+    with db.begin() as conn:
+        assert limits.skip_expired_attempts(conn, now=db_now(conn), limit=100) == 0
+    assert {r["status"] for r in runs_of(db, late.id)} == {"queued"}
+    capped = manager.create(name="capped", cron=EVERY_10_MIN, endpoint="/hook", max_runs=5)
+    with pytest.raises(ValidationError) as over:
+        manager.backfill(capped.id, start, end)
+    assert over.value.field == "end" and "max_runs (5)" in str(over.value)
+    assert runs_of(db, capped.id) == []
+    assert len(manager.backfill(capped.id, end - 3000, end).added) == 5

@@ -495,7 +495,7 @@ def start_attempt(
         _end(conn, row, status="cancelled", now=db_now(conn), error="the schedule was disabled before this run started")
         return None
     expires = schedule["expires_after_seconds"]
-    if expires is not None and row["attempt"] == 1 and not row["manual"] and (
+    if expires is not None and row["attempt"] == 1 and not row["manual"] and not row["backfill"] and (
         row["triggered_at"] > (row["not_before"] or row["scheduled_for"]) + expires
     ):
         skip_attempt(conn, row, now=row["triggered_at"], error=expired_reason(expires))

@@ -32,7 +32,8 @@ def skip_expired_attempts(conn: Connection, *, now: int, limit: int) -> int:
         select(_r.c.id, _r.c.schedule_id, _r.c.scheduled_for, _r.c.lease_token, _s.c.expires_after_seconds)
         .join(_s, _s.c.id == _r.c.schedule_id)
         .where(
-            _r.c.status == "queued", _r.c.attempt == 1, _r.c.manual.is_(False),
+            # A backfilled slot is late on purpose (ScheduleManager.backfill): it never expires.
+            _r.c.status == "queued", _r.c.attempt == 1, _r.c.manual.is_(False), _r.c.backfill.is_(False),
             _s.c.expires_after_seconds.is_not(None), slot_time + _s.c.expires_after_seconds < now,
         )
         .limit(limit)

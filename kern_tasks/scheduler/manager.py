@@ -415,11 +415,12 @@ class ScheduleManager:
         oldest first; "allow": all at once). Repeating a backfill adds nothing: a slot that
         beat fired, or an earlier backfill queued, is never queued again. `start` and `end`
         are datetimes, ISO 8601 text or epoch seconds; without an offset they are read in
-        the schedule's time zone. Raises `NotFound`, `ScheduleDisabled`, and
+        the schedule's time zone. Backfilled slots never expire (expires_after_seconds) and
+        count towards max_runs. Raises `NotFound`, `ScheduleDisabled`, and
         `ValidationError` naming `start` or `end` (an empty or future range, more than
-        MAX_BACKFILL_SLOTS slots)."""
+        MAX_BACKFILL_SLOTS slots, more than max_runs leaves)."""
         with self.db.begin() as conn:
-            schedule = rows.load(conn, schedule_id, user_id)
+            schedule = rows.load(conn, schedule_id, user_id, lock=True)  # one backfill of it at a time
             self._require_runnable(schedule)
             now = db_now(conn)
             first, last = backfill_range(start, end, schedule.timezone, now=now)
@@ -433,6 +434,12 @@ class ScheduleManager:
                     f"(MAX_BACKFILL_SLOTS); backfill it in parts of at most {MAX_BACKFILL_SLOTS} slots"
                 )
             added = lifecycle.queue_backfill(conn, schedule.id, found, user_id=schedule.user_id, now=now)
+            # Backfilled slots count as fired slots (beat's max_runs count reads the same rows).
+            if added and schedule.max_runs is not None and lifecycle.count_fired(conn, schedule.id) > schedule.max_runs:
+                raise ValidationError(  # raised inside the transaction: nothing is queued
+                    "end", f"the range holds {len(added)} slot(s) with no run, more than max_runs "
+                    f"({schedule.max_runs}) leaves; backfill a shorter range"
+                )
         return Backfill(schedule_id=schedule.id, start=first, end=last, slots=found,
                         added=[ScheduleRun.from_row(row) for row in added])
 
