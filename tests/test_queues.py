@@ -163,3 +163,18 @@ def test_bad_queue_and_priority_are_refused_naming_the_field(stack: Stack) -> No
         stack.manager.create(name="bad", cron=FAR_CRON, endpoint="/x", priority=10)
     assert bad_priority.value.field == "priority"
     assert not [s for s in stack.manager.list_all() if s.name == "bad"]
+
+
+def test_scheduler_tools_set_queue_and_priority(db: Database) -> None:
+    """A model's SchedulerTools take queue and priority; a bad one comes back naming the field."""
+    from kern_tasks.tools.scheduler import SchedulerTools
+
+    tools = SchedulerTools(db=db, default_endpoint="/agents/a/runs")
+    made = json.loads(tools.create_schedule(name="nightly", cron="0 2 * * *", message="report", queue="reports",
+                                            priority=2))
+    assert (made["queue"], made["priority"]) == ("reports", 2), made
+    changed = json.loads(tools.update_schedule(made["id"], priority=7))
+    assert changed["priority"] == 7, changed
+    bad = json.loads(tools.create_schedule(name="bad", cron="0 2 * * *", message="x", queue="has space"))
+    assert bad["field"] == "queue" and "error" in bad
+    assert ScheduleManager(db).get_by_name("nightly").queue == "reports"
