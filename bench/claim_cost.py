@@ -4,7 +4,7 @@ For each N (1,000 and 1,000,000; --quick: 1,000 and 100,000) in a schema of its 
   - N rows are bulk-inserted with one INSERT ... SELECT generate_series (every NOT NULL
     column set; random-looking UUID ids as ScheduleManager makes them); 500 of them are due
     (next_run_at a few seconds ago), the others are spread over the next day; ANALYZE.
-  - claim: one transaction of `lifecycle.claim_due` + `lifecycle.materialise` (+ commit) for the
+  - claim: one transaction of `claims.claim_due` + `claims.materialise` (+ commit) for the
     500 due rows, timed `reps` times; between repetitions the 500 rows are made due and
     unleased again and their run rows deleted (not timed).
   - dispatch: `LeaseScheduler.run_once()` in this process (the whole beat tick: claim,
@@ -34,7 +34,7 @@ from kern_tasks.beat import LeaseScheduler
 from kern_tasks.db import db_time
 from kern_tasks.dispatch import Dispatch, publish
 from kern_tasks.runtime import runtime_for
-from kern_tasks.scheduler import lifecycle
+from kern_tasks.scheduler import claims
 from kern_tasks.settings import Settings
 from tests.processes import wait_for
 
@@ -64,7 +64,7 @@ def _capture_claim_sql(schema: Schema) -> tuple[str, Any]:
     event.listen(engine, "before_cursor_execute", grab)
     try:
         with schema.db.begin() as conn:
-            lifecycle.claim_due(conn, token="explain", now=int(db_time(conn)), batch=DUE)
+            claims.claim_due(conn, token="explain", now=int(db_time(conn)), batch=DUE)
             conn.rollback()
     finally:
         event.remove(engine, "before_cursor_execute", grab)
@@ -101,8 +101,8 @@ def measure(n: int, reps: int, explain: bool) -> dict[str, Any]:
                 t0 = time.perf_counter()
                 with conn.begin():
                     now = db_time(conn)
-                    claimed = lifecycle.claim_due(conn, token="bench", now=int(now), batch=DUE)
-                    dispatches = lifecycle.materialise(conn, claimed, token="bench", now=now)
+                    claimed = claims.claim_due(conn, token="bench", now=int(now), batch=DUE)
+                    dispatches = claims.materialise(conn, claimed, token="bench", now=now)
                     t1 = time.perf_counter()
                 t2 = time.perf_counter()
             assert len(dispatches) == DUE, len(dispatches)

@@ -1,7 +1,7 @@
 """LeaseScheduler: a Celery beat scheduler that reads its schedules from agno_schedules.
 
 Any number of replicas may run; the row lease is the only coordination (see
-kern_tasks.scheduler.lifecycle for the rules). Each tick:
+kern_tasks.scheduler.claims for the rules). Each tick:
 
   1. claim a batch of due schedules, materialise their run rows and advance
      next_run_at, all in one transaction;
@@ -36,7 +36,7 @@ from kern_tasks.db import db_time
 from kern_tasks.dispatch import publish, publish_messages
 from kern_tasks.firing import liveness
 from kern_tasks.runtime import runtime_for
-from kern_tasks.scheduler import lifecycle, limits
+from kern_tasks.scheduler import claims, limits, sweeps
 from kern_tasks.scheduler.slots import DEFAULT_GRACE_S
 from kern_tasks.workflow import tasks as workflow_tasks
 
@@ -105,11 +105,11 @@ class LeaseScheduler(Scheduler):
 
     def run_once(self) -> float:
         db = runtime_for(self.app).db
-        token = lifecycle.new_lease_token(self.replica)
+        token = claims.new_lease_token(self.replica)
         with db.begin() as conn:
             now = db_time(conn)
-            claimed = lifecycle.claim_due(conn, token=token, now=int(now), batch=self.batch)
-            dispatches = lifecycle.materialise(conn, claimed, token=token, now=now, grace_s=self.grace_s)
+            claimed = claims.claim_due(conn, token=token, now=int(now), batch=self.batch)
+            dispatches = claims.materialise(conn, claimed, token=token, now=now, grace_s=self.grace_s)
         publish(self.app, dispatches)
         if claimed:
             log.info("beat: %d schedule(s) claimed, %d run(s) published", len(claimed), len(dispatches))
@@ -117,7 +117,7 @@ class LeaseScheduler(Scheduler):
         if len(claimed) >= self.batch:
             return 0.0  # more are due right now
         with db.connect() as conn:
-            wait = lifecycle.seconds_until_due(conn, now=db_time(conn))
+            wait = claims.seconds_until_due(conn, now=db_time(conn))
         until_sweep = max(0.0, self._last_sweep + self.sweep_interval - time.monotonic())
         return min(x for x in (wait, until_sweep, float(self.max_interval)) if x is not None)
 
@@ -129,14 +129,14 @@ class LeaseScheduler(Scheduler):
         with db.begin() as conn:
             now = db_time(conn)
             self.vigil.reached()
-            waiting = lifecycle.count_maybe_lost(conn, now=int(now), republish_after_s=self.republish_after)
-            queues = lifecycle.queues_of_maybe_lost(conn, now=int(now), republish_after_s=self.republish_after) \
+            waiting = sweeps.count_maybe_lost(conn, now=int(now), republish_after_s=self.republish_after)
+            queues = sweeps.queues_of_maybe_lost(conn, now=int(now), republish_after_s=self.republish_after) \
                 if waiting else set()
-            dispatches = lifecycle.sweep_unpublished(
+            dispatches = sweeps.sweep_unpublished(
                 conn, now=int(now), republish_after_s=self.republish_after, limit=self.batch,
                 include_maybe_lost=waiting > 0 and self.broker_backlog(queues) < waiting,
             )
-            dispatches += lifecycle.expire_lost_attempts(
+            dispatches += sweeps.expire_lost_attempts(
                 conn, now=now, limit=self.batch, heartbeats=self.vigil.trusts_heartbeats()
             )
             workflow_messages = workflow_tasks.sweep(

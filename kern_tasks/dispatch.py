@@ -1,7 +1,7 @@
 """Handing work to the broker: the task names, `publish` and `publish_messages`.
 
-Beat (new slots, sweeps), the fire task (a retry, an early redelivery) and the lifecycle
-(what to publish after a commit) speak in `Dispatch` values; this module turns them
+Beat (new slots, sweeps), the fire task (a retry, an early redelivery) and the attempt rows'
+modules (scheduler/claims.py, attempts.py, sweeps.py: what to publish after a commit) speak in `Dispatch` values; this module turns them
 into `kern.fire(attempt_id)` messages, each on its schedule's `Route` (queue, priority). The workflow tasks (kern.workflow.advance and
 kern.workflow.step) and their sweep speak in `Message` values (`publish_messages`). It
 imports neither the Celery app nor the database, so every one of those may import it.

@@ -34,7 +34,7 @@ from sqlalchemy import RowMapping, func, select
 
 from kern_tasks.db import Database, db_now, db_time, schedule_runs, schedules
 from kern_tasks.firing.liveness import LOST_AFTER_S
-from kern_tasks.scheduler.lifecycle import LOST_ATTEMPT_MARGIN_S
+from kern_tasks.scheduler.claims import LOST_ATTEMPT_MARGIN_S
 from kern_tasks.scheduler import ScheduleManager
 from tests.conftest import one_shot_cron
 from tests.processes import Processes, free_port, wait_for

@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import insert, select
 
 from kern_tasks.db import Database, schedule_runs
-from kern_tasks.scheduler.lifecycle import queued_attempt
+from kern_tasks.scheduler.claims import queued_attempt
 from tests.conftest import EMPTY_SETTINGS, POSTGRES_URL, drop_schema, fresh_schema_name
 from tests.processes import PYTHON, ROOT, clean_environ
 

@@ -22,7 +22,7 @@ from kern_tasks.db import Database, db_now
 from kern_tasks.db.tables import schedule_runs, schedules
 from kern_tasks.errors import ValidationError
 from kern_tasks.firing.http import FireOutcome
-from kern_tasks.scheduler import ScheduleManager, lifecycle, limits, spec
+from kern_tasks.scheduler import ScheduleManager, attempts, claims, limits, spec
 from kern_tasks.scheduler.kinds import COMPLETED, Timetable, next_slots
 from kern_tasks.scheduler.slots import plan_slots, skip_overlapped
 
@@ -252,18 +252,18 @@ def test_a_bad_change_names_the_field_and_changes_nothing(db: Database) -> None:
 
 
 def claim(db: Database, now: int, batch: int = 50) -> list[str]:
-    token = lifecycle.new_lease_token("test")
+    token = claims.new_lease_token("test")
     with db.begin() as conn:
-        claimed = lifecycle.claim_due(conn, token=token, now=now, batch=batch)
-        return [d.attempt_id for d in lifecycle.materialise(conn, claimed, token=token, now=now)]
+        claimed = claims.claim_due(conn, token=token, now=now, batch=batch)
+        return [d.attempt_id for d in claims.materialise(conn, claimed, token=token, now=now)]
 
 
 def run_all(db: Database, attempt_ids: list[str]) -> None:
     for attempt_id in attempt_ids:
         with db.begin() as conn:
-            assert isinstance(lifecycle.start_attempt(conn, attempt_id), lifecycle.Attempt)
+            assert isinstance(attempts.start_attempt(conn, attempt_id), attempts.Attempt)
         with db.begin() as conn:
-            lifecycle.finish_attempt(conn, attempt_id, SUCCESS)
+            attempts.finish_attempt(conn, attempt_id, SUCCESS)
 
 
 def sweep(db: Database, now: int) -> list[tuple[str, str]]:
@@ -306,9 +306,9 @@ def test_a_one_off_fires_once_and_reads_completed_after_its_last_attempt(db: Dat
     (attempt,) = claim(db, now)
     assert claim(db, now + 5) == [] and manager.get(made.id).next_run_at is None
     with db.begin() as conn:
-        lifecycle.start_attempt(conn, attempt)
+        attempts.start_attempt(conn, attempt)
     with db.begin() as conn:  # a retryable failure: the slot is not over yet
-        retry = lifecycle.finish_attempt(conn, attempt, FireOutcome("failed", retryable=True, status_code=503))
+        retry = attempts.finish_attempt(conn, attempt, FireOutcome("failed", retryable=True, status_code=503))
     assert retry is not None and sweep(db, now + 5) == []
     assert manager.get(made.id).enabled
     with db.begin() as conn:
@@ -357,7 +357,7 @@ def test_expired_slots_are_skipped_recorded_and_counted(db: Database) -> None:
     with db.begin() as conn:
         conn.execute(update(schedule_runs).where(schedule_runs.c.id == late).values(scheduled_for=now - 30))
     with db.begin() as conn:
-        assert lifecycle.start_attempt(conn, late) is None
+        assert attempts.start_attempt(conn, late) is None
     row = runs_of(db, made2.id)[0]
     assert (row["status"], row["triggered_at"]) == ("skipped", None)
     assert manager.get(made2.id).skipped_slots == 1 and manager.get(made2.id).locked_by is None

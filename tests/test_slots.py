@@ -85,7 +85,7 @@ def test_a_lease_outlasts_the_whole_retry_budget_of_its_slot() -> None:
     from hypothesis import strategies as st
 
     from kern_tasks.firing.backoff import retry_budget_seconds
-    from kern_tasks.scheduler.lifecycle import lease_budget
+    from kern_tasks.scheduler.claims import lease_budget
 
     @given(st.integers(1, 7 * 24 * 3600), st.integers(0, 20), st.integers(0, 24 * 3600))
     def check(timeout: int, retries: int, delay: int) -> None:

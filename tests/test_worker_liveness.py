@@ -1,5 +1,5 @@
 """Worker heartbeats (kern_tasks.firing.liveness) and the lost-attempt rule
-(scheduler/lifecycle.py), on real Postgres and SQLite.
+(scheduler/attempts.py, claims.py, sweeps.py), on real Postgres and SQLite.
 
 The multi-process half (a worker SIGKILLed mid-call, a slow call on a live worker, a
 resumed agno run) is tests/test_worker_loss.py.
@@ -18,9 +18,10 @@ from sqlalchemy import delete, select, text, update
 
 from kern_tasks.db import Database, db_now
 from kern_tasks.db.tables import schedule_runs, workers
+from kern_tasks.dispatch import Dispatch
 from kern_tasks.firing import liveness
 from kern_tasks.firing.http import FireOutcome, FireRequest, fire, make_client
-from kern_tasks.scheduler import ScheduleManager, lifecycle
+from kern_tasks.scheduler import ScheduleManager, attempts, claims, sweeps
 from tests.conftest import EMPTY_SETTINGS
 from tests.processes import wait_for
 from tests.targets import AgnoRun, TargetServer
@@ -45,8 +46,8 @@ def running_attempt(
     with db.begin() as conn:
         if worker is not None:
             liveness.beat_once(conn, worker)
-        taken = lifecycle.start_attempt(conn, attempt_id, worker_id=worker)
-    assert isinstance(taken, lifecycle.Attempt)
+        taken = attempts.start_attempt(conn, attempt_id, worker_id=worker)
+    assert isinstance(taken, attempts.Attempt)
     return schedule.id, attempt_id
 
 
@@ -55,10 +56,10 @@ def rows(db: Database, schedule_id: str) -> list[Any]:
         return list(conn.execute(select(_r).where(_r.c.schedule_id == schedule_id).order_by(_r.c.attempt)).mappings())
 
 
-def sweep(db: Database, *, later_s: int, heartbeats: bool = True) -> list[lifecycle.Dispatch]:
+def sweep(db: Database, *, later_s: int, heartbeats: bool = True) -> list[Dispatch]:
     """The beat sweep's lost-attempt step, `later_s` seconds from the database's now."""
     with db.begin() as conn:
-        return lifecycle.expire_lost_attempts(conn, now=db_now(conn) + later_s, limit=100, heartbeats=heartbeats)
+        return sweeps.expire_lost_attempts(conn, now=db_now(conn) + later_s, limit=100, heartbeats=heartbeats)
 
 
 def take(db: Database, attempt_id: str, worker: str) -> Any:
@@ -66,7 +67,7 @@ def take(db: Database, attempt_id: str, worker: str) -> Any:
     with db.begin() as conn:
         conn.execute(update(_r).where(_r.c.id == attempt_id).values(not_before=None))
         liveness.beat_once(conn, worker)
-        return lifecycle.start_attempt(conn, attempt_id, worker_id=worker)
+        return attempts.start_attempt(conn, attempt_id, worker_id=worker)
 
 
 def beat_at(db: Database, worker: str, *, later_s: int) -> None:
@@ -225,7 +226,7 @@ def test_attempts_without_a_worker_id_are_lost_only_past_their_deadline(db: Data
     """Rows from before the upgrade: the timeout + margin backstop still ends them."""
     schedule_id, _ = running_attempt(db, worker=None)
     assert sweep(db, later_s=liveness.LOST_AFTER_S + 60) == []
-    (retry,) = sweep(db, later_s=3600 + lifecycle.LOST_ATTEMPT_MARGIN_S + 1)
+    (retry,) = sweep(db, later_s=3600 + claims.LOST_ATTEMPT_MARGIN_S + 1)
     lost, _ = rows(db, schedule_id)
     assert lost["status"] == "retrying" and "timeout_seconds (3600)" in lost["error"]
 
@@ -235,7 +236,7 @@ def test_only_the_first_lost_attempt_of_a_slot_is_free(db: Database) -> None:
     counts against max_retries like any failure."""
     schedule_id, _ = running_attempt(db, max_retries=0)
     (retry,) = sweep(db, later_s=liveness.LOST_AFTER_S + 1)
-    assert isinstance(take(db, retry.attempt_id, "w-2"), lifecycle.Attempt)
+    assert isinstance(take(db, retry.attempt_id, "w-2"), attempts.Attempt)
     assert sweep(db, later_s=liveness.LOST_AFTER_S + 1) == []
     assert [(r["status"], r["lost"]) for r in rows(db, schedule_id)] == [("retrying", True), ("failed", True)]
 
@@ -255,18 +256,18 @@ def test_only_the_first_lost_attempt_of_a_slot_is_free(db: Database) -> None:
     ],
 )
 def test_the_retry_budget_table(attempt: int, max_retries: int, lost_before: int, lost: bool, expected: bool) -> None:
-    assert lifecycle.may_retry(attempt, max_retries, lost_before=lost_before, lost=lost) is expected
+    assert attempts.may_retry(attempt, max_retries, lost_before=lost_before, lost=lost) is expected
 
 
 def test_a_lost_attempt_keeps_its_agno_run_and_the_retry_resumes_it(db: Database) -> None:
     schedule_id, attempt_id = running_attempt(db, endpoint="/agents/a1/runs")
     with db.begin() as conn:
-        lifecycle.record_accepted(conn, attempt_id, run_id="agno-run-1", session_id="sess-1")
+        attempts.record_accepted(conn, attempt_id, run_id="agno-run-1", session_id="sess-1")
     (retry,) = sweep(db, later_s=liveness.LOST_AFTER_S + 1)
     lost, _ = rows(db, schedule_id)
     assert (lost["run_id"], lost["session_id"]) == ("agno-run-1", "sess-1")
     resumed = take(db, retry.attempt_id, "w-2")
-    assert isinstance(resumed, lifecycle.Attempt)
+    assert isinstance(resumed, attempts.Attempt)
     assert (resumed.resume_run_id, resumed.resume_session_id) == ("agno-run-1", "sess-1")
 
 
@@ -274,10 +275,10 @@ def test_a_retry_after_an_ordinary_failure_starts_a_new_run(db: Database) -> Non
     schedule_id, attempt_id = running_attempt(db, endpoint="/agents/a1/runs", max_retries=1)
     outcome = FireOutcome("timeout", retryable=True, error="slow", run_id="agno-run-1", session_id="sess-1")
     with db.begin() as conn:
-        retry = lifecycle.finish_attempt(conn, attempt_id, outcome, now=db_now(conn) + 3600)
+        retry = attempts.finish_attempt(conn, attempt_id, outcome, now=db_now(conn) + 3600)
     assert retry is not None
     started = take(db, retry.attempt_id, "w-1")
-    assert isinstance(started, lifecycle.Attempt) and started.resume_run_id is None
+    assert isinstance(started, attempts.Attempt) and started.resume_run_id is None
 
 
 def test_fire_resumes_a_run_without_posting_again() -> None:
@@ -314,7 +315,7 @@ def test_the_lost_sweep_reads_only_open_attempts_on_postgres(db: Database) -> No
     with db.begin() as conn:
         conn.execute(text("SET LOCAL enable_seqscan = off"))
         conn.execute(text(f'SET LOCAL search_path TO "{db.schema}"'))  # the literal SQL names no schema
-        statement = lifecycle.lost_attempts_query(now=db_now(conn), limit=100, margin_s=30, heartbeats=True)
+        statement = sweeps.lost_attempts_query(now=db_now(conn), limit=100, margin_s=30, heartbeats=True)
         compiled = statement.compile(conn, compile_kwargs={"literal_binds": True})
         plan = "\n".join(conn.execute(text(f"EXPLAIN {compiled}")).scalars())
     assert "ix_kern_schedule_runs_open" in plan, plan

@@ -126,7 +126,7 @@ Index(
     sqlite_where=text("enabled AND locked_by IS NOT NULL"),
 )
 # Ours: schedules with no slot left that a limit or a one-off will finish (the sweep's
-# lifecycle.finish_exhausted reads only these).
+# limits.finish_exhausted reads only these).
 FINISHING = "enabled AND next_run_at IS NULL AND (run_at IS NOT NULL OR end_at IS NOT NULL OR max_runs IS NOT NULL)"
 Index(
     "ix_kern_schedules_finishing",

@@ -4,7 +4,7 @@
     response.py  reading answers within the deadline; what is recorded, bounded and scrubbed
     backoff.py   the waits between attempts
     task.py      kern.fire: takes the attempt, fires it, records it (the rows are
-                 scheduler/lifecycle.py's, the messages dispatch.py's)
+                 scheduler/attempts.py's, the messages dispatch.py's)
     liveness.py  worker heartbeats (kern_workers), so a worker that dies mid-call is found
                  in seconds (by fires and workflow steps alike)
 

@@ -8,7 +8,7 @@ Contract:
   than asked) but nothing exceeds `cap_seconds`.
 - `retry_budget_seconds` is the longest all attempts of a slot can take when every
   attempt runs to its timeout and every wait is at its bound. Beat's lease does not call
-  it: `scheduler.lifecycle.lease_budget` counts every wait at the cap (one formula that
+  it: `scheduler.claims.lease_budget` counts every wait at the cap (one formula that
   SQL can evaluate too), which is never less than this budget (a property test holds
   them together), and so also covers a Retry-After floor that pushes a wait above its
   bound, up to the cap.

@@ -13,7 +13,7 @@ Contract:
 - A database outage never ends the thread: a failed beat is logged once per outage and
   retried every RETRY_S until the database answers again.
 - An attempt is lost when it has run for LOST_AFTER_S and its worker's heartbeat is older
-  than LOST_AFTER_S or its row is gone (kern_tasks.scheduler.lifecycle owns that rule).
+  than LOST_AFTER_S or its row is gone (kern_tasks.scheduler.sweeps owns that rule).
   LOST_AFTER_S is six intervals, so a few missed beats (a slow database, a long GC
   pause) are not a death, and a call that is merely slow on a live worker never is.
 - A sweeper trusts a worker's silence only after it has itself reached the database for

@@ -2,7 +2,7 @@
 
 The task only fires: taking the attempt (queued -> running), the HTTP call, and
 recording the outcome (with the retry it may bring) are each one step below; the rows
-are scheduler.lifecycle's, the messages dispatch's, the worker's heartbeat liveness's
+are scheduler.attempts', the messages dispatch's, the worker's heartbeat liveness's
 (registered in the transaction that takes the attempt, so a worker that dies mid-call is
 found within seconds). `attempt_id` is our
 agno_schedule_runs.id; `run_id` is only agno's run id (FireOutcome.run_id).
@@ -21,7 +21,7 @@ from kern_tasks.dispatch import Dispatch, publish
 from kern_tasks.firing import liveness
 from kern_tasks.firing.http import FireRequest, fire
 from kern_tasks.runtime import runtime_for
-from kern_tasks.scheduler import lifecycle
+from kern_tasks.scheduler import attempts
 
 log = logging.getLogger("kern_tasks.fire")
 T = TypeVar("T")
@@ -37,14 +37,14 @@ def fire_task(self: Any, attempt_id: str) -> str:
     heart = liveness.heart_for(db)
     attempt = _in_transaction(
         db,
-        lambda conn, retrying: lifecycle.start_attempt(
+        lambda conn, retrying: attempts.start_attempt(
             conn, attempt_id, resume=retrying, worker_id=liveness.register(conn, heart)
         ),
         patient=True,
     )
     if attempt is None:
         return "nothing to do"
-    if isinstance(attempt, lifecycle.NotYet):
+    if isinstance(attempt, attempts.NotYet):
         publish(self.app, [Dispatch(attempt_id, countdown=attempt.seconds, route=attempt.route)])
         return "not yet"
     request = FireRequest(
@@ -68,7 +68,7 @@ def fire_task(self: Any, attempt_id: str) -> str:
         on_accepted=lambda run_id, session_id: _record_accepted(db, attempt_id, run_id, session_id),
     )
     follow_up = _in_transaction(
-        db, lambda conn, _retrying: lifecycle.finish_attempt(conn, attempt_id, outcome), patient=True
+        db, lambda conn, _retrying: attempts.finish_attempt(conn, attempt_id, outcome), patient=True
     )
     if follow_up is not None:
         publish(self.app, [follow_up])
@@ -90,7 +90,7 @@ def _record_accepted(db: Database, attempt_id: str, run_id: str, session_id: str
     lost worker resumes it. Best effort: the outcome records it again at the end."""
     try:
         _in_transaction(
-            db, lambda conn, _retrying: lifecycle.record_accepted(conn, attempt_id, run_id=run_id, session_id=session_id)
+            db, lambda conn, _retrying: attempts.record_accepted(conn, attempt_id, run_id=run_id, session_id=session_id)
         )
     except DBAPIError as exc:
         log.warning("attempt %s: agno run %s not recorded yet (%s)", attempt_id, run_id, type(exc.orig).__name__)

@@ -1,5 +1,6 @@
 """Schedules: cron and time zones, the ScheduleManager, and the lifecycle of the run rows
-(lifecycle.py: claims, attempts, leases, sweeps)."""
+(claims.py: leases and the slots beat makes; attempts.py: one attempt's life; sweeps.py:
+beat's sweep and retention)."""
 
 from kern_tasks.scheduler.cron import describe, next_run, next_runs
 from kern_tasks.scheduler.kinds import Timetable, next_slots

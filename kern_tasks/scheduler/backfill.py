@@ -1,6 +1,6 @@
 """What a backfill asks for and answers: the range read from the caller's values, and
 the `Backfill` result. The slots themselves are `slots.slots_in_range` (beat's walk), the
-rows `lifecycle.queue_backfill`; `ScheduleManager.backfill` puts them together.
+rows `claims.queue_backfill`; `ScheduleManager.backfill` puts them together.
 
 A range is half-open, [start, end): a 2-hour range of an every-10-minutes schedule that
 starts on a slot holds 12 slots. It must end by now (the database's clock): slots from

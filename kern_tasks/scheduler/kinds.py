@@ -14,8 +14,8 @@ The kinds (exactly one per schedule; spec.check_kind holds that rule):
 - one-off (`run_at`): that one instant.
 Any kind: no slot before `start_at` or after `end_at` (both inclusive bounds).
 
-`max_runs` is a count of slots that fired (the unique slot rows hold it, lifecycle reads
-it); `remaining_runs` and the preview take that count as an argument.
+`max_runs` is a count of slots that fired (the unique slot rows hold it, claims.count_fired
+reads it); `remaining_runs` and the preview take that count as an argument.
 
 When no slot is left (`next_after` answers None), the schedule is finished once its last
 attempt has ended: `finished_reason` words the disabled_reason it is given.

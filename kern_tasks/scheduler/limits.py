@@ -8,7 +8,7 @@
 
 Both read only the rows they end, through partial indexes (open attempts; schedules
 with no slot left: db/tables.py FINISHING), so a sweep costs O(rows it ends), never
-O(all schedules). The when is kinds.py's; the statements on attempts, lifecycle.py's.
+O(all schedules). The when is kinds.py's; the statements on attempts, attempts.py's.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 from sqlalchemy import Connection, and_, exists, func, select, text, update
 
 from kern_tasks.db.tables import FINISHING, schedule_runs, schedules
-from kern_tasks.scheduler import lifecycle
+from kern_tasks.scheduler import attempts, claims
 from kern_tasks.scheduler.kinds import finished_reason
 
 _s, _r = schedules, schedule_runs
@@ -40,7 +40,7 @@ def skip_expired_attempts(conn: Connection, *, now: int, limit: int) -> int:
         .with_for_update(of=_r, skip_locked=True)
     ).mappings().all()
     for row in expired:
-        lifecycle.skip_attempt(conn, row, now=now, error=lifecycle.expired_reason(row["expires_after_seconds"]))
+        attempts.skip_attempt(conn, row, now=now, error=claims.expired_reason(row["expires_after_seconds"]))
     return len(expired)
 
 
@@ -60,10 +60,10 @@ def finish_exhausted(conn: Connection, *, now: int, limit: int) -> list[tuple[st
     ).mappings().all()
     finished = []
     for row in done:
-        reason = finished_reason(row, lifecycle.count_fired(conn, row["id"]) if row["max_runs"] else 0)
+        reason = finished_reason(row, claims.count_fired(conn, row["id"]) if row["max_runs"] else 0)
         conn.execute(
             update(_s).where(_s.c.id == row["id"]).values(enabled=False, disabled_reason=reason, updated_at=now)
         )
-        lifecycle.log.info("schedule %s disabled: %s", row["id"], reason)
+        attempts.log.info("schedule %s disabled: %s", row["id"], reason)
         finished.append((row["id"], reason))
     return finished

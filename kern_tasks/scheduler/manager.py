@@ -48,7 +48,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from kern_tasks.db import Database, db_now
 from kern_tasks.db.tables import schedule_runs
 from kern_tasks.errors import Conflict, NotFound, ScheduleDisabled, ValidationError
-from kern_tasks.scheduler import lifecycle, rows
+from kern_tasks.scheduler import claims, rows, sweeps
 from kern_tasks.scheduler import spec, validation
 from kern_tasks.scheduler.endpoints import EndpointPolicy
 from kern_tasks.scheduler.kinds import Timetable, next_slots
@@ -335,7 +335,7 @@ class ScheduleManager:
         count = validation.bounded_int("count", count, 1, MAX_PAGE_LIMIT)
         with self.db.connect() as conn:
             schedule = rows.load(conn, schedule_id, user_id)
-            fired = lifecycle.count_fired(conn, schedule_id) if schedule.max_runs is not None else 0
+            fired = claims.count_fired(conn, schedule_id) if schedule.max_runs is not None else 0
             if after is None:
                 after = datetime.fromtimestamp(db_now(conn), UTC)
         table = Timetable.of(schedule.to_dict())
@@ -404,7 +404,7 @@ class ScheduleManager:
         with self.db.begin() as conn:
             schedule = rows.load(conn, schedule_id, user_id)
             self._require_runnable(schedule)
-            run = lifecycle.queue_manual(conn, schedule_id, user_id=schedule.user_id, now=db_now(conn))
+            run = claims.queue_manual(conn, schedule_id, user_id=schedule.user_id, now=db_now(conn))
             return ScheduleRun.from_row(run)
 
     def backfill(
@@ -433,9 +433,9 @@ class ScheduleManager:
                     "end", f"the range holds more than {MAX_BACKFILL_SLOTS} slots of this schedule "
                     f"(MAX_BACKFILL_SLOTS); backfill it in parts of at most {MAX_BACKFILL_SLOTS} slots"
                 )
-            added = lifecycle.queue_backfill(conn, schedule.id, found, user_id=schedule.user_id, now=now)
+            added = claims.queue_backfill(conn, schedule.id, found, user_id=schedule.user_id, now=now)
             # Backfilled slots count as fired slots (beat's max_runs count reads the same rows).
-            if added and schedule.max_runs is not None and lifecycle.count_fired(conn, schedule.id) > schedule.max_runs:
+            if added and schedule.max_runs is not None and claims.count_fired(conn, schedule.id) > schedule.max_runs:
                 raise ValidationError(  # raised inside the transaction: nothing is queued
                     "end", f"the range holds {len(added)} slot(s) with no run, more than max_runs "
                     f"({schedule.max_runs}) leaves; backfill a shorter range"
@@ -464,11 +464,11 @@ class ScheduleManager:
         batch = validation.bounded_int("batch", batch, 1, 100_000)
         with self.db.connect() as conn:
             before = db_now(conn) - older_than_seconds
-            total = lifecycle.count_prunable(conn, before=before)
+            total = sweeps.count_prunable(conn, before=before)
         deleted = 0
         while True:
             with self.db.begin() as conn:
-                gone = lifecycle.prune_finished(conn, before=before, limit=batch)
+                gone = sweeps.prune_finished(conn, before=before, limit=batch)
             deleted += gone
             if on_batch is not None:
                 on_batch(deleted, max(total, deleted))
