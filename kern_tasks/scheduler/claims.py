@@ -356,6 +356,7 @@ def queue_backfill(
     if not rows:
         return []
     added = conn.execute(_INSERT[conn.dialect.name].returning(*_r.c), rows).mappings().all()
+    return sorted(added, key=lambda row: row["scheduled_for"])
 
 
 def expired_reason(expires_after_seconds: int) -> str:
