@@ -129,12 +129,11 @@ class LeaseScheduler(Scheduler):
         with db.begin() as conn:
             now = db_time(conn)
             self.vigil.reached()
-            waiting = sweeps.count_maybe_lost(conn, now=int(now), republish_after_s=self.republish_after)
-            queues = sweeps.queues_of_maybe_lost(conn, now=int(now), republish_after_s=self.republish_after) \
-                if waiting else set()
+            by_queue = sweeps.maybe_lost_by_queue(conn, now=int(now), republish_after_s=self.republish_after)
+            waiting = sum(by_queue.values())
             dispatches = sweeps.sweep_unpublished(
                 conn, now=int(now), republish_after_s=self.republish_after, limit=self.batch,
-                include_maybe_lost=waiting > 0 and self.broker_backlog(queues) < waiting,
+                include_maybe_lost=waiting > 0 and self.broker_backlog(set(by_queue)) < waiting,
             )
             dispatches += sweeps.expire_lost_attempts(
                 conn, now=now, limit=self.batch, heartbeats=self.vigil.trusts_heartbeats()

@@ -1,7 +1,7 @@
 """The broker transports kern_tasks uses: kombu's, each with one change.
 
-Redis (`TRANSPORT`): kombu's, with one teardown fix. When a worker loses Redis while late-acknowledged messages are in flight (every
-kern.fire is acks_late), celery 5.7 / kombu 5.7 tear the connection down twice: the
+Redis (`TRANSPORT`): kombu's, with one teardown fix. When a worker loses Redis while
+late-acknowledged messages are in flight (every kern.fire is acks_late), celery 5.7 / kombu 5.7 tear the connection down twice: the
 first close of the channel fails on the dead socket, the transport is then detached,
 and the second close tries to restore the unacked messages through a fresh Redis
 client built from the detached transport's settings, which raises

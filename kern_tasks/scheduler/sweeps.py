@@ -2,7 +2,7 @@
 
 - sweep_unpublished: every queued attempt whose time has come is in the broker at least
   once (those never published, and, when beat finds the broker's backlog short of
-  count_maybe_lost, those whose message may be lost); publishing twice is harmless, as an
+  maybe_lost_by_queue, those whose message may be lost); publishing twice is harmless, as an
   attempt leaves "queued" exactly once (attempts.start_attempt); backfilled slots wait
   their turn under overlap "forbid" (_backfill_may_start);
 - expire_lost_attempts: an attempt is "running" only while a worker may still report on
@@ -69,20 +69,14 @@ def _maybe_lost(now: int, republish_after_s: int) -> Any:
 
 
 # Reads only (beat compares it with the broker's backlog before re-publishing).
-def count_maybe_lost(conn: Connection, *, now: int, republish_after_s: int) -> int:
-    """How many queued attempts have waited in the broker longer than republish_after_s."""
-    return conn.execute(
-        select(func.count()).select_from(_r).where(_r.c.status == "queued", _maybe_lost(now, republish_after_s))
-    ).scalar_one()
-
-
-# Reads only: the queues beat measures before re-publishing (None: the default queue).
-def queues_of_maybe_lost(conn: Connection, *, now: int, republish_after_s: int) -> set[str | None]:
-    """The queues of the attempts `count_maybe_lost` counts."""
-    return set(conn.execute(
-        select(_s.c.queue).distinct().select_from(_r).join(_s, _s.c.id == _r.c.schedule_id)
-        .where(_r.c.status == "queued", _maybe_lost(now, republish_after_s))
-    ).scalars())
+def maybe_lost_by_queue(conn: Connection, *, now: int, republish_after_s: int) -> dict[str | None, int]:
+    """How many queued attempts have waited in the broker longer than republish_after_s,
+    by their schedule's queue (None: the default queue), in one read."""
+    rows = conn.execute(
+        select(_s.c.queue, func.count()).select_from(_r).join(_s, _s.c.id == _r.c.schedule_id)
+        .where(_r.c.status == "queued", _maybe_lost(now, republish_after_s)).group_by(_s.c.queue)
+    ).all()
+    return {queue: int(count) for queue, count in rows}
 
 
 def sweep_unpublished(

@@ -40,9 +40,8 @@ from sqlalchemy import (
     bindparam, exists, false, func, or_, select, text, update,
 )
 
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.functions import FunctionElement
 
+from kern_tasks.db.clock import db_clock
 from kern_tasks.db.tables import JSONType, metadata, workers
 from kern_tasks.firing.liveness import LOST_AFTER_S
 
@@ -145,25 +144,6 @@ def lock_run(conn: Connection, run_id: str) -> RowMapping | None:
         # Take the write lock now, so no other writer reads the same progress meanwhile.
         conn.execute(_SQLITE_WRITE_LOCK, {"r_run_id": run_id})
     return conn.execute(_LOCK_RUN, {"r_run_id": run_id}).mappings().first()
-
-
-class db_clock(FunctionElement[float]):
-    """Epoch seconds (with a fraction) on the database server, as an SQL expression: a
-    step's statements read the clock where they use it (kern_tasks.db.db_time's value),
-    without a round trip of its own."""
-
-    type = Float()
-    inherit_cache = True
-
-
-@compiles(db_clock, "postgresql")
-def _db_clock_postgresql(element: db_clock, compiler: Any, **kw: Any) -> str:
-    return "EXTRACT(EPOCH FROM clock_timestamp())::float8"
-
-
-@compiles(db_clock, "sqlite")
-def _db_clock_sqlite(element: db_clock, compiler: Any, **kw: Any) -> str:
-    return "((julianday('now') - 2440587.5) * 86400.0)"
 
 
 # Built once (every step runs these): building and cache-keying a statement costs more CPU than sending it.

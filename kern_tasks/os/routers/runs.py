@@ -48,7 +48,6 @@ from kern_tasks.os.run_stream import EventChannel
 from kern_tasks.os.schemas import RunAccepted, RunBody
 from kern_tasks.os.session_schemas import RunSchema, run_schema
 from kern_tasks.runs.queries import RunQueries
-from kern_tasks.runs.safe import has_unstorable_text
 from kern_tasks.runs.store import StoredRun
 
 router = APIRouter(tags=["Agents"], responses=error_responses(401, 403, 404, 409, 413, 415, 422, 429, 503))
@@ -129,9 +128,7 @@ async def _agent_run(request: Request, component_id: str, run_id: str, session_i
     agent_os = request.app.state.agent_os
     target = agent_os.targets.get("agents", component_id)
     missing = NotFound(f"agent {component_id[:200]!r} has no run {run_id[:80]!r}")
-    if len(run_id) > ID_MAX or has_unstorable_text(run_id):
-        raise missing
-    stored = await asyncio.to_thread(agent_os.store.get, run_id)
+    stored = await asyncio.to_thread(agent_os.store.get, known_id(run_id, "run"))
     owner = scoped_user(request)
     if (
         stored is None

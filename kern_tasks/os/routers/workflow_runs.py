@@ -41,7 +41,7 @@ from kern_tasks.os.auth import scoped_user
 from kern_tasks.os.errors import error_responses
 from kern_tasks.os.forms import ID_MAX, WORKFLOW_FORM_DOC, RunRequest, read_run_request
 from kern_tasks.os.schemas import RunAccepted
-from kern_tasks.runs.safe import has_unstorable_text
+from kern_tasks.os.params import known_id
 from kern_tasks.scheduler.spec import MAX_PRIORITY, check
 from kern_tasks.workflow import media, progress
 from kern_tasks.workflow.cancel import cancel
@@ -136,9 +136,7 @@ async def cancel_workflow_run(
 ) -> JSONResponse:
     agent_os = request.app.state.agent_os
     workflow = agent_os.targets.get("workflows", workflow_id)
-    if len(run_id) > ID_MAX or has_unstorable_text(run_id):
-        raise NotFound(f"workflow {workflow_id[:200]!r} has no run {run_id[:80]!r}")
-    await asyncio.to_thread(cancel, agent_os.db, workflow, run_id, session_id=session_id,
+    await asyncio.to_thread(cancel, agent_os.db, workflow, known_id(run_id, "run"), session_id=session_id,
                             user_id=scoped_user(request))
     return JSONResponse({}, status_code=200)
 
@@ -152,12 +150,10 @@ async def get_workflow_run(
 ) -> JSONResponse:
     agent_os = request.app.state.agent_os
     workflow = agent_os.targets.get("workflows", workflow_id)
-    missing = NotFound(f"workflow {workflow_id[:200]!r} has no run {run_id[:80]!r}")
-    if len(run_id) > ID_MAX or has_unstorable_text(run_id):
-        raise missing
-    body = await asyncio.to_thread(_run_body, agent_os, workflow.id, run_id, session_id, scoped_user(request))
+    body = await asyncio.to_thread(_run_body, agent_os, workflow.id, known_id(run_id, "run"), session_id,
+                                   scoped_user(request))
     if body is None:
-        raise missing
+        raise NotFound(f"workflow {workflow_id[:200]!r} has no run {run_id[:80]!r}")
     return JSONResponse(body)
 
 
