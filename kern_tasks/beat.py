@@ -11,7 +11,9 @@ kern_tasks.scheduler.claims for the rules). Each tick:
      broker restart) and end attempts whose worker was lost (it stopped beating:
      firing.liveness), retrying them at once; the same for workflow steps
      (kern_tasks.workflow.tasks.sweep); skip first attempts past expires_after_seconds
-     and disable schedules with no slot left (scheduler/limits.py);
+     and disable schedules with no slot left (scheduler/limits.py); record this
+     replica's heartbeat in kern_beats (kern_tasks.beat_health: at most once a second, so
+     its age is bounded by kern_sweep_interval);
   4. sleep until the earliest claimable next_run_at, at most one sweep interval and at
      most max_interval (the seed's scheduler_poll_interval).
 
@@ -32,6 +34,7 @@ from celery.beat import Scheduler
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import DBAPIError
 
+from kern_tasks import beat_health
 from kern_tasks.db import db_time
 from kern_tasks.dispatch import publish, publish_messages
 from kern_tasks.firing import liveness
@@ -66,6 +69,7 @@ class LeaseScheduler(Scheduler):
         # A worker's silence counts only once this replica itself has reached the database
         # for liveness.LOST_AFTER_S (after an outage, the workers get that long to beat).
         self.vigil = liveness.Vigil()
+        self.heartbeat = beat_health.Heartbeat()
         super().__init__(app, *args, **kwargs)
 
     # --- celery.beat.Scheduler interface -------------------------------------------
@@ -86,7 +90,16 @@ class LeaseScheduler(Scheduler):
         pass  # every change is committed as it happens
 
     def close(self) -> None:
+        if self.heartbeat.recorded:
+            self._remove_heartbeat()
         runtime_for(self.app).close()
+
+    def _remove_heartbeat(self) -> None:
+        try:  # a clean stop is seen at once by `kern-tasks health beat`, not after max-age
+            with runtime_for(self.app).db.begin() as conn:
+                self.heartbeat.remove(conn)
+        except Exception as exc:  # noqa: BLE001 - stopping must not fail on a database outage
+            log.debug("beat: heartbeat row not removed (%s)", exc)
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
         """One round; returns how long to sleep. Outages are logged and retried."""
@@ -144,6 +157,9 @@ class LeaseScheduler(Scheduler):
             limits.skip_expired_attempts(conn, now=int(now), limit=self.batch)
             limits.finish_exhausted(conn, now=int(now), limit=self.batch)
             liveness.forget_dead_workers(conn, now=int(now))
+            beat_health.forget_dead_beats(conn, now=int(now))
+            # Last: a sweep that raised rolls it back, so tick_at means a whole round done.
+            self.heartbeat.record(conn)
         if dispatches:
             log.info("beat: sweep published %d attempt(s)", len(dispatches))
         publish(self.app, dispatches)

@@ -6,6 +6,7 @@
                                              the schedules, by name or id (schedules.py)
     kern-tasks db upgrade|current            migrations (maintenance.py)
     kern-tasks runs prune --older-than 30d   retention (maintenance.py)
+    kern-tasks health beat|worker            liveness probes: exit 0 healthy, 1 not (health.py)
 
 Every command calls the core (ScheduleManager, Database) and prints what it answers: a
 table for people, `--json` (agno's field names) for scripts. Exit codes (output.py): 0
@@ -17,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kern_tasks.cli import basic, cron, maintenance, output, schedules
+from kern_tasks.cli import basic, cron, health, maintenance, output, schedules
 from kern_tasks.cli.basic import load_app
 from kern_tasks.settings import Settings
 
@@ -31,6 +32,7 @@ def parser() -> argparse.ArgumentParser:
     cron.add_commands(commands)
     schedules.add_commands(commands)
     maintenance.add_commands(commands)
+    health.add_commands(commands)
     return root
 
 

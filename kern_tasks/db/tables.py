@@ -233,3 +233,15 @@ workers = Table(
     Column("heartbeat_at", BigInteger, nullable=False),
 )
 Index("ix_kern_workers_heartbeat_at", workers.c.heartbeat_at)
+
+# Ours: one row per beat replica (kern_tasks.beat_health), migration 0011.
+beats = Table(
+    "kern_beats",
+    metadata,
+    Column("id", String, primary_key=True),  # hostname:pid:random, new in every beat process
+    Column("hostname", String, nullable=False),
+    Column("pid", BigInteger, nullable=False),
+    Column("started_at", BigInteger, nullable=False),
+    Column("tick_at", BigInteger, nullable=False),  # the database's epoch seconds of the last recorded tick
+)
+Index("ix_kern_beats_tick_at", beats.c.tick_at)
