@@ -1,7 +1,9 @@
 """What every benchmark shares: the services, schemas, processes and measurements.
 
 Services (override with environment variables):
-  BENCH_POSTGRES_URL  postgresql+psycopg://postgres@127.0.0.1:5432/test  (a schema per benchmark, dropped after)
+  BENCH_POSTGRES_URL  postgresql+psycopg://postgres@127.0.0.1:5432/kern_bench  (a schema per benchmark, dropped
+                      after; the database is made if missing, and only the benchmarks use it, so its
+                      pg_stat_database counters, commits and connections opened, are theirs alone)
   BENCH_REDIS_URL     redis://127.0.0.1:6379/12                          (flushed by every benchmark)
 
 Processes are real ones (`celery -A ... worker|beat`, `python -m tests.targets`), started
@@ -27,12 +29,13 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import redis
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.pool import NullPool
 
 from kern_tasks.db import Database
 from kern_tasks.settings import Settings
 from tests.processes import Processes, kern_env
-POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/kern_bench")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 SERVICE_TOKEN = "bench-service-token"
 # A cron whose next slot is far away: a row fires once at its stored next_run_at, then rests.
@@ -58,6 +61,7 @@ def machine_info() -> dict[str, Any]:
         for line in f:
             if line.startswith("MemTotal:"):
                 mem_kb = int(line.split()[1])
+    ensure_database()
     engine = create_engine(POSTGRES_URL)
     with engine.connect() as conn:
         pg = conn.execute(text("SHOW server_version")).scalar()
@@ -122,11 +126,63 @@ def busy_cpu_s() -> float:
 
 
 PG_APP = "kern-bench"  # application_name of the benchmark's kern processes' Postgres sessions
+PG_APP_HANDWRITTEN = "kern-bench-hand"  # ... and of the hand-written baseline's
+# The server's own database: the benchmarks' observations (pg_stat_*) connect there, so
+# they never count in the benchmark database's counters.
+MONITOR_URL = make_url(POSTGRES_URL).set(database="postgres")
+
+
+def ensure_database() -> None:
+    """Create the benchmark database if it is missing."""
+    name = make_url(POSTGRES_URL).database
+    engine = create_engine(MONITOR_URL, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        if not conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": name}).first():
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+
+
+def with_application_name(url: str, name: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}application_name={name}"
+
+
+# A backend flushes its statistics at most once a second while busy and within 10 s once
+# idle (Postgres 15: PGSTAT_IDLE_INTERVAL), so counters are read this long after the work.
+STATS_SETTLE_S = 11.0
+
+
+def database_counters() -> dict[str, int]:
+    """The benchmark database's pg_stat_database counters: commits, sessions opened, rows written."""
+    engine = create_engine(MONITOR_URL, poolclass=NullPool)
+    with engine.connect() as conn:
+        row = conn.execute(
+            text("SELECT xact_commit, sessions, tup_inserted, tup_updated, tup_deleted "
+                 "FROM pg_stat_database WHERE datname = :d"), {"d": make_url(POSTGRES_URL).database},
+        ).one()  # fmt: skip
+    engine.dispose()
+    return {"commits": row[0], "sessions": row[1], "rows_written": row[2] + row[3] + row[4]}
+
+
+class DbCounter:
+    """Commits, connections opened and rows written in the benchmark database between
+    start() and stop(); stop() waits STATS_SETTLE_S first (the counters lag). Everything in
+    the window counts, background work included (beat's sweep ~1 commit a second)."""
+
+    def start(self, settle: bool = False) -> "DbCounter":
+        if settle:
+            time.sleep(STATS_SETTLE_S)
+        self._before = database_counters()
+        return self
+
+    def stop(self, per: int) -> dict[str, float]:
+        time.sleep(STATS_SETTLE_S)
+        after = database_counters()
+        return {f"{key}_per_job": round((after[key] - self._before[key]) / per, 3) for key in after}
 
 
 def postgres_backends_cpu_s(application_name: str = PG_APP) -> dict[int, float]:
     """CPU seconds of each Postgres backend serving sessions with this application_name."""
-    engine = create_engine(POSTGRES_URL)
+    engine = create_engine(MONITOR_URL, poolclass=NullPool)
     with engine.connect() as conn:
         pids = conn.execute(
             text("SELECT pid FROM pg_stat_activity WHERE application_name = :app"), {"app": application_name}
@@ -147,11 +203,13 @@ class CpuMeter:
     """CPU seconds spent by some process groups (and this process, and the Postgres backends
     of kern's sessions) between start() and stop()."""
 
-    def __init__(self, groups: dict[str, int], include_self: bool = False, postgres: bool = False) -> None:
+    def __init__(self, groups: dict[str, int], include_self: bool = False, postgres: bool = False,
+                 application_name: str = PG_APP) -> None:  # fmt: skip
         self.groups, self.include_self, self.postgres = groups, include_self, postgres
+        self.application_name = application_name
 
     def start(self) -> "CpuMeter":
-        self._pg = postgres_backends_cpu_s() if self.postgres else {}
+        self._pg = postgres_backends_cpu_s(self.application_name) if self.postgres else {}
         self._before = {name: group_cpu_s(pid) for name, pid in self.groups.items()}
         self._self = time.process_time()
         self._busy = busy_cpu_s()
@@ -165,7 +223,8 @@ class CpuMeter:
         if self.include_self:
             used["publisher"] = time.process_time() - self._self
         if self.postgres:
-            used["postgres"] = sum(t - self._pg.get(pid, 0.0) for pid, t in postgres_backends_cpu_s().items())
+            now = postgres_backends_cpu_s(self.application_name)
+            used["postgres"] = sum(t - self._pg.get(pid, 0.0) for pid, t in now.items())
         result = {f"{name}_cpu_ms": round(seconds * 1000 / per, 2) for name, seconds in used.items()}
         result["ours_cpu_ms"] = round(sum(used.values()) * 1000 / per, 2)
         # The whole machine's busy CPU in the window: others' work shows up here, not in ours.
@@ -258,6 +317,7 @@ class Schema:
 
 @contextmanager
 def fresh_schema(prefix: str = "bench") -> Iterator[Schema]:
+    ensure_database()
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     db = Database(POSTGRES_URL, schema=name, settings=Settings(), pool_size=2)
     db.upgrade()
@@ -308,7 +368,7 @@ def bench_kern_env(schema: Schema, base_url: str, procs: Processes) -> dict[str,
     """The settings of the benchmark's kern processes: `schema`, the bench Redis, and a
     Postgres application_name that postgres_backends_cpu_s() finds them by."""
     return kern_env(
-        database_url=f"{POSTGRES_URL}{'&' if '?' in POSTGRES_URL else '?'}application_name={PG_APP}",
+        database_url=with_application_name(POSTGRES_URL, PG_APP),
         schema=schema.name, broker_url=REDIS_URL, base_url=base_url, service_token=SERVICE_TOKEN,
         data_dir=procs.logs / "kern",
     )  # fmt: skip

@@ -34,6 +34,18 @@ def _flag(name: str, value: str | None, *, default: bool) -> bool:
     raise ValidationError(name, f"must be one of 1/0, true/false, yes/no, on/off; got {value!r}")
 
 
+def _positive_int(name: str, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        number = int(value.strip())
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise ValidationError(name, f"must be a whole number >= 1; got {value!r}")
+    return number
+
+
 @dataclass(frozen=True)
 class Settings:
     """Runtime configuration; `Settings.from_env()` builds it from `KERN_*` variables.
@@ -43,6 +55,9 @@ class Settings:
     auto_upgrade     KERN_AUTO_UPGRADE   default on: a process starting on a database without our
                                          tables (or behind) migrates it; off ("0", "false"): it stops
                                          at start and asks for `kern-tasks db upgrade`
+    db_pool_size     KERN_DB_POOL_SIZE   connections each process keeps open; default: fitted to what
+                                         the process runs at once (a worker: its tasks in flight, from
+                                         its pool and concurrency, plus its heartbeat; kern_tasks.runtime)
     broker_url       KERN_BROKER_URL     default: an embedded SQL transport in KERN_DATA_DIR
     result_backend   KERN_RESULT_BACKEND default: none
     base_url         KERN_BASE_URL       where schedules fire: base_url + endpoint
@@ -65,6 +80,7 @@ class Settings:
     database_url: str | None = field(default=None, repr=False)
     db_schema: str | None = None
     auto_upgrade: bool = True
+    db_pool_size: int | None = None
     broker_url: str | None = field(default=None, repr=False)
     result_backend: str | None = field(default=None, repr=False)
     base_url: str = "http://127.0.0.1:7777"
@@ -91,6 +107,7 @@ class Settings:
             database_url=get("KERN_DATABASE_URL"),
             db_schema=get("KERN_DB_SCHEMA"),
             auto_upgrade=_flag("KERN_AUTO_UPGRADE", get("KERN_AUTO_UPGRADE"), default=True),
+            db_pool_size=_positive_int("KERN_DB_POOL_SIZE", get("KERN_DB_POOL_SIZE")),
             broker_url=get("KERN_BROKER_URL"),
             result_backend=get("KERN_RESULT_BACKEND"),
             base_url=get("KERN_BASE_URL") or cls.base_url,
