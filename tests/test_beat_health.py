@@ -5,7 +5,10 @@
 - real processes: `kern-tasks health beat` exits 0 while a real beat ticks and turns
   non-zero (with the reason) once the only beat is SIGKILLed; a SIGTERMed beat removes
   its row; `kern-tasks health worker` answers 0 while a real worker answers a ping over
-  Redis and 1 when none does; a database on a closed port is unhealthy, said why.
+  Redis and 1 when none does; a database on a closed port is unhealthy, said why;
+- web's GET /health on uvicorn: agno's fields plus the database, the broker and beat's
+  heartbeat age; 503 on a database at a closed port, 200 with the broker named when only
+  the broker is down.
 """
 
 from __future__ import annotations
@@ -16,14 +19,18 @@ import subprocess
 from pathlib import Path
 from typing import Iterator
 
+import httpx
 import pytest
 from sqlalchemy import insert, select, update
 
 from kern_tasks import beat_health
 from kern_tasks.db import Database
 from kern_tasks.db.tables import beats
+from kern_tasks.os import AgentOS
+from kern_tasks.settings import Settings
+from tests.conftest import POSTGRES_URL
 from tests.fire_stack import FireStack, fire_stack
-from tests.processes import PYTHON, ROOT, free_port, wait_for
+from tests.processes import PYTHON, ROOT, ServerThread, free_port, wait_for
 
 REDIS_DB = 3  # shared by number with another module: modules of one process run one after another
 
@@ -139,3 +146,50 @@ def test_health_beat_on_a_closed_port_says_the_database_is_unreachable(stack: Fi
 def test_bad_max_age_is_bad_input(stack: FireStack) -> None:
     result = kern_tasks(stack, "health", "beat", "--max-age", "0")
     assert result.returncode == 2 and "max_age" in result.stderr
+
+
+# --- GET /health on a real uvicorn ---------------------------------------------------------------
+
+
+def health_of(db: Database, settings: Settings) -> httpx.Response:
+    agent_os = AgentOS(db=db, settings=settings)
+    with ServerThread(agent_os.get_app(), lifespan="on", name="web") as web:
+        return httpx.get(f"{web.url}/health", timeout=30)
+
+
+def test_health_reports_database_broker_and_beat_age(stack: FireStack) -> None:
+    settings = Settings(broker_url=stack.procs.env["KERN_BROKER_URL"], database_url=POSTGRES_URL,
+                        db_schema=stack.schema)
+    beat = stack.procs.beat("beat-web", max_interval=1)
+    wait_for(lambda: beat_health.read_database(stack.db).alive(3), 60, 0.3, "a fresh heartbeat")
+    reply = health_of(stack.db, settings)
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["status"] == "ok" and body["instantiated_at"]  # agno's fields
+    assert body["database"] == {"status": "ok", "error": None}
+    assert body["broker"] == {"status": "ok", "error": None}
+    assert body["beat"]["status"] == "ok" and 0 <= body["beat"]["heartbeat_age_s"] <= 3
+    assert body["beat"]["replicas"] >= 1
+    stack.procs.stop(beat)
+
+
+def test_health_is_503_when_the_database_is_down_and_names_a_dead_broker(stack: FireStack) -> None:
+    closed_db = f"postgresql://postgres@127.0.0.1:{free_port()}/test"
+    settings = Settings(broker_url=f"redis://127.0.0.1:{free_port()}/0", database_url=closed_db)
+    dead = Database(closed_db, settings=settings)
+    reply = health_of(dead, settings)
+    assert reply.status_code == 503, reply.text
+    body = reply.json()
+    assert body["status"] == "unavailable" and body["instantiated_at"]
+    assert body["database"] == {"status": "down", "error": "OperationalError"}
+    assert body["broker"]["status"] == "down" and body["broker"]["error"]
+    assert body["beat"]["status"] == "unknown"
+    dead.dispose()
+
+
+def test_health_with_only_the_broker_down_is_200_with_the_broker_named(stack: FireStack) -> None:
+    settings = Settings(broker_url=f"redis://127.0.0.1:{free_port()}/0", database_url=POSTGRES_URL,
+                        db_schema=stack.schema)
+    reply = health_of(stack.db, settings)
+    assert reply.status_code == 200 and reply.json()["status"] == "ok"
+    assert reply.json()["broker"]["status"] == "down"

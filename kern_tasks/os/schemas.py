@@ -195,9 +195,34 @@ class RunBody(BaseModel):
     error: str | None = None
 
 
+class Check(BaseModel):
+    """One dependency of the web process: "ok", "down" (`error` names the exception's
+    type), or "embedded" (the broker is the SQL transport of the embedded default)."""
+
+    status: str
+    error: str | None = None
+
+
+class BeatCheck(BaseModel):
+    """Beat's heartbeat (kern_beats): "ok" while some replica ticked within `max_age_s`,
+    "stale" when none did, "none" with no replica row, "unknown" with the database down."""
+
+    status: str
+    heartbeat_age_s: int | None = None
+    max_age_s: float
+    replicas: int = 0
+
+
 class Health(BaseModel):
+    """agno's fields (status, instantiated_at), then ours. `status` is agno's "ok" while the
+    database answers, "unavailable" (HTTP 503) when it does not; the broker's and beat's
+    state are their own fields."""
+
     status: str = "ok"
     instantiated_at: str
+    database: Check | None = None
+    broker: Check | None = None
+    beat: BeatCheck | None = None
 
 
 class ErrorItem(BaseModel):
