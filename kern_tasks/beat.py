@@ -13,7 +13,9 @@ kern_tasks.scheduler.claims for the rules). Each tick:
      (kern_tasks.workflow.tasks.sweep); skip first attempts past expires_after_seconds
      and disable schedules with no slot left (scheduler/limits.py); record this
      replica's heartbeat in kern_beats (kern_tasks.beat_health: at most once a second, so
-     its age is bounded by kern_sweep_interval);
+     its age is bounded by kern_sweep_interval); then, with
+     KERN_RUN_RETENTION_DAYS set, prune old runs for at most kern_retention_budget
+     (scheduler/retention.py: small batches, each its own short transaction);
   4. sleep until the earliest claimable next_run_at, at most one sweep interval and at
      most max_interval (the seed's scheduler_poll_interval).
 
@@ -39,7 +41,7 @@ from kern_tasks.db import db_time
 from kern_tasks.dispatch import publish, publish_messages
 from kern_tasks.firing import liveness
 from kern_tasks.runtime import runtime_for
-from kern_tasks.scheduler import claims, limits, sweeps
+from kern_tasks.scheduler import claims, limits, retention, sweeps
 from kern_tasks.scheduler.slots import DEFAULT_GRACE_S
 from kern_tasks.workflow import tasks as workflow_tasks
 
@@ -49,13 +51,15 @@ DEFAULT_BATCH = 500
 SWEEP_INTERVAL_S = 1.0
 REPUBLISH_AFTER_S = 30
 ERROR_BACKOFF_S = 1.0
+RETENTION_BUDGET_S = 0.25
 
 
 class LeaseScheduler(Scheduler):
     """Celery beat scheduler over agno_schedules, safe to run as many replicas.
 
     Options (Celery config): kern_beat_batch (500), kern_sweep_interval (1.0 s),
-    kern_republish_after (30 s), kern_misfire_grace (60 s), beat_max_loop_interval.
+    kern_republish_after (30 s), kern_misfire_grace (60 s), kern_retention_budget (0.25 s of
+    pruning per sweep at most), beat_max_loop_interval.
     """
 
     def __init__(self, app: Any, *args: Any, **kwargs: Any) -> None:
@@ -65,6 +69,8 @@ class LeaseScheduler(Scheduler):
         self.sweep_interval = float(conf.get("kern_sweep_interval") or SWEEP_INTERVAL_S)
         self.republish_after = int(conf.get("kern_republish_after") or REPUBLISH_AFTER_S)
         self.grace_s = int(conf.get("kern_misfire_grace") or DEFAULT_GRACE_S)
+        self.retention_budget = float(conf.get("kern_retention_budget") or RETENTION_BUDGET_S)
+        self._pruner: retention.Pruner | None = None  # made on first use: settings are per process
         self._last_sweep = 0.0
         # A worker's silence counts only once this replica itself has reached the database
         # for liveness.LOST_AFTER_S (after an outage, the workers get that long to beat).
@@ -164,6 +170,16 @@ class LeaseScheduler(Scheduler):
             log.info("beat: sweep published %d attempt(s)", len(dispatches))
         publish(self.app, dispatches)
         publish_messages(self.app, workflow_messages)
+        self.prune()
+
+    def prune(self) -> None:
+        """Retention, after the sweep's commit: a bounded slice of pruning per sweep."""
+        if self._pruner is None:
+            days = runtime_for(self.app).settings.run_retention_days
+            self._pruner = retention.Pruner(days, budget_s=self.retention_budget)
+        deleted, spent = self._pruner.run(runtime_for(self.app).db)
+        if deleted:
+            log.info("beat: retention pruned %d run(s) in %.3fs", deleted, spent)
 
     def broker_backlog(self, queues: set[str | None] | None = None) -> int:
         """Messages waiting in the broker's queues (`queues`, None standing for the app's

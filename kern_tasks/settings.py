@@ -46,6 +46,29 @@ def _positive_int(name: str, value: str | None) -> int | None:
     return number
 
 
+def _days(name: str, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        days = float(value)
+    except ValueError:
+        raise ValidationError(name, f'must be a number of days such as "30" or "0.5"; got {value!r}') from None
+    if not days > 0 or days == float("inf"):
+        raise ValidationError(name, f"must be a number of days above 0; got {value!r}")
+    return days
+
+
+LOG_FORMATS = ("text", "json")
+
+
+def _log_format(name: str, value: str | None) -> str:
+    if value is None:
+        return LOG_FORMATS[0]
+    if value.strip().lower() not in LOG_FORMATS:
+        raise ValidationError(name, f"must be one of {', '.join(LOG_FORMATS)}; got {value!r}")
+    return value.strip().lower()
+
+
 @dataclass(frozen=True)
 class Settings:
     """Runtime configuration; `Settings.from_env()` builds it from `KERN_*` variables.
@@ -73,6 +96,12 @@ class Settings:
     app              KERN_APP            "module:attribute" of the AgentOS workers import
     openai_api_key   OPENAI_API_KEY      bearer key of the OpenAI-compatible model adapter (never in repr)
     openai_base_url  OPENAI_BASE_URL     default https://api.openai.com/v1 (Ollama, vLLM: their /v1 URL)
+    run_retention_days
+                     KERN_RUN_RETENTION_DAYS  default unset: keep every run; a number of days (> 0, "30",
+                                         "0.5"): beat prunes finished runs older than that, with the
+                                         sessions, runs and traces they created (scheduler/retention.py)
+    log_format       KERN_LOG_FORMAT     "text" (default) or "json": one JSON object per line from web,
+                                         beat and worker (kern_tasks/logs.py)
     """
 
     # Secrets (and URLs that may carry passwords) stay out of repr: Celery and Flower
@@ -94,6 +123,14 @@ class Settings:
     data_dir: Path = field(default=DEFAULT_DATA_DIR)
     openai_api_key: str | None = field(default=None, repr=False)
     openai_base_url: str = "https://api.openai.com/v1"
+    run_retention_days: float | None = None
+    log_format: str = "text"
+
+    def __post_init__(self) -> None:
+        if self.run_retention_days is not None and not self.run_retention_days > 0:
+            raise ValidationError("run_retention_days", f"must be above 0; got {self.run_retention_days}")
+        if self.log_format not in LOG_FORMATS:
+            raise ValidationError("log_format", f"must be one of {', '.join(LOG_FORMATS)}; got {self.log_format!r}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -121,6 +158,8 @@ class Settings:
             data_dir=Path(get("KERN_DATA_DIR") or DEFAULT_DATA_DIR),
             openai_api_key=get("OPENAI_API_KEY"),
             openai_base_url=get("OPENAI_BASE_URL") or cls.openai_base_url,
+            run_retention_days=_days("KERN_RUN_RETENTION_DAYS", get("KERN_RUN_RETENTION_DAYS")),
+            log_format=_log_format("KERN_LOG_FORMAT", get("KERN_LOG_FORMAT")),
         )
 
     @property

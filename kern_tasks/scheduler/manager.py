@@ -48,7 +48,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from kern_tasks.db import Database, db_now
 from kern_tasks.db.tables import schedule_runs
 from kern_tasks.errors import Conflict, NotFound, ScheduleDisabled, ValidationError
-from kern_tasks.scheduler import claims, rows, sweeps
+from kern_tasks.scheduler import claims, retention, rows
 from kern_tasks.scheduler import spec, validation
 from kern_tasks.scheduler.endpoints import EndpointPolicy
 from kern_tasks.scheduler.kinds import Timetable, next_slots
@@ -63,7 +63,7 @@ R = TypeVar("R")
 
 MAX_PAGE_LIMIT = 1000
 # Run retention deletes this many attempts per transaction (short locks, beat keeps firing).
-PRUNE_BATCH = 500
+PRUNE_BATCH = retention.PRUNE_BATCH
 
 # What `create(provenance=)` may carry (agno's list); `stamp_provenance` may also write
 # the updated_by_* pair.
@@ -458,17 +458,18 @@ class ScheduleManager:
         self, older_than_seconds: int, *, batch: int = PRUNE_BATCH, on_batch: Callable[[int, int], None] | None = None,
     ) -> int:
         """Delete attempts that ended more than `older_than_seconds` ago (never a queued or
-        running one), `batch` per transaction; `on_batch(deleted, total)` after each.
+        running one) and what their runs left behind (scheduler/retention.py's rule), `batch`
+        per transaction; `on_batch(deleted, total)` after each.
         Returns how many went."""
         older_than_seconds = validation.bounded_int("older_than", older_than_seconds, 0, 100 * 365 * 86400)
         batch = validation.bounded_int("batch", batch, 1, 100_000)
         with self.db.connect() as conn:
             before = db_now(conn) - older_than_seconds
-            total = sweeps.count_prunable(conn, before=before)
+            total = retention.count_prunable(conn, before=before)
         deleted = 0
         while True:
             with self.db.begin() as conn:
-                gone = sweeps.prune_finished(conn, before=before, limit=batch)
+                gone = retention.prune_finished(conn, before=before, limit=batch)
             deleted += gone
             if on_batch is not None:
                 on_batch(deleted, max(total, deleted))

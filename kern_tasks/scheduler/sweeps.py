@@ -1,4 +1,4 @@
-"""What beat's sweep (about once a second) and retention do to attempt rows:
+"""What beat's sweep (about once a second) does to attempt rows:
 
 - sweep_unpublished: every queued attempt whose time has come is in the broker at least
   once (those never published, and, when beat finds the broker's backlog short of
@@ -6,9 +6,9 @@
   attempt leaves "queued" exactly once (attempts.start_attempt); backfilled slots wait
   their turn under overlap "forbid" (_backfill_may_start);
 - expire_lost_attempts: an attempt is "running" only while a worker may still report on
-  it; a lost one ends "failed" (retryable) through attempts.retry_or_end;
-- prune_finished (retention): an open attempt (queued, running) is never removed; one
-  batch is one short statement.
+  it; a lost one ends "failed" (retryable) through attempts.retry_or_end.
+
+Retention (pruning old attempts and what their runs left) is scheduler/retention.py's.
 """
 
 from __future__ import annotations
@@ -160,27 +160,3 @@ def expire_lost_attempts(
         if dispatch is not None:
             dispatches.append(dispatch)
     return dispatches
-
-
-# --- retention -------------------------------------------------------------------------
-
-
-def _prunable(before: int) -> Any:
-    """Attempts that ended before `before`: never a queued or running one."""
-    return _r.c.status.not_in(("queued", "running")) & (func.coalesce(_r.c.completed_at, _r.c.created_at) < before)
-
-
-# Reads only (for a progress bar).
-def count_prunable(conn: Connection, *, before: int) -> int:
-    return int(conn.execute(select(func.count()).select_from(_r).where(_prunable(before))).scalar_one())
-
-
-# Invariant: an open attempt (queued, running) is never removed; one batch is one short
-# statement, so no lock is held for long and beat's sweep runs between batches. A pruned
-# slot no longer counts as fired (a later backfill of its range would run it again).
-def prune_finished(conn: Connection, *, before: int, limit: int) -> int:
-    """Delete up to `limit` attempts that ended before `before`; returns how many."""
-    batch = select(_r.c.id).where(_prunable(before)).limit(limit)
-    if conn.dialect.name == "postgresql":
-        batch = batch.with_for_update(skip_locked=True)
-    return int(conn.execute(_r.delete().where(_r.c.id.in_(batch.scalar_subquery()))).rowcount)
