@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from celery import Celery
 
+from kern_tasks import logs
 from kern_tasks.broker import SQL_TRANSPORT, TRANSPORT as REDIS_TRANSPORT
 from kern_tasks.dispatch import TASK_FIRE, TASK_WORKFLOW_ADVANCE, TASK_WORKFLOW_STEP
 from kern_tasks.firing.task import fire_task
@@ -77,7 +78,9 @@ def install(app: Celery, settings: Settings | None = None) -> None:
     """Register kern_tasks' tasks on `app` and bind it its settings (None:
     `Settings.from_env()`); `celery beat`/`celery worker` of `app` then check the database
     at start (kern_tasks.runtime)."""
-    bind_runtime(app, settings if settings is not None else Settings.from_env())
+    settings = settings if settings is not None else Settings.from_env()
+    bind_runtime(app, settings)
+    logs.use(settings, app)  # KERN_LOG_FORMAT=json: Celery's log handlers write JSON lines
     app.task(
         name=TASK_FIRE,
         bind=True,

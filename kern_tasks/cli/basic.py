@@ -57,7 +57,11 @@ def _serve(settings: Settings, host: str, port: int) -> int:
 
     if not settings.app:
         raise SystemExit('set KERN_APP to your AgentOS, e.g. KERN_APP="myproject.os:agent_os"')
-    uvicorn.run(load_app(settings.app), host=host, port=port)  # type: ignore[arg-type]
+    from kern_tasks.logs import uvicorn_log_config
+
+    log_config = uvicorn_log_config(settings)  # None: uvicorn's own text lines
+    uvicorn.run(load_app(settings.app), host=host, port=port,  # type: ignore[arg-type]
+                **({"log_config": log_config} if log_config else {}))
     return 0
 
 

@@ -80,7 +80,9 @@ def fire_task(self: Any, attempt_id: str) -> str:
         # The same facts as fields, for handlers that show more than the line (the demo
         # prints a workflow run's steps under its fire).
         extra={"fire": {"schedule": attempt.schedule["name"], "endpoint": request.endpoint, "status": outcome.status,
-                        "attempt_id": attempt_id, "run_id": outcome.run_id, "session_id": outcome.session_id}},
+                        "attempt_id": attempt_id, "run_id": outcome.run_id, "session_id": outcome.session_id,
+                        "schedule_id": request.schedule_id, "slot": attempt.run["scheduled_for"],
+                        "attempt": request.attempt}},
     )
     return outcome.status
 
