@@ -18,6 +18,7 @@ from kern_tasks import logs
 from kern_tasks.broker import SQL_TRANSPORT, TRANSPORT as REDIS_TRANSPORT
 from kern_tasks.dispatch import TASK_FIRE, TASK_WORKFLOW_ADVANCE, TASK_WORKFLOW_STEP
 from kern_tasks.firing.task import fire_task
+from kern_tasks.metrics import exposition
 from kern_tasks.runtime import bind_runtime
 from kern_tasks.settings import Settings
 from kern_tasks.workflow.tasks import advance_task, step_task
@@ -81,6 +82,7 @@ def install(app: Celery, settings: Settings | None = None) -> None:
     settings = settings if settings is not None else Settings.from_env()
     bind_runtime(app, settings)
     logs.use(settings, app)  # KERN_LOG_FORMAT=json: Celery's log handlers write JSON lines
+    exposition.connect()  # KERN_METRICS_PORT, served from beat's and the worker's main process
     app.task(
         name=TASK_FIRE,
         bind=True,

@@ -36,7 +36,7 @@ from celery.beat import Scheduler
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import DBAPIError
 
-from kern_tasks import beat_health
+from kern_tasks import beat_health, metrics
 from kern_tasks.db import db_time
 from kern_tasks.dispatch import publish, publish_messages
 from kern_tasks.firing import liveness
@@ -72,6 +72,7 @@ class LeaseScheduler(Scheduler):
         self.retention_budget = float(conf.get("kern_retention_budget") or RETENTION_BUDGET_S)
         self._pruner: retention.Pruner | None = None  # made on first use: settings are per process
         self._last_sweep = 0.0
+        self.claimed = 0  # schedules the current round leased (for the metrics)
         # A worker's silence counts only once this replica itself has reached the database
         # for liveness.LOST_AFTER_S (after an outage, the workers get that long to beat).
         self.vigil = liveness.Vigil()
@@ -109,6 +110,7 @@ class LeaseScheduler(Scheduler):
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
         """One round; returns how long to sleep. Outages are logged and retried."""
+        started, self.claimed = time.monotonic(), 0
         try:
             return self.run_once()
         except DBAPIError as exc:
@@ -118,6 +120,8 @@ class LeaseScheduler(Scheduler):
             log.warning("beat: broker unavailable (%s); retrying", exc)
         except Exception:  # noqa: BLE001 - beat must outlive anything one round can raise
             log.exception("beat: round failed; retrying")
+        finally:
+            metrics.beat_ticked(self.claimed, time.monotonic() - started)
         return ERROR_BACKOFF_S
 
     # --- one round -----------------------------------------------------------------
@@ -130,6 +134,7 @@ class LeaseScheduler(Scheduler):
             claimed = claims.claim_due(conn, token=token, now=int(now), batch=self.batch)
             dispatches = claims.materialise(conn, claimed, token=token, now=now, grace_s=self.grace_s)
         publish(self.app, dispatches)
+        self.claimed = len(claimed)
         if claimed:
             log.info("beat: %d schedule(s) claimed, %d run(s) published", len(claimed), len(dispatches))
         self.sweep_if_due()

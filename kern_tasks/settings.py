@@ -67,6 +67,16 @@ def _log_format(name: str, value: str | None) -> str:
     if value.strip().lower() not in LOG_FORMATS:
         raise ValidationError(name, f"must be one of {', '.join(LOG_FORMATS)}; got {value!r}")
     return value.strip().lower()
+def _port(name: str, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        port = int(value.strip())
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise ValidationError(name, f"must be a TCP port, 1-65535; got {value!r}")
+    return port
 
 
 @dataclass(frozen=True)
@@ -102,6 +112,14 @@ class Settings:
                                          sessions, runs and traces they created (scheduler/retention.py)
     log_format       KERN_LOG_FORMAT     "text" (default) or "json": one JSON object per line from web,
                                          beat and worker (kern_tasks/logs.py)
+    metrics_port     KERN_METRICS_PORT   when set, `celery beat` and `celery worker` serve Prometheus metrics
+                                         on this port (/metrics, no auth: a private network; prefork
+                                         children summed). Web serves /metrics on its own port always
+    metrics_token    KERN_METRICS_TOKEN  a bearer token good for GET /metrics only (Prometheus'
+                                         `authorization` credentials), when auth is on (never in repr)
+    alert_webhook    KERN_ALERT_WEBHOOK  a URL that gets one JSON POST per alert incident opened (and one
+                                         when it resolves): overdue slots, failure streaks, no beat
+                                         (never in repr: webhook URLs carry their secret)
     """
 
     # Secrets (and URLs that may carry passwords) stay out of repr: Celery and Flower
@@ -125,6 +143,9 @@ class Settings:
     openai_base_url: str = "https://api.openai.com/v1"
     run_retention_days: float | None = None
     log_format: str = "text"
+    metrics_port: int | None = None
+    metrics_token: str | None = field(default=None, repr=False)
+    alert_webhook: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.run_retention_days is not None and not self.run_retention_days > 0:
@@ -160,6 +181,9 @@ class Settings:
             openai_base_url=get("OPENAI_BASE_URL") or cls.openai_base_url,
             run_retention_days=_days("KERN_RUN_RETENTION_DAYS", get("KERN_RUN_RETENTION_DAYS")),
             log_format=_log_format("KERN_LOG_FORMAT", get("KERN_LOG_FORMAT")),
+            metrics_port=_port("KERN_METRICS_PORT", get("KERN_METRICS_PORT")),
+            metrics_token=get("KERN_METRICS_TOKEN"),
+            alert_webhook=get("KERN_ALERT_WEBHOOK"),
         )
 
     @property

@@ -16,6 +16,7 @@ from typing import Any, Callable, TypeVar
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from kern_tasks import metrics
 from kern_tasks.db import Database
 from kern_tasks.dispatch import Dispatch, publish
 from kern_tasks.firing import liveness
@@ -63,6 +64,8 @@ def fire_task(self: Any, attempt_id: str) -> str:
         priority=attempt.schedule["priority"],
     )
     started = time.monotonic()
+    due = attempt.run["not_before"] or attempt.run["scheduled_for"]
+    lag = time.time() - due if due is not None else None  # this worker's clock against the slot's
     outcome = fire(
         runtime.client, request, base_url=runtime.settings.base_url, service_token=runtime.settings.service_token,
         on_accepted=lambda run_id, session_id: _record_accepted(db, attempt_id, run_id, session_id),
@@ -72,6 +75,7 @@ def fire_task(self: Any, attempt_id: str) -> str:
     )
     if follow_up is not None:
         publish(self.app, [follow_up])
+    metrics.fire_finished(outcome.status, lag, time.monotonic() - started)
     log.info(
         "fired %s: %s %s -> %s%s in %.2fs (attempt %d, attempt id %s%s)",
         attempt.schedule["name"], request.method, request.endpoint, outcome.status,

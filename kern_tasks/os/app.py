@@ -50,6 +50,7 @@ from kern_tasks.os.routers import (
     READ_ROUTERS,
     agent_runs_router,
     health_router,
+    metrics_router,
     schedules_router,
     workflow_runs_router,
 )
@@ -155,6 +156,7 @@ class AgentOS:
         app.state.agent_os = self
         errors.install(app)
         app.include_router(health_router)
+        app.include_router(metrics_router)
         app.include_router(agent_runs_router)
         app.include_router(workflow_runs_router)
         app.include_router(schedules_router)
@@ -162,7 +164,8 @@ class AgentOS:
             app.include_router(read_router)
         # The last added runs first: auth before anything reads a body.
         app.add_middleware(BodyLimit, max_bytes=self.max_body_bytes)
-        app.add_middleware(BearerAuth, security_key=self.security_key, service_token=self.service_token)
+        app.add_middleware(BearerAuth, security_key=self.security_key, service_token=self.service_token,
+                           metrics_token=self.settings.metrics_token)
         return app
 
     @asynccontextmanager

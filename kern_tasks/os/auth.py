@@ -11,6 +11,8 @@ Then:
 - `Authorization: Bearer <service token>` (KERN_SERVICE_TOKEN: what schedules fire with)
   may only start and poll runs: POST /agents|teams|workflows/{id}/runs and
   GET .../runs/{run_id}. Anything else answers 403 (agno lets it manage schedules too);
+- `Authorization: Bearer <metrics token>` (KERN_METRICS_TOKEN: what Prometheus scrapes
+  with) may only GET /metrics (403 elsewhere), so a scraper never holds the security key;
 - `Authorization: Bearer <JWT>` is a user's (os/tokens.py: `sub` the user, `scopes` agno's
   scope names, `aud` this OS's id). Each route needs the scopes agno's table gives it
   (os/scopes.py); /docs and /openapi.json need none; a path the table does not know needs
@@ -56,6 +58,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 OPEN_PATHS = frozenset({"/health", "/health/"})
 SERVICE_ONLY = "the service token may only start and poll runs (/agents|teams|workflows/{id}/runs)"
+METRICS_ONLY = "the metrics token may only GET /metrics"
+METRICS_PATH = "/metrics"
 # What any valid credential may read: the API's own description.
 DOC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/openapi.json"})
 # What the service token may do: (method, path pattern).
@@ -68,7 +72,7 @@ SERVICE_ROUTES = (
 @dataclass(frozen=True)
 class Caller:
     """Who sent a request: "open" (auth is off), "key" (the security key), "service" (the
-    service token) or "user" (a JWT: its subject and scopes)."""
+    service token), "metrics" (the metrics token) or "user" (a JWT: its subject and scopes)."""
 
     kind: str
     user_id: str | None = None
@@ -167,10 +171,12 @@ def user_refusal(caller: Caller, method: str, path: str) -> str | None:
 class BearerAuth:
     """Let a request through, or answer 401/403 per the module docstring."""
 
-    def __init__(self, app: ASGIApp, *, security_key: str | None, service_token: str | None) -> None:
+    def __init__(self, app: ASGIApp, *, security_key: str | None, service_token: str | None,
+                 metrics_token: str | None = None) -> None:  # fmt: skip
         self.app = app
         self.security_key = security_key or None
         self.service_token = service_token or None
+        self.metrics_token = metrics_token or None
         self.verifier: TokenVerifier | None = None
         self._configured = False
 
@@ -217,6 +223,11 @@ class BearerAuth:
                 await _deny(send, 403, SERVICE_ONLY)
                 return
             caller = Caller("service")
+        elif _same(token, self.metrics_token):
+            if (method, path) != ("GET", METRICS_PATH):
+                await _deny(send, 403, METRICS_ONLY)
+                return
+            caller = Caller("metrics")
         elif self.verifier is not None:
             try:
                 user = self.verifier.verify(token)

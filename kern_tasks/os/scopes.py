@@ -86,6 +86,7 @@ ROUTE_SCOPES: dict[str, tuple[str, ...]] = {
     "POST /schedules/*/backfill": ("schedules:write",),  # ours (agno has no backfill): as trigger
     "GET /schedules/*/runs": ("schedules:read",),
     "GET /schedules/*/runs/*": ("schedules:read",),
+    "GET /metrics": ("metrics:read",),  # agno's scope; ours serves Prometheus' format there
 }
 
 _RESOURCE = re.compile(r"^/(agents|teams|workflows)/([^/]+)")

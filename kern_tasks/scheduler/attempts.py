@@ -31,6 +31,7 @@ from typing import Any, Protocol
 from sqlalchemy import JSON, Connection, RowMapping, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 
+from kern_tasks import metrics
 from kern_tasks.db.clock import db_now, db_time, epoch_now
 from kern_tasks.db.tables import schedule_runs, schedules
 from kern_tasks.dispatch import Dispatch, Route
@@ -280,6 +281,7 @@ def retry_or_end(
         enqueued_at=int(now) if rides_broker else None, lease_token=row["lease_token"], backfill=row["backfill"],
     )
     insert_attempts(conn, [retry])
+    metrics.fire_retried()
     return Dispatch(retry["id"], countdown=delay, route=route_of(row)) if rides_broker else None
 
 
@@ -291,6 +293,7 @@ def skip_attempt(conn: Connection, row: RowMapping, *, now: int, error: str) -> 
     log.warning("schedule %s: slot %s skipped: %s", row["schedule_id"], row["scheduled_for"], error)
     _end(conn, row, status="skipped", now=now, error=error, triggered_at=None, worker_id=None)
     conn.execute(update(_s).where(_s.c.id == row["schedule_id"]).values(skipped_slots=_s.c.skipped_slots + 1))
+    metrics.slots_skipped(1)
 
 
 def _end(

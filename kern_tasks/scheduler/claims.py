@@ -35,6 +35,7 @@ from typing import Any, Sequence
 from sqlalchemy import Connection, RowMapping, bindparam, case, func, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from kern_tasks import metrics
 from kern_tasks.db.clock import db_now, epoch_now
 from kern_tasks.db.tables import schedule_runs, schedules
 from kern_tasks.dispatch import Dispatch, Route
@@ -238,6 +239,7 @@ def materialise(
             ),
             changes,
         )
+        metrics.slots_skipped(sum(change["b_skipped"] for change in changes))
     return dispatches
 
 
@@ -308,6 +310,7 @@ def release_lease(conn: Connection, *, schedule_id: str, token: str, now: int | 
             pass  # beat disables such a row at its next claim
     if skipped:
         log.warning("schedule %s: %d slot(s) skipped while its previous run was in flight", schedule_id, skipped)
+        metrics.slots_skipped(skipped)
     conn.execute(
         update(_s)
         .where(_s.c.id == schedule_id, _s.c.locked_by == token)

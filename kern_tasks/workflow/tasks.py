@@ -44,6 +44,7 @@ from typing import Any, Callable
 from sqlalchemy import Connection, select
 from sqlalchemy.exc import DBAPIError, StatementError
 
+from kern_tasks import metrics
 from kern_tasks.app_ref import load_ref
 from kern_tasks.db import db_time
 from kern_tasks.dispatch import (
@@ -333,6 +334,7 @@ def step_task(self: Any, run_id: str, path: str) -> str:
     """Celery task body (kern.workflow.step)."""
     db = runtime_for(self.app).db
     heart = liveness.heart_for(db)
+    began = time.monotonic()
     started = _traced_transaction(db, lambda conn, traced: _take(self.app, heart, conn, traced, run_id, path))
     if started is None:
         return "nothing to do"
@@ -369,6 +371,7 @@ def step_task(self: Any, run_id: str, path: str) -> str:
     if advanced is None:
         return "taken for lost meanwhile"
     after_commit(self.app, advanced)
+    metrics.workflow_step_finished("success" if _span_end(outcome)[0] is None else "failed", time.monotonic() - began)
     return "succeeded" if outcome.output is not None else "failed"
 
 
@@ -440,6 +443,7 @@ def _attempts(db: Any, started: Started, context: RunContext, path: str) -> tupl
                                                                               error))
                 if retried is None:
                     return None
+                metrics.workflow_step_retried()
                 taken = retried
                 continue
             try:

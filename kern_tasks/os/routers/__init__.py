@@ -4,6 +4,7 @@ config, components (agents, workflows), sessions, traces."""
 from kern_tasks.os.routers.components import router as components_router
 from kern_tasks.os.routers.config import router as config_router
 from kern_tasks.os.routers.health import router as health_router
+from kern_tasks.os.routers.metrics import router as metrics_router
 from kern_tasks.os.routers.runs import router as agent_runs_router
 from kern_tasks.os.routers.schedules import router as schedules_router
 from kern_tasks.os.routers.sessions import router as sessions_router
@@ -19,6 +20,7 @@ __all__ = [
     "components_router",
     "config_router",
     "health_router",
+    "metrics_router",
     "schedules_router",
     "sessions_router",
     "traces_router",

@@ -1,0 +1,1 @@
+"""Missed runs made loud: overdue slots, failure streaks, no beat (docs/operating.md, "Alerts")."""

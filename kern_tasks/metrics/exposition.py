@@ -1,0 +1,102 @@
+"""Serving the metrics: the text a scrape gets (`render`, for the web app's /metrics) and,
+for beat and worker processes, an HTTP server on KERN_METRICS_PORT started by Celery's
+signals (`connect`, which kern_tasks.app.install calls).
+
+Beat and workers always use prometheus_client's multiprocess mode: the main process makes
+a fresh directory of its own (nothing else writes there, so there is nothing stale to
+clean) before Celery forks a prefork pool, the children inherit it and write their values
+there, and the server in the main process sums every file at each scrape. Counters and
+histograms of a child that exited keep counting (Prometheus' rule for counters), so a
+restarted child (max_tasks_per_child) loses nothing. Beat's server adds the SQL gauges
+(metrics/sql_gauges.py); workers' do not.
+
+The port serves only metrics, with no authentication (prometheus_client's server has
+none): bind it on a private network (docs/operating.md, "Metrics").
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import shutil
+import tempfile
+from typing import Any, Callable, Iterator
+
+from celery import signals
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, start_http_server
+from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+from kern_tasks import metrics
+from kern_tasks.db import Database
+from kern_tasks.metrics.sql_gauges import SqlGauges
+from kern_tasks.runtime import runtime_for
+
+log = logging.getLogger("kern_tasks.metrics")
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)
+
+
+def web_registry(database: Callable[[], Database]) -> CollectorRegistry:
+    """The web process's: its own families (the embedded scheduler's fires count here) and
+    the SQL gauges."""
+    families = metrics.enable()
+    registry = CollectorRegistry()
+    if families.registry is not None:
+        registry.register(_Delegate(families.registry))
+    else:  # this process enabled multiprocess mode first (it serves KERN_METRICS_PORT too)
+        MultiProcessCollector(registry, path=families.multiprocess_dir)
+    registry.register(SqlGauges(database))
+    return registry
+
+
+class _Delegate(Collector):
+    """Another registry's metrics, collected at each scrape (the families' registry is one
+    per process; each app's registry adds its own SQL gauges to it)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.registry.collect()
+
+
+def serve_port(port: int, *, database: Callable[[], Database] | None, addr: str = "0.0.0.0") -> None:
+    """Enable multiprocess metrics in this (main) process and serve them on `port`."""
+    directory = tempfile.mkdtemp(prefix=f"kern-metrics-{os.getpid()}-")
+    owner = os.getpid()
+    atexit.register(lambda: os.getpid() == owner and shutil.rmtree(directory, ignore_errors=True))
+    families = metrics.enable(multiprocess_dir=directory)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=families.multiprocess_dir)
+    if database is not None:
+        registry.register(SqlGauges(database))
+    start_http_server(port, addr=addr, registry=registry)
+    log.info("metrics: serving on port %d (/metrics)", port)
+
+
+def _on_start(role: str) -> Callable[..., None]:
+    def start(sender: Any = None, instance: Any = None, **_: Any) -> None:
+        app = getattr(instance if instance is not None else sender, "app", None)
+        if app is None:
+            return
+        runtime = runtime_for(app)
+        port = runtime.settings.metrics_port
+        if port is None or metrics.enabled() is not None:
+            return
+        serve_port(port, database=(lambda: runtime_for(app).db) if role == "beat" else None)
+
+    return start
+
+
+def connect() -> None:
+    """Serve KERN_METRICS_PORT from `celery beat` (beat_init) and `celery worker`
+    (celeryd_after_setup: the main process, before the pool forks). Once per process."""
+    signals.beat_init.connect(_on_start("beat"), weak=False, dispatch_uid="kern_tasks.metrics.beat")
+    signals.celeryd_after_setup.connect(_on_start("worker"), weak=False, dispatch_uid="kern_tasks.metrics.worker")
