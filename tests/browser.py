@@ -66,7 +66,7 @@ def new_page(browser: Browser) -> tuple[BrowserContext, Page]:
 def log_in(page: Page, base_url: str, key: str) -> Page:
     """Sign `page` in to the dashboard at `base_url` with `key` through the login form."""
     page.goto(base_url.rstrip("/") + LOGIN_PATH)
-    page.fill("input[name=key]", key)
+    page.fill("input[name=key], input[name=token]", key)
     page.click("button[type=submit], input[type=submit]")
     page.wait_for_url(re.compile(r".*/dashboard(?!/login).*"))
     return page
