@@ -11,38 +11,22 @@ each fire time whose UTC offset differs from the one before it marked as a DST c
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from kern_tasks.cli import output
 from kern_tasks.scheduler import cron as cron_engine
 from kern_tasks.scheduler.backfill import instant
+from kern_tasks.scheduler.kinds import dst_marked
 from kern_tasks.settings import Settings
 
 MAX_NEXT = 1000
 
 
-def _offset(delta: timedelta | None) -> str:
-    minutes = int((delta or timedelta()).total_seconds() // 60)
-    sign = "+" if minutes >= 0 else "-"
-    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
-
-
 def fire_times(expr: str, zone: str, after: datetime, count: int) -> list[dict[str, Any]]:
-    """The next `count` fire times after `after`, each with its offset and, when the offset
-    changed since the one before (the first compares with `after`), the change."""
+    """The next `count` fire times after `after`, DST changes marked (kinds.dst_marked)."""
     tz = cron_engine.validate_timezone(zone)
-    previous = _offset(after.astimezone(tz).utcoffset())
-    times = []
-    for when in cron_engine.next_runs(expr, zone, after, count=count):
-        offset = _offset(when.utcoffset())
-        times.append({
-            "at": when.isoformat(), "utc": when.astimezone(UTC).isoformat(), "epoch": int(when.timestamp()),
-            "offset": offset, "abbreviation": when.tzname(),
-            "dst_change": f"{previous} -> {offset}" if offset != previous else None,
-        })
-        previous = offset
-    return times
+    return dst_marked(cron_engine.next_runs(expr, zone, after, count=count), after.astimezone(tz))
 
 
 def _cron(args: argparse.Namespace, settings: Settings) -> int:

@@ -134,6 +134,14 @@ Index(
     postgresql_where=text(FINISHING),
     sqlite_where=text(FINISHING),
 )
+# Ours (0014): the dashboard's listing "by next fire": enabled schedules by next_run_at,
+# those with no fire to come (paused, on demand, finished) after them; keyset-paged on
+# (key, id), alone or within one owner's rows; and by name.
+NO_NEXT_FIRE = 2**63 - 1
+NEXT_FIRE_SQL = f"(CASE WHEN enabled AND next_run_at IS NOT NULL THEN next_run_at ELSE {NO_NEXT_FIRE} END)"
+Index("ix_kern_schedules_next_fire", text(NEXT_FIRE_SQL), schedules.c.id)
+Index("ix_kern_schedules_owner_next_fire", schedules.c.user_id, text(NEXT_FIRE_SQL), schedules.c.id)
+Index("ix_kern_schedules_name_id", schedules.c.name, schedules.c.id)
 # A name is unique per owner; rows without user_id form one owner of their own.
 Index(
     "agno_schedules_uq_user_name",
@@ -212,6 +220,8 @@ Index(
     schedule_runs.c.attempt,
     unique=True,
 )
+# Ours (0014): a schedule's newest attempts first (its last status, its timeline).
+Index("ix_kern_schedule_runs_schedule_created", schedule_runs.c.schedule_id, schedule_runs.c.created_at)
 # Ours: the sweep reads open attempts (queued, running) without scanning finished history.
 Index(
     "ix_kern_schedule_runs_open",

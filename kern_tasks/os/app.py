@@ -5,7 +5,9 @@
 
 Routes: POST/GET /agents/{id}/runs[/{run_id}], POST/GET /workflows/{id}/runs[/{run_id}],
 /schedules (see routers/schedules.py), agno's read side (GET /config, /agents[/{id}],
-/workflows[/{id}], /sessions, /traces: see routers/), GET /health, /docs, /openapi.json.
+/workflows[/{id}], /sessions, /traces: see routers/), GET /health, /docs, /openapi.json,
+and the dashboard's pages under /dashboard (kern_tasks/dashboard, mounted: not in the
+OpenAPI document).
 
 Settings: `settings` (None: `Settings.from_env()`) supplies the database, the security
 key and the service token unless they are given here (explicit arguments win). The
@@ -41,6 +43,7 @@ from fastapi import FastAPI
 from sqlalchemy.exc import DBAPIError
 
 from kern_tasks import __version__
+from kern_tasks.dashboard.app import dashboard_app
 from kern_tasks.db import Database
 from kern_tasks.errors import NotMigrated
 from kern_tasks.os import errors
@@ -162,6 +165,7 @@ class AgentOS:
         app.include_router(schedules_router)
         for read_router in READ_ROUTERS:  # config, agents, workflows, sessions, traces
             app.include_router(read_router)
+        app.mount("/dashboard", dashboard_app(self))  # behind the same auth (os/auth.py)
         # The last added runs first: auth before anything reads a body.
         app.add_middleware(BodyLimit, max_bytes=self.max_body_bytes)
         app.add_middleware(BearerAuth, security_key=self.security_key, service_token=self.service_token,

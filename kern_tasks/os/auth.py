@@ -21,6 +21,13 @@ Then:
 - no token, or any other token, answers 401.
 Without either key every route is open, as in agno.
 
+The dashboard (kern_tasks/dashboard, under /dashboard) is a browser's: there, and only
+there, the credential may also come in the `kern_dashboard` cookie its login sets
+(HttpOnly, SameSite=Strict, Path=/dashboard), checked by the same rules; its login,
+logout and static files are open. A refused dashboard page asked for as HTML is sent to
+the login page (401) or told why in HTML (403) instead of JSON. The cookie is never
+accepted off /dashboard, so the API's cross-site surface is unchanged.
+
 Tokens are compared with hmac.compare_digest; none is ever logged or echoed.
 
 The middleware leaves the caller in `request.state.caller` (a `Caller`). Routes ask
@@ -38,8 +45,11 @@ so a misconfigured key stops the start instead of refusing every token.
 from __future__ import annotations
 
 import hmac
+import html
 import json
 import re
+from http.cookies import CookieError, SimpleCookie
+from urllib.parse import quote
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
@@ -62,6 +72,12 @@ METRICS_ONLY = "the metrics token may only GET /metrics"
 METRICS_PATH = "/metrics"
 # What any valid credential may read: the API's own description.
 DOC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/openapi.json"})
+DASHBOARD = "/dashboard"
+DASHBOARD_COOKIE = "kern_dashboard"
+DASHBOARD_LOGIN = DASHBOARD + "/login"
+# What anyone may reach under /dashboard: the login itself, logging out, the CSS and JS.
+DASHBOARD_OPEN = frozenset({DASHBOARD_LOGIN, DASHBOARD + "/logout"})
+DASHBOARD_STATIC = DASHBOARD + "/static/"
 # What the service token may do: (method, path pattern).
 SERVICE_ROUTES = (
     ("POST", RUN_ENDPOINT),
@@ -208,50 +224,98 @@ class BearerAuth:
             await self.app(scope, receive, send)
             return
         self.configure(scope)  # a no-op after the lifespan; an app served without one
-        if not self.enabled or scope["path"] in OPEN_PATHS:
+        method, path = scope["method"], scope["path"]
+        on_dashboard = is_dashboard(path)
+        if on_dashboard:
+            scope.setdefault("state", {})["auth"] = self  # the login checks a key with `identify`
+        if not self.enabled or path in OPEN_PATHS or (
+                on_dashboard and (path in DASHBOARD_OPEN or path.startswith(DASHBOARD_STATIC))):
             await self.app(scope, receive, send)
             return
         token = bearer_token(scope)
+        via_cookie = False
+        if token is None and on_dashboard:
+            token = dashboard_cookie(scope)
+            via_cookie = token is not None
         if token is None:
-            await _deny(send, 401, f"missing bearer token: send Authorization: Bearer <{self._wanted()}>")
-            return
-        method, path = scope["method"], scope["path"]
-        if _same(token, self.security_key):
-            caller = Caller("key")
-        elif _same(token, self.service_token):
-            if not service_may_call(method, path):
-                await _deny(send, 403, SERVICE_ONLY)
-                return
-            caller = Caller("service")
-        elif _same(token, self.metrics_token):
-            if (method, path) != ("GET", METRICS_PATH):
-                await _deny(send, 403, METRICS_ONLY)
-                return
-            caller = Caller("metrics")
-        elif self.verifier is not None:
-            try:
-                user = self.verifier.verify(token)
-            except InvalidToken as exc:
-                await _deny(send, 401, f"invalid bearer token: {exc}")
-                return
-            caller = Caller("user", user.user_id, user.scopes)
-            if caller.user_id is None and ADMIN_SCOPE not in caller.scopes:
-                await _deny(send, 401, f"invalid bearer token: it names no user (sub); only {ADMIN_SCOPE} may omit it")
-                return
-            refusal = user_refusal(caller, method, path)
-            if refusal is not None:
-                await _deny(send, 403, refusal)
-                return
+            refusal: tuple[int, str] | Caller = (401, f"missing bearer token: send Authorization: Bearer <{self._wanted()}>")
         else:
-            await _deny(send, 401, f"invalid bearer token: send Authorization: Bearer <{self._wanted()}>")
+            refusal = self.identify(token, method, path)
+        if not isinstance(refusal, Caller):
+            status, detail = refusal
+            if on_dashboard and _wants_html(scope):
+                await _dashboard_deny(send, path, status, detail, why="missing" if token is None else "invalid")
+            else:
+                await _deny(send, status, detail)
             return
-        scope.setdefault("state", {})["caller"] = caller
+        state = scope.setdefault("state", {})
+        state["caller"] = refusal
+        state["via_cookie"] = via_cookie
         await self.app(scope, receive, send)
+
+    def identify(self, token: str, method: str, path: str) -> Caller | tuple[int, str]:
+        """Who `token` is, when it may call `method path`; else (401 or 403, why)."""
+        if _same(token, self.security_key):
+            return Caller("key")
+        if _same(token, self.service_token):
+            return Caller("service") if service_may_call(method, path) else (403, SERVICE_ONLY)
+        if _same(token, self.metrics_token):
+            return Caller("metrics") if (method, path) == ("GET", METRICS_PATH) else (403, METRICS_ONLY)
+        if self.verifier is None:
+            return 401, f"invalid bearer token: send Authorization: Bearer <{self._wanted()}>"
+        try:
+            user = self.verifier.verify(token)
+        except InvalidToken as exc:
+            return 401, f"invalid bearer token: {exc}"
+        caller = Caller("user", user.user_id, user.scopes)
+        if caller.user_id is None and ADMIN_SCOPE not in caller.scopes:
+            return 401, f"invalid bearer token: it names no user (sub); only {ADMIN_SCOPE} may omit it"
+        refusal = user_refusal(caller, method, path)
+        return (403, refusal) if refusal is not None else caller
 
     def _wanted(self) -> str:
         if self.verifier is None:
             return "security key"
         return "JWT" if self.security_key is None else "security key or JWT"
+
+
+def is_dashboard(path: str) -> bool:
+    return path == DASHBOARD or path.startswith(DASHBOARD + "/")
+
+
+def dashboard_cookie(scope: Scope) -> str | None:
+    """The credential in the dashboard's cookie, if the request carries one."""
+    for name, value in scope.get("headers", ()):
+        if name == b"cookie":
+            try:
+                jar = SimpleCookie(value.decode("latin-1"))
+            except CookieError:
+                return None
+            morsel = jar.get(DASHBOARD_COOKIE)
+            if morsel is not None and morsel.value.strip():
+                return morsel.value.strip()
+    return None
+
+
+def _wants_html(scope: Scope) -> bool:
+    if scope["method"] != "GET":
+        return False
+    return any(name == b"accept" and b"text/html" in value for name, value in scope.get("headers", ()))
+
+
+async def _dashboard_deny(send: Send, path: str, status: int, detail: str, why: str) -> None:
+    """A browser's refusal: 401 goes to the login page (back here after it), 403 says why."""
+    if status == 401:
+        location = f"{DASHBOARD_LOGIN}?why={why}&next={quote(path, safe='/')}"
+        headers = [(b"location", location.encode()), (b"content-length", b"0")]
+        await send({"type": "http.response.start", "status": 303, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    body = (f"<!doctype html><title>Not allowed</title><p>{html.escape(detail)}</p>"
+            f'<p><a href="{DASHBOARD_LOGIN}">Log in with another key</a></p>').encode()
+    headers = [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _deny(send: Send, status: int, detail: str) -> None:

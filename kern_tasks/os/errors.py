@@ -76,9 +76,23 @@ def _location(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+def answer_of(exc: KernError) -> tuple[int, str]:
+    """The status and detail a core error answers (the table above): for callers that
+    show it their own way (the dashboard's pages)."""
+    if isinstance(exc, ValidationError):
+        return 422, f"{FIELD_ALIASES.get(exc.field, exc.field)}: {exc.message}"
+    if isinstance(exc, NotFound):
+        return 404, str(exc)
+    if isinstance(exc, Conflict):
+        return 409, str(exc)
+    if isinstance(exc, RequestRefused):
+        return exc.status_code, str(exc)
+    return 503, str(exc)  # NotMigrated
+
+
 async def _validation_error(_: Request, exc: ValidationError) -> JSONResponse:
     field = FIELD_ALIASES.get(exc.field, exc.field)
-    return JSONResponse({"detail": f"{field}: {exc.message}", "field": field}, status_code=422)
+    return JSONResponse({"detail": answer_of(exc)[1], "field": field}, status_code=422)
 
 
 async def _request_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -111,11 +125,13 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> Response
 
 
 async def _not_found(_: Request, exc: NotFound) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=404)
+    status, detail = answer_of(exc)
+    return JSONResponse({"detail": detail}, status_code=status)
 
 
 async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=409)
+    status, detail = answer_of(exc)
+    return JSONResponse({"detail": detail}, status_code=status)
 
 
 async def _refused(_: Request, exc: RequestRefused) -> JSONResponse:

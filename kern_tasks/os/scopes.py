@@ -4,7 +4,7 @@
     allows(["agents:demo:run"], ("agents:run",), "/agents/demo/runs")   -> True
 
 The table is agno's default scope table for the route families this OS serves (config,
-agents, teams, workflows, sessions, traces, schedules), in agno's form and order:
+agents, teams, workflows, sessions, traces, schedules), then the dashboard's pages, in agno's form and order:
 "METHOD /path" with `*` matching any run of characters (slashes too), an exact entry
 before the patterns, the first pattern that matches wins. tests/test_jwt_scopes.py checks
 every route of the app against agno's own table.
@@ -87,6 +87,13 @@ ROUTE_SCOPES: dict[str, tuple[str, ...]] = {
     "GET /schedules/*/runs": ("schedules:read",),
     "GET /schedules/*/runs/*": ("schedules:read",),
     "GET /metrics": ("metrics:read",),  # agno's scope; ours serves Prometheus' format there
+    # Ours (agno has no dashboard): a page needs the scopes of the data it shows, an
+    # action the scope of its API twin (kern_tasks/dashboard).
+    "GET /dashboard": ("schedules:read",),
+    "GET /dashboard/": ("schedules:read",),
+    "GET /dashboard/schedules": ("schedules:read",),
+    "GET /dashboard/schedules/*": ("schedules:read",),
+    "POST /dashboard/schedules/*": ("schedules:write",),
 }
 
 _RESOURCE = re.compile(r"^/(agents|teams|workflows)/([^/]+)")

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kern_tasks.scheduler import cron as cron_engine
@@ -142,6 +142,32 @@ def next_slots(
         out.append(datetime.fromtimestamp(slot, zone))
         slot = timetable.next_after(slot)
     return out
+
+
+def utc_offset(delta: timedelta | None) -> str:
+    """`-05:00`, `+05:30`: an offset as fire-time previews print it."""
+    minutes = int((delta or timedelta()).total_seconds() // 60)
+    sign = "+" if minutes >= 0 else "-"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def dst_marked(times: list[datetime], after: datetime) -> list[dict[str, Any]]:
+    """Fire times (aware, in their schedule's zone) as previews show them: each with its
+    ISO text, UTC, epoch, offset and abbreviation, and, when its UTC offset differs from
+    the one before it (the first is compared with `after` read in the same zone), the
+    change (`"-05:00 -> -04:00"`). The one rule the CLI's `cron --next` and the
+    dashboard's next fires mark DST changes by."""
+    previous = utc_offset(after.astimezone(times[0].tzinfo).utcoffset()) if times else ""
+    marked = []
+    for when in times:
+        offset = utc_offset(when.utcoffset())
+        marked.append({
+            "at": when.isoformat(), "utc": when.astimezone(UTC).isoformat(), "epoch": int(when.timestamp()),
+            "offset": offset, "abbreviation": when.tzname(),
+            "dst_change": f"{previous} -> {offset}" if offset != previous else None,
+        })
+        previous = offset
+    return marked
 
 
 def finished_reason(row: Mapping[str, Any], fired: int) -> str:

@@ -1,0 +1,53 @@
+"""The URLs dashboard pages link to, one builder each, so pages agree on them (and on
+the API URLs of what has no page: sessions, traces, agent runs)."""
+
+from __future__ import annotations
+
+from urllib.parse import quote, urlencode
+
+BASE = "/dashboard"
+
+
+def _part(value: str) -> str:
+    return quote(value, safe="")
+
+
+def schedules(**query: str | int | None) -> str:
+    kept = {key: value for key, value in query.items() if value not in (None, "")}
+    return f"{BASE}/schedules" + (f"?{urlencode(kept)}" if kept else "")
+
+
+def bulk(action: str, **query: str | None) -> str:
+    """The confirmation page of a bulk action on the schedules a filter matches."""
+    kept = {key: value for key, value in query.items() if value not in (None, "")}
+    return f"{BASE}/schedules/bulk?{urlencode({'action': action, **kept})}"
+
+
+def schedule(schedule_id: str) -> str:
+    return f"{BASE}/schedules/{_part(schedule_id)}"
+
+
+def workflow_run(workflow_id: str, run_id: str) -> str:
+    """A workflow run's page (its step tree): the dashboard's, dash-runs' runs pages."""
+    return f"{BASE}/workflows/{_part(workflow_id)}/runs/{_part(run_id)}"
+
+
+def session(session_id: str, session_type: str | None = None) -> str:
+    """A session with its runs, as the API answers it (GET /sessions/{id})."""
+    return f"/sessions/{_part(session_id)}" + (f"?type={session_type}" if session_type else "")
+
+
+def traces_of_run(run_id: str) -> str:
+    """The traces of one run, as the API lists them (GET /traces?run_id=)."""
+    return f"/traces?{urlencode({'run_id': run_id})}"
+
+
+def run_of(target_type: str | None, target_id: str | None, run_id: str) -> str | None:
+    """The page (a workflow's) or API URL (an agent's, a team's) of the run an attempt started."""
+    if target_id is None:
+        return None
+    if target_type == "workflow":
+        return workflow_run(target_id, run_id)
+    if target_type in ("agent", "team"):
+        return f"/{target_type}s/{_part(target_id)}/runs/{_part(run_id)}"
+    return None

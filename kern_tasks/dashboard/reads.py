@@ -1,0 +1,122 @@
+"""What the dashboard's pages read, through the core (ScheduleManager, RunQueries and the
+listing statements of scheduler/listing.py), always scoped to the caller: a user's token
+reads that user's rows only (os/auth.py `scoped_user`), the security key and admin read
+all. Pages call `reads_of(request)` and never touch SQL. Every read runs on a worker
+thread (the event loop never waits on the database).
+
+    reads = reads_of(request)
+    listing = await reads.schedules(Browse(status="paused"), limit=50)
+    detail = await reads.schedule(schedule_id)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Callable, TypeVar
+
+from fastapi import Request
+
+from kern_tasks.db import Database
+from kern_tasks.os.auth import scoped_user
+from kern_tasks.runs.queries import RunQueries
+from kern_tasks.scheduler import ScheduleManager
+from kern_tasks.scheduler import listing
+from kern_tasks.scheduler.kinds import dst_marked
+from kern_tasks.scheduler.listing import Browse, Listing
+from kern_tasks.scheduler.models import Schedule, ScheduleRun
+
+R = TypeVar("R")
+RECENT_ATTEMPTS = 60
+NEXT_FIRES = 10
+
+
+@dataclass(frozen=True)
+class ScheduleDetail:
+    """A schedule's page: the row, its next fires (DST changes marked), its recent
+    attempts newest first, its failures, and how many attempts are open now."""
+
+    schedule: Schedule
+    next_fires: list[dict[str, Any]]
+    attempts: list[ScheduleRun]
+    failures: list[ScheduleRun]
+    in_flight: int
+
+
+@dataclass(frozen=True)
+class Live:
+    """What a schedule's page refreshes while a run is in flight."""
+
+    schedule: Schedule
+    attempts: list[ScheduleRun]
+    in_flight: int
+
+
+class Reads:
+    """The reads of one request's caller (`owner` None: every owner's rows)."""
+
+    def __init__(self, manager: ScheduleManager, owner: str | None) -> None:
+        self.manager = manager
+        self.db: Database = manager.db
+        self.owner = owner
+
+    async def _run(self, read: Callable[[], R]) -> R:
+        return await asyncio.to_thread(read)
+
+    def runs_queries(self) -> RunQueries:
+        return RunQueries(self.db)
+
+    async def schedules(
+        self, given: Browse, *, limit: int, after: str | None = None, before: str | None = None,
+    ) -> tuple[Listing, dict[str, ScheduleRun]]:
+        """One page of schedules, and each one's last attempt."""
+        def read() -> tuple[Listing, dict[str, ScheduleRun]]:
+            with self.db.connect() as conn:
+                page = listing.browse(conn, given, owner=self.owner, limit=limit, after=after, before=before)
+                return page, listing.last_attempts(conn, [s.id for s in page.rows])
+        return await self._run(read)
+
+    async def matching(self, given: Browse, most: int) -> list[Schedule]:
+        """Up to `most` schedules of `given` (a bulk action's set), in its order."""
+        def read() -> list[Schedule]:
+            found: list[Schedule] = []
+            after = None
+            with self.db.connect() as conn:
+                while len(found) < most:
+                    page = listing.browse(conn, given, owner=self.owner, limit=min(listing.MAX_LIMIT, most - len(found)),
+                                          after=after)
+                    found += page.rows
+                    if page.next_cursor is None:
+                        break
+                    after = page.next_cursor
+            return found
+        return await self._run(read)
+
+    async def schedule(self, schedule_id: str) -> ScheduleDetail:
+        """Raises `NotFound` for a schedule that is missing or not the caller's."""
+        def read() -> ScheduleDetail:
+            schedule = self.manager.get_or_raise(schedule_id, self.owner)
+            now = datetime.now(UTC)
+            fires = dst_marked(self.manager.next_slots(schedule_id, NEXT_FIRES, self.owner, after=now), now)
+            attempts = self.manager.runs(schedule_id, limit=RECENT_ATTEMPTS, user_id=self.owner).data
+            with self.db.connect() as conn:
+                failed = listing.failures(conn, schedule_id)
+                in_flight = listing.open_attempts(conn, schedule_id)
+            return ScheduleDetail(schedule, fires, attempts, failed, in_flight)
+        return await self._run(read)
+
+    async def live(self, schedule_id: str, limit: int = RECENT_ATTEMPTS) -> Live:
+        def read() -> Live:
+            schedule = self.manager.get_or_raise(schedule_id, self.owner)
+            attempts = self.manager.runs(schedule_id, limit=limit, user_id=self.owner).data
+            with self.db.connect() as conn:
+                in_flight = listing.open_attempts(conn, schedule_id)
+            return Live(schedule, attempts, in_flight)
+        return await self._run(read)
+
+
+def reads_of(request: Request) -> Reads:
+    """The reads of this request's caller, on the AgentOS the dashboard serves."""
+    agent_os = request.app.state.agent_os
+    return Reads(agent_os.manager, scoped_user(request))
