@@ -16,8 +16,8 @@ from celery import Celery
 
 from kern_tasks import logs
 from kern_tasks.broker import SQL_TRANSPORT, TRANSPORT as REDIS_TRANSPORT
-from kern_tasks.dispatch import TASK_FIRE, TASK_WORKFLOW_ADVANCE, TASK_WORKFLOW_STEP
-from kern_tasks.firing.task import fire_task
+from kern_tasks.dispatch import TASK_FIRE, TASK_FIRE_BATCH, TASK_WORKFLOW_ADVANCE, TASK_WORKFLOW_STEP
+from kern_tasks.firing.task import fire_batch_task, fire_task
 from kern_tasks.metrics import exposition
 from kern_tasks.runtime import bind_runtime
 from kern_tasks.settings import Settings
@@ -83,14 +83,15 @@ def install(app: Celery, settings: Settings | None = None) -> None:
     bind_runtime(app, settings)
     logs.use(settings, app)  # KERN_LOG_FORMAT=json: Celery's log handlers write JSON lines
     exposition.connect()  # KERN_METRICS_PORT, served from beat's and the worker's main process
-    app.task(
-        name=TASK_FIRE,
-        bind=True,
-        shared=False,  # only on this app: another app in the process has its own settings
-        acks_late=True,  # a worker killed mid-call leaves the message for another
-        ignore_result=True,
-        max_retries=0,  # retries are attempt rows in SQL, not Celery retries
-    )(fire_task)
+    for name, fire_body in ((TASK_FIRE, fire_task), (TASK_FIRE_BATCH, fire_batch_task)):
+        app.task(
+            name=name,
+            bind=True,
+            shared=False,  # only on this app: another app in the process has its own settings
+            acks_late=True,  # a worker killed mid-call leaves the message for another
+            ignore_result=True,
+            max_retries=0,  # retries are attempt rows in SQL, not Celery retries
+        )(fire_body)
     # Workflow runs (kern_tasks.workflow.tasks): progress in SQL, so the same options.
     for name, body in ((TASK_WORKFLOW_ADVANCE, advance_task), (TASK_WORKFLOW_STEP, step_task)):
         app.task(name=name, bind=True, shared=False, acks_late=True, ignore_result=True, max_retries=0)(body)

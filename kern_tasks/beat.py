@@ -38,7 +38,7 @@ from sqlalchemy.exc import DBAPIError
 
 from kern_tasks import beat_health, metrics
 from kern_tasks.db import db_time
-from kern_tasks.dispatch import publish, publish_messages
+from kern_tasks.dispatch import DEFAULT_FIRE_BATCH, publish, publish_messages
 from kern_tasks.firing import liveness
 from kern_tasks.runtime import runtime_for
 from kern_tasks.scheduler import claims, limits, retention, sweeps
@@ -57,7 +57,8 @@ RETENTION_BUDGET_S = 0.25
 class LeaseScheduler(Scheduler):
     """Celery beat scheduler over agno_schedules, safe to run as many replicas.
 
-    Options (Celery config): kern_beat_batch (500), kern_sweep_interval (1.0 s),
+    Options (Celery config): kern_beat_batch (500), kern_fire_batch (attempts per fire
+    message, dispatch.DEFAULT_FIRE_BATCH), kern_sweep_interval (1.0 s),
     kern_republish_after (30 s), kern_misfire_grace (60 s), kern_retention_budget (0.25 s of
     pruning per sweep at most), beat_max_loop_interval.
     """
@@ -71,6 +72,7 @@ class LeaseScheduler(Scheduler):
         self.grace_s = int(conf.get("kern_misfire_grace") or DEFAULT_GRACE_S)
         self.retention_budget = float(conf.get("kern_retention_budget") or RETENTION_BUDGET_S)
         self._pruner: retention.Pruner | None = None  # made on first use: settings are per process
+        self.fire_batch = int(conf.get("kern_fire_batch") or DEFAULT_FIRE_BATCH)
         self._last_sweep = 0.0
         self.claimed = 0  # schedules the current round leased (for the metrics)
         # A worker's silence counts only once this replica itself has reached the database
@@ -157,7 +159,8 @@ class LeaseScheduler(Scheduler):
             waiting = sum(by_queue.values())
             dispatches = sweeps.sweep_unpublished(
                 conn, now=int(now), republish_after_s=self.republish_after, limit=self.batch,
-                include_maybe_lost=waiting > 0 and self.broker_backlog(set(by_queue)) < waiting,
+                # A message may carry up to fire_batch attempts (kern.fire_batch).
+                include_maybe_lost=waiting > 0 and self.broker_backlog(set(by_queue)) * self.fire_batch < waiting,
             )
             dispatches += sweeps.expire_lost_attempts(
                 conn, now=now, limit=self.batch, heartbeats=self.vigil.trusts_heartbeats()
@@ -187,7 +190,7 @@ class LeaseScheduler(Scheduler):
             log.info("beat: retention pruned %d run(s) in %.3fs", deleted, spent)
 
     def broker_backlog(self, queues: set[str | None] | None = None) -> int:
-        """Messages waiting in the broker's queues (`queues`, None standing for the app's
+        """Messages (each up to fire_batch attempts) waiting in the broker's queues (`queues`, None standing for the app's
         default queue; by default that one alone). When at least as many as the attempts
         that have waited long, those are a backlog, not lost: re-publishing them would
         only double the load on workers that are already behind."""

@@ -441,6 +441,42 @@ def test_trigger_now_fires_at_once_and_leaves_the_cron_alone(pg: Stack) -> None:
         assert after.locked_by is None
 
 
+def test_a_batch_holds_no_fast_call_behind_a_slow_one_and_a_duplicate_message_fires_nothing_twice(pg: Stack) -> None:
+    """Four schedules due in one second go as one kern.fire_batch message: the three fast
+    calls are recorded while the slow one still runs; the same message delivered twice
+    more (as a broker redelivery would) fires nothing again."""
+    from celery import Celery
+
+    with pg.logs_on_failure():
+        pg.target.script("/dup/0", Reply(delay=3, json={"slow": True}))
+        made = [pg.create(f"dup-{i}", endpoint=f"/dup/{i}") for i in range(4)]
+        slot = pg.now() + 2
+        for schedule in made:
+            pg.set_next_run_at(schedule.id, slot)
+
+        def fast_ones_done() -> list[RowMapping] | None:
+            rows = [row for schedule in made for row in pg.runs(schedule.id)]
+            by_path = {row["schedule_id"]: row["status"] for row in rows}
+            fast = [by_path.get(schedule.id) for schedule in made[1:]]
+            return rows if fast == ["success"] * 3 and by_path.get(made[0].id) == "running" else None
+
+        rows = wait_for(fast_ones_done, 15, 0.05, "the fast calls recorded while the slow one runs")
+        ids = sorted(row["id"] for row in rows)
+        batches = re.findall(r"kern\.fire_batch\[([^\]]+)\] received", pg.cluster.log_text("worker"))
+        assert any(batch.endswith("+3") for batch in batches), batches  # the four, one message
+
+        sender = Celery("duplicates", broker=pg.cluster.env["KERN_BROKER_URL"])
+        for copy in ("dup-copy-1", "dup-copy-2"):
+            sender.send_task("kern.fire_batch", args=[ids], task_id=copy)
+        wait_for(lambda: pg.cluster.log_text("worker").count("kern.fire_batch[dup-copy-") >= 4, 15, 0.1,
+                 "both copies received and done")  # fmt: skip
+        for schedule in made:
+            (row,) = pg.settled_runs(schedule.id, 1, timeout=10)
+            assert (row["status"], row["attempt"]) == ("success", 1)
+        for i in range(4):
+            assert len(pg.target.requests(f"/dup/{i}")) == 1, f"/dup/{i} was called twice"
+
+
 def test_a_disabled_schedule_never_fires(pg: Stack) -> None:
     with pg.logs_on_failure():
         off = pg.create("disabled", cron=EVERY_SECOND, enabled_on_create=False)

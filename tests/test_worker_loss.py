@@ -165,3 +165,38 @@ def test_sigkilled_worker_polling_an_agno_run_is_resumed_without_a_second_post(
         assert {r.headers["idempotency-key"] for r in target.requests()} == {posts[0].headers["idempotency-key"]}
         assert resumed["triggered_at"] - killed_at <= RETRY_BOUND_S
         print(f"\nSIGKILL -> resumed attempt succeeded: {resumed['completed_at'] - killed_at:.1f} s; polls: {len(polls)}")
+
+
+def test_a_sigkilled_worker_holding_a_batch_loses_none_of_its_attempts(
+    pg_db: Database, cluster_for: Callable[[str], Processes]
+) -> None:
+    """Three schedules due in one second travel as one kern.fire_batch message; its worker
+    is SIGKILLed while all three calls hang: each attempt ends lost and its retry succeeds
+    on another worker, each slot called twice (attempts 1 and 2) and no more."""
+    paths = [f"/held/{i}" for i in range(3)]
+    with TargetServer() as target:
+        for path in paths:
+            target.script(path, [Reply(delay=600), Reply(200, json={"ok": True})])  # hangs once
+        cluster = cluster_for(target.url)
+        first = start(cluster, "worker1", "prefork", 1)
+        cluster.beat("beat", max_interval=1)
+        cluster.wait_for_log("beat", "beat: Starting...")
+        slot = int(now_db(pg_db)) + 3
+        manager = ScheduleManager(pg_db)
+        made = [manager.create(name=f"held-{i}", cron=one_shot_cron(slot), endpoint=path) for i, path in enumerate(paths)]
+        wait_for(lambda: all(target.requests(path) for path in paths), 30, 0.05, "the batch's three calls")
+        assert "kern.fire_batch[" in cluster.log_text("worker1"), "the three were not one batch message"
+        cluster.kill(first)  # SIGKILL, the whole process group, mid-batch
+        killed_at = now_db(pg_db)
+        start(cluster, "worker2", "prefork", 1)
+
+        def settled() -> list[list[RowMapping]] | None:
+            rows = [attempts(pg_db, schedule.id) for schedule in made]
+            return rows if all([r["status"] for r in slot_rows] == ["retrying", "success"] for slot_rows in rows) else None
+
+        for lost, retry in wait_for(settled, RETRY_BOUND_S + 30, 0.5, "every attempt of the batch to be retried"):
+            assert lost["lost"] and lost["worker_id"] != retry["worker_id"], lost
+            assert (retry["attempt"], retry["status_code"]) == (2, 200)
+            assert retry["triggered_at"] - killed_at <= RETRY_BOUND_S
+        for path in paths:
+            assert [r.headers["x-kern-attempt"] for r in target.requests(path)] == ["1", "2"]

@@ -3,8 +3,9 @@
     http.py      one attempt as an HTTP call, and how it ended (FireOutcome)
     response.py  reading answers within the deadline; what is recorded, bounded and scrubbed
     backoff.py   the waits between attempts
-    task.py      kern.fire: takes the attempt, fires it, records it (the rows are
-                 scheduler/attempts.py's, the messages dispatch.py's)
+    task.py      kern.fire / kern.fire_batch: takes the attempts, fires them, records them
+                 (the rows are scheduler/attempts.py's, the messages dispatch.py's)
+    batch.py     a batch's calls at once, each on a thread, outcomes handed on as they end
     liveness.py  worker heartbeats (kern_workers), so a worker that dies mid-call is found
                  in seconds (by fires and workflow steps alike)
 

@@ -1,4 +1,5 @@
-"""`kern.fire(attempt_id)`: fire one attempt of a schedule and record how it ended.
+"""`kern.fire(attempt_id)` and `kern.fire_batch(attempt_ids)`: fire attempts of schedules
+and record how they ended (a single attempt is a batch of one).
 
 The task only fires: taking the attempt (queued -> running), the HTTP call, and
 recording the outcome (with the retry it may bring) are each one step below; the rows
@@ -11,7 +12,9 @@ agno_schedule_runs.id; `run_id` is only agno's run id (FireOutcome.run_id).
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -20,7 +23,8 @@ from kern_tasks import metrics
 from kern_tasks.db import Database
 from kern_tasks.dispatch import Dispatch, publish
 from kern_tasks.firing import liveness
-from kern_tasks.firing.http import FireRequest, fire
+from kern_tasks.firing.batch import run_all
+from kern_tasks.firing.http import FireOutcome, FireRequest, fire
 from kern_tasks.runtime import runtime_for
 from kern_tasks.scheduler import attempts
 
@@ -32,23 +36,92 @@ RECORD_RETRY_S = 120
 
 
 def fire_task(self: Any, attempt_id: str) -> str:
-    """Celery task body (registered as kern.fire by kern_tasks.app.install)."""
-    runtime = runtime_for(self.app)
+    """Celery task body of kern.fire(attempt_id) (registered by kern_tasks.app.install):
+    a batch of one."""
+    return fire_attempts(self.app, [attempt_id]).get(attempt_id, "nothing to do")
+
+
+def fire_batch_task(self: Any, attempt_ids: list[str]) -> dict[str, str]:
+    """Celery task body of kern.fire_batch(attempt_ids): several due attempts of one beat
+    tick (one route), taken in one transaction, fired concurrently, each with its own
+    deadline, and recorded in groups as they end (firing/batch.py). A duplicate message
+    fires nothing twice (an attempt leaves "queued" once); a worker killed mid-batch
+    leaves the message unacknowledged and its running attempts to the lost-attempt sweep."""
+    return fire_attempts(self.app, list(attempt_ids))
+
+
+def fire_attempts(app: Any, attempt_ids: list[str]) -> dict[str, str]:
+    """Take, fire and record `attempt_ids`; returns each attempt's outcome status (or
+    "nothing to do" / "not yet")."""
+    runtime = runtime_for(app)
     db = runtime.db
     heart = liveness.heart_for(db)
-    attempt = _in_transaction(
+    taken = _in_transaction(
         db,
-        lambda conn, retrying: attempts.start_attempt(
-            conn, attempt_id, resume=retrying, worker_id=liveness.register(conn, heart)
+        lambda conn, retrying: attempts.start_attempts(
+            conn, attempt_ids, resume=retrying, worker_id=liveness.register(conn, heart)
         ),
         patient=True,
     )
-    if attempt is None:
-        return "nothing to do"
-    if isinstance(attempt, attempts.NotYet):
-        publish(self.app, [Dispatch(attempt_id, countdown=attempt.seconds, route=attempt.route)])
-        return "not yet"
-    request = FireRequest(
+    statuses = {attempt_id: "nothing to do" for attempt_id, attempt in taken.items() if attempt is None}
+    later = [Dispatch(attempt_id, countdown=attempt.seconds, route=attempt.route)
+             for attempt_id, attempt in taken.items() if isinstance(attempt, attempts.NotYet)]  # fmt: skip
+    if later:
+        publish(app, later)
+        statuses.update((dispatch.attempt_id, "not yet") for dispatch in later)
+    running = [(attempt_id, attempt) for attempt_id, attempt in taken.items() if isinstance(attempt, attempts.Attempt)]
+    if not running:
+        return statuses
+    # The batch's calls record agno's run ids one at a time: a batch holds one connection.
+    accepted_lock = threading.Lock()
+
+    def call(attempt_id: str, attempt: attempts.Attempt) -> Callable[[], Fired]:
+        def fire_one() -> Fired:
+            request = _request(attempt_id, attempt)
+            started = time.monotonic()
+            due = attempt.run["not_before"] or attempt.run["scheduled_for"]
+            lag = time.time() - due if due is not None else None  # this worker's clock against the slot's
+
+            def accepted(run_id: str, session_id: str | None) -> None:
+                with accepted_lock:
+                    _record_accepted(db, attempt_id, run_id, session_id)
+
+            outcome = fire(runtime.client, request, base_url=runtime.settings.base_url,
+                           service_token=runtime.settings.service_token, on_accepted=accepted)  # fmt: skip
+            return Fired(attempt_id, attempt, request, outcome, time.monotonic() - started, lag)
+
+        return fire_one
+
+    def record(group: list[tuple[int, Fired]]) -> None:
+        fired = [item for _, item in group]
+        follow_ups = _in_transaction(
+            db, lambda conn, _retrying: attempts.finish_attempts(conn, [(f.attempt_id, f.outcome) for f in fired]),
+            patient=True,
+        )
+        publish(app, follow_ups)
+        for item in fired:
+            metrics.fire_finished(item.outcome.status, item.lag, item.seconds)
+            _log_fired(item)
+            statuses[item.attempt_id] = item.outcome.status
+
+    run_all([call(attempt_id, attempt) for attempt_id, attempt in running], record)
+    return statuses
+
+
+@dataclass(frozen=True)
+class Fired:
+    """One attempt's call, ended: what was asked, how it went, how long it took."""
+
+    attempt_id: str
+    attempt: attempts.Attempt
+    request: FireRequest
+    outcome: FireOutcome
+    seconds: float
+    lag: float | None  # seconds from the slot (or its not_before) to the call, on this worker's clock
+
+
+def _request(attempt_id: str, attempt: attempts.Attempt) -> FireRequest:
+    return FireRequest(
         schedule_id=attempt.schedule["id"],
         attempt_id=attempt_id,
         attempt=attempt.run["attempt"],
@@ -63,32 +136,22 @@ def fire_task(self: Any, attempt_id: str) -> str:
         queue=attempt.schedule["queue"],
         priority=attempt.schedule["priority"],
     )
-    started = time.monotonic()
-    due = attempt.run["not_before"] or attempt.run["scheduled_for"]
-    lag = time.time() - due if due is not None else None  # this worker's clock against the slot's
-    outcome = fire(
-        runtime.client, request, base_url=runtime.settings.base_url, service_token=runtime.settings.service_token,
-        on_accepted=lambda run_id, session_id: _record_accepted(db, attempt_id, run_id, session_id),
-    )
-    follow_up = _in_transaction(
-        db, lambda conn, _retrying: attempts.finish_attempt(conn, attempt_id, outcome), patient=True
-    )
-    if follow_up is not None:
-        publish(self.app, [follow_up])
-    metrics.fire_finished(outcome.status, lag, time.monotonic() - started)
+
+
+def _log_fired(fired: Fired) -> None:
+    request, outcome, schedule = fired.request, fired.outcome, fired.attempt.schedule
     log.info(
         "fired %s: %s %s -> %s%s in %.2fs (attempt %d, attempt id %s%s)",
-        attempt.schedule["name"], request.method, request.endpoint, outcome.status,
-        f" {outcome.status_code}" if outcome.status_code else "", time.monotonic() - started,
-        request.attempt, attempt_id, f", agno run {outcome.run_id}" if outcome.run_id else "",
+        schedule["name"], request.method, request.endpoint, outcome.status,
+        f" {outcome.status_code}" if outcome.status_code else "", fired.seconds,
+        request.attempt, fired.attempt_id, f", agno run {outcome.run_id}" if outcome.run_id else "",
         # The same facts as fields, for handlers that show more than the line (the demo
         # prints a workflow run's steps under its fire).
-        extra={"fire": {"schedule": attempt.schedule["name"], "endpoint": request.endpoint, "status": outcome.status,
-                        "attempt_id": attempt_id, "run_id": outcome.run_id, "session_id": outcome.session_id,
-                        "schedule_id": request.schedule_id, "slot": attempt.run["scheduled_for"],
+        extra={"fire": {"schedule": schedule["name"], "endpoint": request.endpoint, "status": outcome.status,
+                        "attempt_id": fired.attempt_id, "run_id": outcome.run_id, "session_id": outcome.session_id,
+                        "schedule_id": request.schedule_id, "slot": fired.attempt.run["scheduled_for"],
                         "attempt": request.attempt}},
     )
-    return outcome.status
 
 
 def _record_accepted(db: Database, attempt_id: str, run_id: str, session_id: str | None) -> None:

@@ -26,9 +26,9 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
-from sqlalchemy import JSON, Connection, RowMapping, bindparam, func, select, update
+from sqlalchemy import JSON, BigInteger, Connection, RowMapping, String, Text, bindparam, column, func, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 
 from kern_tasks import metrics
@@ -37,7 +37,8 @@ from kern_tasks.db.tables import schedule_runs, schedules
 from kern_tasks.dispatch import Dispatch, Route
 from kern_tasks.firing.backoff import backoff_delay
 from kern_tasks.scheduler.claims import (
-    FREE_LOST_RETRIES, expired_reason, insert_attempts, queued_attempt, release_lease, route_of,
+    FREE_LOST_RETRIES, NOTHING_DUE_MEANWHILE, expired_reason, insert_attempts, queued_attempt, release_lease,
+    route_of,
 )
 
 # The attempt lifecycle's one logger (claims and attempts log to it, as before the split).
@@ -123,6 +124,18 @@ _START = (
     .returning(*_r.c)
 )
 _SCHEDULE = select(_s).where(_s.c.id == bindparam("b_id"))
+# A batch's attempts and their schedules (an expanding IN: one statement per batch size).
+_START_MANY = (
+    update(_r)
+    .where(
+        _r.c.id.in_(bindparam("b_ids", expanding=True)),
+        _r.c.status == "queued",
+        (_r.c.not_before.is_(None)) | (_r.c.not_before <= epoch_now()),
+    )
+    .values(status="running", triggered_at=epoch_now(), worker_id=bindparam("b_worker"))
+    .returning(*_r.c)
+)
+_SCHEDULES = select(_s).where(_s.c.id.in_(bindparam("b_ids", expanding=True)))
 _FINISH = (
     update(_r)
     .where(_r.c.id == bindparam("b_id"), _r.c.status == "running")
@@ -135,6 +148,38 @@ _FINISH = (
     .returning(_r.c.schedule_id, _r.c.lease_token)
 )
 _RECORDED = ("status_code", "run_id", "session_id", "input", "output", "requirements")
+
+
+def _finish_many() -> Any:
+    """Postgres: end a batch's running attempts with their final outcomes (one JSON
+    array, jsonb_to_recordset: any batch size, one statement built once) and give back the
+    leases of those whose schedule has no slot due meanwhile; returns each ended attempt
+    with `released`. A JSON null is SQL NULL, as _FINISH binds None."""
+    given = func.jsonb_to_recordset(bindparam("b_rows", type_=JSONB)).table_valued(
+        column("id", String), column("status", String), column("error", Text), column("status_code", BigInteger),
+        column("run_id", String), column("session_id", String), column("input", JSONB), column("output", JSONB),
+        column("requirements", JSONB),
+    ).render_derived(name="given", with_types=True)  # fmt: skip
+    ended = (
+        update(_r)
+        .where(_r.c.id == given.c.id, _r.c.status == "running")
+        .values(completed_at=epoch_now(), **{name: given.c[name] for name in ("status", "error", *_RECORDED)})
+        .returning(_r.c.id, _r.c.schedule_id, _r.c.lease_token)
+        .cte("ended")
+    )
+    released = (
+        update(_s)
+        .where(_s.c.id == ended.c.schedule_id, _s.c.locked_by == ended.c.lease_token, NOTHING_DUE_MEANWHILE)
+        .values(locked_by=None, locked_at=None)
+        .returning(_s.c.id)
+        .cte("released")
+    )
+    return select(
+        ended.c.id, ended.c.schedule_id, ended.c.lease_token, released.c.id.is_not(None).label("released")
+    ).select_from(ended.outerjoin(released, released.c.id == ended.c.schedule_id))
+
+
+_FINISH_MANY = _finish_many()
 
 
 # Invariant: queued -> running once (a conditional UPDATE), not before not_before.
@@ -165,7 +210,36 @@ def start_attempt(
         if not (resume and status == "running" and (triggered_at or 0) >= now - RESUME_WINDOW_S):
             return None
         row = conn.execute(select(_r).where(_r.c.id == attempt_id)).mappings().one()
-    schedule = conn.execute(_SCHEDULE, {"b_id": row["schedule_id"]}).mappings().first()
+    return _taken(conn, row, conn.execute(_SCHEDULE, {"b_id": row["schedule_id"]}).mappings().first())
+
+
+# Invariant: as start_attempt's, for each of the attempts (one message of a batch).
+def start_attempts(
+    conn: Connection, attempt_ids: Sequence[str], *, resume: bool = False, worker_id: str | None = None
+) -> dict[str, Attempt | NotYet | None]:
+    """start_attempt for several attempts, in the caller's one transaction: the common
+    case (queued, due) takes them all with one UPDATE and reads their schedules with one
+    SELECT; the others take start_attempt's own path (an early redelivery, a duplicate, a
+    retry after a lost commit answer)."""
+    ids = list(dict.fromkeys(attempt_ids))
+    if resume or len(ids) == 1:
+        return {attempt_id: start_attempt(conn, attempt_id, resume=resume, worker_id=worker_id) for attempt_id in ids}
+    # Sorted, so two transactions taking overlapping batches lock their rows in one order.
+    rows = {row["id"]: row for row in conn.execute(_START_MANY, {"b_ids": sorted(ids), "b_worker": worker_id}).mappings()}
+    owners = sorted({row["schedule_id"] for row in rows.values()})
+    found = {s["id"]: s for s in conn.execute(_SCHEDULES, {"b_ids": owners}).mappings()} if owners else {}
+    return {
+        attempt_id: (
+            _taken(conn, rows[attempt_id], found.get(rows[attempt_id]["schedule_id"])) if attempt_id in rows
+            else start_attempt(conn, attempt_id, worker_id=worker_id)
+        )
+        for attempt_id in ids
+    }
+
+
+def _taken(conn: Connection, row: RowMapping, schedule: RowMapping | None) -> Attempt | None:
+    """An attempt just taken (running): what runs, or None when it must not (its schedule
+    was disabled or deleted meanwhile, or its first attempt expired)."""
     if schedule is None:
         return None
     if not schedule["enabled"] and not row["manual"]:
@@ -232,6 +306,30 @@ def finish_attempt(
         conn, attempt_id, status=outcome.status, error=outcome.error, retry_after=outcome.retry_after,
         recorded=recorded, now=now, rng=rng,
     )
+
+
+# Invariant: as finish_attempt's, for each (one transaction for a batch's outcomes).
+def finish_attempts(conn: Connection, finished: Sequence[tuple[str, Outcome]]) -> list[Dispatch]:
+    """finish_attempt for several attempts; returns the retries to publish now. On
+    Postgres the final outcomes (success, and every failure that is not retried) take one
+    statement for the lot: the runs ended, their leases given back where no slot fell due
+    meanwhile (the others take release_lease's own path); retryable ones take
+    finish_attempt's (the retry decision reads the schedule)."""
+    final = [(attempt_id, outcome) for attempt_id, outcome in finished if not outcome.retryable]
+    follow_ups: list[Dispatch] = []
+    if len(final) > 1 and conn.dialect.name == "postgresql":
+        rows = [{"id": attempt_id, "status": outcome.status, "error": outcome.error,
+                 **{name: getattr(outcome, name) for name in _RECORDED}} for attempt_id, outcome in final]  # fmt: skip
+        for ended in conn.execute(_FINISH_MANY, {"b_rows": rows}):
+            if ended.lease_token and not ended.released:
+                release_lease(conn, schedule_id=ended.schedule_id, token=ended.lease_token)
+    else:
+        for attempt_id, outcome in final:
+            finish_attempt(conn, attempt_id, outcome)
+    for attempt_id, outcome in finished:
+        if outcome.retryable and (follow_up := finish_attempt(conn, attempt_id, outcome)) is not None:
+            follow_ups.append(follow_up)
+    return follow_ups
 
 
 def may_retry(attempt: int, max_retries: int, *, lost_before: int, lost: bool) -> bool:

@@ -268,16 +268,15 @@ def seconds_until_due(conn: Connection, *, now: float) -> float | None:
 
 
 # release_lease's common case, built once (it runs at the end of every fire).
+# A leased schedule whose lease may go back with one UPDATE: no slot fell due while its
+# run was in flight (or the misfire policy keeps every slot, or it has no timetable).
+NOTHING_DUE_MEANWHILE = or_(
+    _s.c.next_run_at.is_(None), _s.c.next_run_at > epoch_now(),
+    _s.c.misfire_policy == "all", (_s.c.cron_expr == "") & _s.c.interval_seconds.is_(None),
+)  # fmt: skip
 _RELEASE_IF_NOTHING_DUE = (
     update(_s)
-    .where(
-        _s.c.id == bindparam("b_id"),
-        _s.c.locked_by == bindparam("b_token"),
-        or_(
-            _s.c.next_run_at.is_(None), _s.c.next_run_at > epoch_now(),
-            _s.c.misfire_policy == "all", (_s.c.cron_expr == "") & _s.c.interval_seconds.is_(None),
-        ),  # fmt: skip
-    )
+    .where(_s.c.id == bindparam("b_id"), _s.c.locked_by == bindparam("b_token"), NOTHING_DUE_MEANWHILE)
     .values(locked_by=None, locked_at=None)
     .returning(_s.c.id)
 )
