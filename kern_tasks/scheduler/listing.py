@@ -123,7 +123,10 @@ def conditions(given: Browse, owner: str | None) -> list[ColumnElement[bool]]:
     elif given.status == "paused":
         where.append(schedules.c.enabled.is_(False))
     elif given.status == "failing":
-        where.append(newest("status", schedules.c.id).in_(FAILED))
+        # From the failed attempts' side too (the status index), so a rare status is found
+        # without walking every schedule; the newest attempt decides.
+        failed_ids = select(schedule_runs.c.schedule_id).where(schedule_runs.c.status.in_(FAILED))
+        where += [schedules.c.id.in_(failed_ids), newest("status", schedules.c.id).in_(FAILED)]
     elif given.status == "in_flight":
         where.append(exists().where(schedule_runs.c.schedule_id == schedules.c.id,
                                     schedule_runs.c.status.in_(OPEN)))
@@ -140,13 +143,17 @@ def browse(
         raise ValidationError("limit", f"must be between 1 and {MAX_LIMIT}, got {limit}")
     if after is not None and before is not None:
         raise ValidationError("before", "give after or before, not both")
-    key = _key(given.sort)
+    # Paused schedules all have the same next-fire key (none to come): their order is the id's
+    # (the primary key's index), not a walk past every enabled row in the next-fire index.
+    by_id_only = given.sort == "next_fire" and given.status == "paused"
+    columns = [schedules.c.id] if by_id_only else [_key(given.sort), schedules.c.id]
     where = conditions(given, owner)
     backwards = before is not None
     if after is not None or before is not None:
-        position = tuple_(*_parse_cursor(after or before or "", given.sort, "after" if after else "before"))
-        where.append(tuple_(key, schedules.c.id) < position if backwards else tuple_(key, schedules.c.id) > position)
-    order = [key.desc(), schedules.c.id.desc()] if backwards else [key.asc(), schedules.c.id.asc()]
+        parsed = _parse_cursor(after or before or "", given.sort, "after" if after else "before")
+        mark, position = tuple_(*columns), tuple_(*(parsed[1:] if by_id_only else parsed))
+        where.append(mark < position if backwards else mark > position)
+    order = [column.desc() for column in columns] if backwards else [column.asc() for column in columns]
     query = select(schedules).where(and_(True, *where)).order_by(*order).limit(limit + 1)
     found = [Schedule.from_row(row) for row in conn.execute(query).mappings()]
     more = len(found) > limit
