@@ -16,8 +16,13 @@ from typing import Any
 import httpx
 import pytest
 
+from kern_tasks.db import Database
+from kern_tasks.os import AgentOS
 from kern_tasks.scheduler import ScheduleManager
+from kern_tasks.settings import Settings
+from tests.conftest import POSTGRES_URL, drop_schema, fresh_schema_name
 from tests.dashboard_stack import SECURITY_KEY, DashboardStack, csrf_of, dashboard_stack, user_token
+from tests.os_server import LiveServer
 from tests.processes import wait_for
 
 HTML = {"accept": "text/html"}
@@ -243,7 +248,7 @@ def test_trigger_fires_through_the_core_and_the_live_fragment_follows_it(stack: 
     made = stack.create(name=unique("now"))
     page = f"/dashboard/schedules/{made['id']}"
     answer = post(key_client, f"{page}/trigger", page)
-    assert answer.status_code == 303 and "Triggered" in answer.headers["location"]
+    assert answer.status_code == 303 and "done=triggered" in answer.headers["location"]
     shown = key_client.get(answer.headers["location"]).text
     assert "Triggered: run" in shown
 
@@ -310,6 +315,34 @@ def test_bulk_pause_and_resume_a_filtered_set_after_a_confirmation(stack: Dashbo
     bad = post(key_client, "/dashboard/schedules/bulk", "/dashboard/schedules", action="delete", name=tag)
     assert bad.status_code == 422 and "action:" in bad.text
     assert key_client.get("/dashboard/schedules/bulk", params={"action": "explode"}).status_code == 422
+
+
+def test_a_result_line_is_worded_from_the_schedule_never_from_the_link(stack: DashboardStack,
+                                                                        key_client: httpx.Client) -> None:
+    made = stack.create(name=unique("worded"))
+    page = key_client.get(f"/dashboard/schedules/{made['id']}", params={"done": "call +1 555 0100 now"}).text
+    assert "555" not in page
+    page = key_client.get(f"/dashboard/schedules/{made['id']}", params={"done": "triggered", "run": "<b>x</b>"}).text
+    assert "Triggered: a run is queued" in page and "<b>x" not in page
+
+
+def test_with_auth_off_the_dashboard_is_open_and_still_wants_its_csrf_token(tmp_path: Path) -> None:
+    schema = fresh_schema_name()
+    db = Database(POSTGRES_URL, schema=schema, settings=Settings())
+    try:
+        made = ScheduleManager(db).create(name="open-one", cron="0 9 * * *", endpoint="/hook")
+        with LiveServer(AgentOS(db=db, settings=Settings()).get_app()) as server, httpx.Client(
+                base_url=server.url, timeout=20) as client:
+            assert client.get("/dashboard/login").headers.get("location") == "/dashboard/schedules"
+            listing = client.get("/dashboard/", follow_redirects=True)
+            assert listing.status_code == 200 and "open-one" in listing.text and "auth off" in listing.text
+            path = f"/dashboard/schedules/{made.id}/pause"
+            assert client.post(path, data={"reason": "x"}).status_code == 403
+            assert post(client, path, f"/dashboard/schedules/{made.id}", reason="quiet").status_code == 303
+        assert ScheduleManager(db).get_or_raise(made.id).disabled_reason == "quiet"
+    finally:
+        db.dispose()
+        drop_schema(schema)
 
 
 def test_unknown_schedules_and_pages_answer_404_pages(key_client: httpx.Client) -> None:

@@ -8,7 +8,8 @@ trigger_run, disable with a reason, enable), for one schedule or a filtered set:
     POST /schedules/bulk         action, the filter, reason, expected
 
 Each POST carries the CSRF token (csrf.py) and answers 303 back to the page with the
-result in `done`; a refusal by the core (ScheduleDisabled, the endpoint policy, a
+result named in `done` (a word, never text to show: the page words it from the stored
+schedule, so a link cannot put words on it); a refusal by the core (ScheduleDisabled, the endpoint policy, a
 missing schedule) is the core's message on an HTML page with the API's status, never a
 500. The pages ask for a confirmation before posting (a dialog; the bulk one a page of
 its own that says how many schedules it will change). A bulk action changes at most
@@ -48,15 +49,16 @@ def _reason(given: str | None) -> str | None:
     return (given or "").strip() or None
 
 
-def _back(schedule_id: str, done: str) -> RedirectResponse:
-    return RedirectResponse(f"{links.schedule(schedule_id)}?done={quote(done)}", status_code=303)
+def _back(schedule_id: str, done: str, run_id: str | None = None) -> RedirectResponse:
+    extra = f"&run={quote(run_id)}" if run_id else ""
+    return RedirectResponse(f"{links.schedule(schedule_id)}?done={done}{extra}", status_code=303)
 
 
 @router.post("/schedules/{schedule_id}/trigger")
 async def trigger(request: Request, schedule_id: str) -> RedirectResponse:
     await checked_form(request)
     run = await _manager(request).atrigger_run(checked_id(schedule_id), user_id=scoped_user(request))
-    return _back(schedule_id, f"Triggered: run {run.id} is queued")
+    return _back(schedule_id, "triggered", run.id)
 
 
 @router.post("/schedules/{schedule_id}/pause")
@@ -66,7 +68,7 @@ async def pause(request: Request, schedule_id: str) -> RedirectResponse:
     found = await _manager(request).adisable(checked_id(schedule_id), scoped_user(request), reason=reason)
     if found is None:
         raise_missing(schedule_id)
-    return _back(schedule_id, "Paused" + (f": {reason}" if reason else ""))
+    return _back(schedule_id, "paused")
 
 
 @router.post("/schedules/{schedule_id}/resume")
@@ -75,7 +77,7 @@ async def resume(request: Request, schedule_id: str) -> RedirectResponse:
     found = await _manager(request).aenable(checked_id(schedule_id), scoped_user(request))
     if found is None:
         raise_missing(schedule_id)
-    return _back(schedule_id, "Resumed")
+    return _back(schedule_id, "resumed")
 
 
 def raise_missing(schedule_id: str) -> None:

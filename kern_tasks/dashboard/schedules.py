@@ -9,6 +9,7 @@ on the server, rewritten by the page's script into the browser's zone (Intl).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -79,6 +80,17 @@ def browse_of(status: str | None, owner: str | None, name: str | None, sort: str
                   name=name or None, sort=sort)
 
 
+def done_message(done: str | None, schedule: Schedule, run_id: str | None) -> str | None:
+    """The result line of an action, worded from the stored schedule (never from the URL)."""
+    if done == "triggered":
+        return f"Triggered: run {run_id} is queued" if run_id else "Triggered: a run is queued"
+    if done == "paused":
+        return "Paused" + (f": {schedule.disabled_reason}" if schedule.disabled_reason else "")
+    if done == "resumed":
+        return "Resumed"
+    return None
+
+
 @router.get("/schedules", response_class=HTMLResponse)
 async def schedules_page(
     request: Request,
@@ -90,7 +102,6 @@ async def schedules_page(
     before: str | None = Query(None, max_length=CURSOR_MAX),
     limit: int = Query(PAGE_SIZE, ge=1, le=200),
     tz: str | None = Query(None, max_length=64),
-    done: str | None = Query(None, max_length=400),
 ) -> HTMLResponse:
     zone = viewer_zone(tz)
     given = browse_of(status, owner, name, sort)
@@ -100,7 +111,7 @@ async def schedules_page(
     rows = [{"schedule": s, "expression": expression(s), "description": described(s), "next_fire": next_fire(s),
              "last": last.get(s.id)} for s in found.rows]
     return page(request, "schedules.html", "schedules", title="Schedules", rows=rows, filters=filters,
-                statuses=STATUSES, sorts=SORTS, viewer_zone=zone, done=done,
+                statuses=STATUSES, sorts=SORTS, viewer_zone=zone,
                 next_url=links.schedules(**filters, after=found.next_cursor) if found.next_cursor else None,
                 prev_url=links.schedules(**filters, before=found.prev_cursor) if found.prev_cursor else None,
                 first_url=links.schedules(**filters) if (after or before) else None)
@@ -109,14 +120,15 @@ async def schedules_page(
 @router.get("/schedules/{schedule_id}", response_class=HTMLResponse)
 async def schedule_page(
     request: Request, schedule_id: str, tz: str | None = Query(None, max_length=64),
-    done: str | None = Query(None, max_length=400),
+    done: str | None = Query(None, max_length=20), run: str | None = Query(None, max_length=ID_MAX),
 ) -> HTMLResponse:
     zone = viewer_zone(tz)
     detail = await reads_of(request).schedule(checked_id(schedule_id))
     schedule = detail.schedule
     return page(request, "schedule.html", "schedules", title=schedule.name, s=schedule, detail=detail,
                 expression=expression(schedule), description=described(schedule), next_fire=next_fire(schedule),
-                slots=slots_of(detail.attempts), viewer_zone=zone, done=done,
+                slots=slots_of(detail.attempts), viewer_zone=zone,
+                done=done_message(done, schedule, run if run and re.fullmatch(r"[\w-]+", run) else None),
                 run_link=lambda run: _run_links(schedule, run))
 
 
