@@ -9,7 +9,9 @@ launches the system one (`executable_path`), headless.
         page.goto(server.url + "/dashboard/runs")
         screenshot(page, "runs")                           # test-artifacts/runs.png
 
-- `browser` (session fixture): one chromium for the test process, closed at its end;
+- `browser` (module fixture): one chromium for the test module, closed after it (a test
+  module imports the fixture, so each has its own; Playwright's sync API runs one at a
+  time in a thread, so the module's is closed before the next module starts its own);
 - `logged_in` (fixture): makes a page in a fresh browser context (its own cookies) signed
   in to a dashboard with a key, through the login form as a person would; its contexts are
   closed after the test;
@@ -40,9 +42,9 @@ TIMEOUT_MS = 20_000
 LOGIN_PATH = "/dashboard/login"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """Headless chromium for the whole test process."""
+    """Headless chromium for the test module."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: the browser tests use Debian's chromium "
                     "(apt-get install chromium chromium-driver; .ci/run installs it)")

@@ -9,7 +9,8 @@ an HttpOnly SameSite=Strict cookie that os/auth.py accepts on /dashboard only), 
 CSRF; render.py the templates, their filters and the page frame; reads.py the reads the
 pages make (through ScheduleManager and RunQueries, scoped by the caller; never SQL in a
 route); links.py the URLs pages link each other by; schedules.py and actions.py the
-schedules pages and their actions; templates/ and static/ the HTML, CSS and JS.
+schedules pages and their actions; runs.py the runs page and a workflow run's page (its
+step tree, polled while in flight), health.py the health page, charts.py its SVG charts; templates/ and static/ the HTML, CSS and JS.
 
 Adding a page (the recipe every page follows):
 1. a module here with `router = APIRouter()` and its routes, e.g.

@@ -23,6 +23,12 @@ def bulk(action: str, **query: str | None) -> str:
     return f"{BASE}/schedules/bulk?{urlencode({'action': action, **kept})}"
 
 
+def runs(**query: str | int | None) -> str:
+    """The runs page, with its filters (failures_first, status, window, page, limit, tz)."""
+    kept = {key: value for key, value in query.items() if value not in (None, "")}
+    return f"{BASE}/runs" + (f"?{urlencode(kept)}" if kept else "")
+
+
 def schedule(schedule_id: str) -> str:
     return f"{BASE}/schedules/{_part(schedule_id)}"
 
@@ -40,6 +46,21 @@ def session(session_id: str, session_type: str | None = None) -> str:
 def traces_of_run(run_id: str) -> str:
     """The traces of one run, as the API lists them (GET /traces?run_id=)."""
     return f"/traces?{urlencode({'run_id': run_id})}"
+
+
+def of_attempt(target_type: str | None, target_id: str | None, run_id: str | None,
+               session_id: str | None) -> dict[str, str]:
+    """Where an attempt leads: the run it started (a workflow's page, an agent's API URL),
+    its session and its trace (only those it has)."""
+    found: dict[str, str] = {}
+    if run_id:
+        target = run_of(target_type, target_id, run_id)
+        if target:
+            found["run"] = target
+        found["trace"] = traces_of_run(run_id)
+    if session_id:
+        found["session"] = session(session_id, target_type)
+    return found
 
 
 def run_of(target_type: str | None, target_id: str | None, run_id: str) -> str | None:

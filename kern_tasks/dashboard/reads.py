@@ -7,6 +7,8 @@ thread (the event loop never waits on the database).
     reads = reads_of(request)
     listing = await reads.schedules(Browse(status="paused"), limit=50)
     detail = await reads.schedule(schedule_id)
+    runs = await reads.recent_runs(failures_first=True, window="24h", page=1, limit=50)  # scheduler/history.py
+    tree = await reads.workflow_run("report", run_id)                                    # workflow/tree.py
 """
 
 from __future__ import annotations
@@ -19,13 +21,17 @@ from typing import Any, Callable, TypeVar
 from fastapi import Request
 
 from kern_tasks.db import Database
+from kern_tasks.errors import NotFound
 from kern_tasks.os.auth import scoped_user
 from kern_tasks.runs.queries import RunQueries
 from kern_tasks.scheduler import ScheduleManager
 from kern_tasks.scheduler import listing
 from kern_tasks.scheduler.kinds import dst_marked
 from kern_tasks.scheduler.listing import Browse, Listing
+from kern_tasks.scheduler.history import Health, Overdue, RunHistory, RunsPage
 from kern_tasks.scheduler.models import Schedule, ScheduleRun
+from kern_tasks.workflow import tree as step_tree
+from kern_tasks.workflow.tree import RunTree
 
 R = TypeVar("R")
 RECENT_ATTEMPTS = 60
@@ -56,10 +62,11 @@ class Live:
 class Reads:
     """The reads of one request's caller (`owner` None: every owner's rows)."""
 
-    def __init__(self, manager: ScheduleManager, owner: str | None) -> None:
+    def __init__(self, manager: ScheduleManager, owner: str | None, workflows: dict[str, Any] | None = None) -> None:
         self.manager = manager
         self.db: Database = manager.db
         self.owner = owner
+        self.workflows = workflows or {}  # the served workflows by id: a run's tree is named through them
 
     async def _run(self, read: Callable[[], R]) -> R:
         return await asyncio.to_thread(read)
@@ -115,8 +122,35 @@ class Reads:
             return Live(schedule, attempts, in_flight)
         return await self._run(read)
 
+    # --- runs, workflow runs, health (dash-runs: runs.py, health.py) ---------------------------
+
+    async def recent_runs(self, *, status: str | None, failures_first: bool, window: str, page: int,
+                          limit: int) -> RunsPage:
+        return await self._run(lambda: RunHistory(self.db).recent(
+            user_id=self.owner, status=status, failures_first=failures_first, window=window, page=page, limit=limit))
+
+    async def workflow_run(self, workflow_id: str, run_id: str) -> RunTree:
+        """Raises `NotFound` for a run that is missing, of another workflow or not the caller's."""
+        def read() -> RunTree:
+            found = step_tree.run_tree(self.db, run_id, workflow_id=workflow_id, user_id=self.owner,
+                                       workflow=self.workflows.get(workflow_id))
+            if found is None:
+                raise NotFound(f"no run {run_id!r} of workflow {workflow_id!r}")
+            return found
+        return await self._run(read)
+
+    async def workflow_run_mark(self, workflow_id: str, run_id: str) -> str | None:
+        return await self._run(lambda: step_tree.run_mark(self.db, run_id, workflow_id=workflow_id,
+                                                          user_id=self.owner))
+
+    async def health(self, window: str) -> Health:
+        return await self._run(lambda: RunHistory(self.db).health(user_id=self.owner, window=window))
+
+    async def overdue(self) -> tuple[int, list[Overdue]]:
+        return await self._run(lambda: RunHistory(self.db).overdue(user_id=self.owner))
+
 
 def reads_of(request: Request) -> Reads:
     """The reads of this request's caller, on the AgentOS the dashboard serves."""
     agent_os = request.app.state.agent_os
-    return Reads(agent_os.manager, scoped_user(request))
+    return Reads(agent_os.manager, scoped_user(request), agent_os.targets.workflows)

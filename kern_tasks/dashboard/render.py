@@ -32,6 +32,8 @@ STATUS_TONE = {
     "success": "ok", "running": "busy", "queued": "wait", "retrying": "warn", "failed": "bad",
     "timeout": "bad", "cancelled": "muted", "skipped": "muted", "paused": "muted",
     "COMPLETED": "ok", "RUNNING": "busy", "PENDING": "wait", "ERROR": "bad", "CANCELLED": "muted",
+    # a workflow step's (workflow/tree.py)
+    "succeeded": "ok", "lost": "bad", "waiting": "wait", "not run": "muted",
 }
 
 

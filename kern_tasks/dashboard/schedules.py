@@ -153,14 +153,4 @@ async def schedule_live(request: Request, schedule_id: str, tz: str | None = Que
 
 
 def _run_links(schedule: Schedule, run: Any) -> dict[str, str]:
-    """Where an attempt leads: the run it started (a workflow's page, an agent's API URL),
-    its session and its trace."""
-    found: dict[str, str] = {}
-    if run.run_id:
-        target = links.run_of(schedule.target_type, schedule.target_id, run.run_id)
-        if target:
-            found["run"] = target
-        found["trace"] = links.traces_of_run(run.run_id)
-    if run.session_id:
-        found["session"] = links.session(run.session_id, schedule.target_type)
-    return found
+    return links.of_attempt(schedule.target_type, schedule.target_id, run.run_id, run.session_id)

@@ -94,6 +94,9 @@ ROUTE_SCOPES: dict[str, tuple[str, ...]] = {
     "GET /dashboard/schedules": ("schedules:read",),
     "GET /dashboard/schedules/*": ("schedules:read",),
     "POST /dashboard/schedules/*": ("schedules:write",),
+    "GET /dashboard/runs": ("schedules:read",),
+    "GET /dashboard/health": ("schedules:read",),
+    "GET /dashboard/workflows/*": ("workflows:read",),
 }
 
 _RESOURCE = re.compile(r"^/(agents|teams|workflows)/([^/]+)")

@@ -78,10 +78,19 @@ class RunTree:
     nodes: list[StepNode]
     mark: str
     content: str | None = None  # the run's result content (a preview), once it ended
+    read_at: float | None = None  # the database's clock when it was read
 
     @property
     def ended(self) -> bool:
         return self.status in ENDED
+
+    @property
+    def elapsed_s(self) -> float | None:
+        """How long it took (ended) or has been running (at `read_at`)."""
+        until = self.updated_at if self.ended else self.read_at
+        if self.created_at is None or until is None:
+            return None
+        return max(0.0, until - self.created_at)
 
 
 def preview(value: Any, limit: int = PREVIEW_CHARS) -> str | None:
@@ -251,7 +260,7 @@ def _from_progress(row: Any, decisions: dict[str, Any], rows: list[Any], workflo
     return RunTree(run_id=row["run_id"], workflow_id=row["workflow_id"], session_id=row["session_id"],
                    user_id=row["user_id"], status=row["status"], created_at=row["created_at"],
                    updated_at=row["updated_at"], source="progress", nodes=roots, mark=mark,
-                   content=preview(result.get("content")) if row["status"] in ENDED else None)
+                   content=preview(result.get("content")) if row["status"] in ENDED else None, read_at=now)
 
 
 def _order(path: str) -> list[tuple[int, int]]:
