@@ -37,6 +37,8 @@ from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import DBAPIError
 
 from kern_tasks import beat_health, metrics
+from kern_tasks.alerts.watch import ALERT_INTERVAL_S, Watch
+from kern_tasks.alerts.webhook import notifier_for
 from kern_tasks.db import db_time
 from kern_tasks.dispatch import DEFAULT_FIRE_BATCH, publish, publish_messages
 from kern_tasks.firing import liveness
@@ -60,7 +62,7 @@ class LeaseScheduler(Scheduler):
     Options (Celery config): kern_beat_batch (500), kern_fire_batch (attempts per fire
     message, dispatch.DEFAULT_FIRE_BATCH), kern_sweep_interval (1.0 s),
     kern_republish_after (30 s), kern_misfire_grace (60 s), kern_retention_budget (0.25 s of
-    pruning per sweep at most), beat_max_loop_interval.
+    pruning per sweep at most), kern_alert_interval (10 s between alert checks), beat_max_loop_interval.
     """
 
     def __init__(self, app: Any, *args: Any, **kwargs: Any) -> None:
@@ -75,6 +77,8 @@ class LeaseScheduler(Scheduler):
         self.fire_batch = int(conf.get("kern_fire_batch") or DEFAULT_FIRE_BATCH)
         self._last_sweep = 0.0
         self.claimed = 0  # schedules the current round leased (for the metrics)
+        self.alert_interval = float(conf.get("kern_alert_interval") or ALERT_INTERVAL_S)
+        self._watch: Watch | None = None  # made on first use: construction does no I/O
         # A worker's silence counts only once this replica itself has reached the database
         # for liveness.LOST_AFTER_S (after an outage, the workers get that long to beat).
         self.vigil = liveness.Vigil()
@@ -179,6 +183,15 @@ class LeaseScheduler(Scheduler):
         publish(self.app, dispatches)
         publish_messages(self.app, workflow_messages)
         self.prune()
+        self.watch_alerts()
+
+    def watch_alerts(self) -> None:
+        """Alerts (kern_tasks.alerts.watch), every kern_alert_interval, after the sweep's
+        commit and in a transaction of their own; webhook POSTs go on a thread."""
+        if self._watch is None:
+            self._watch = Watch(notifier_for(runtime_for(self.app).settings.alert_webhook),
+                                interval_s=self.alert_interval, grace_s=self.grace_s)  # fmt: skip
+        self._watch.check_if_due(runtime_for(self.app).db)
 
     def prune(self) -> None:
         """Retention, after the sweep's commit: a bounded slice of pruning per sweep."""

@@ -94,6 +94,9 @@ schedules = Table(
     # starts); NULL: the app's default queue, the broker's default priority (migration 0010).
     Column("queue", String),
     Column("priority", BigInteger),
+    # Failed slots in a row that make an alert incident (kern_tasks.alerts); NULL: the
+    # default (3), 0: never (migration 0012).
+    Column("alert_after_failures", BigInteger),
 )
 
 # agno's indexes, by agno's names, so a database agno created is recognised as is.
@@ -255,3 +258,25 @@ beats = Table(
     Column("tick_at", BigInteger, nullable=False),  # the database's epoch seconds of the last recorded tick
 )
 Index("ix_kern_beats_tick_at", beats.c.tick_at)
+
+# Ours: alert incidents (kern_tasks.alerts), migration 0012. Open while resolved_at is NULL;
+# one open incident per key (the partial unique index), so it is announced once.
+OPEN_INCIDENT = "resolved_at IS NULL"
+incidents = Table(
+    "kern_alert_incidents",
+    metadata,
+    Column("id", String, primary_key=True),
+    Column("key", String, nullable=False),  # "overdue:<schedule id>", "failing:<schedule id>", "no_beat"
+    Column("kind", String, nullable=False),  # overdue | failing | no_beat
+    Column("schedule_id", String),  # no foreign key: an incident outlives its schedule
+    Column("schedule_name", String),
+    Column("slot", BigInteger),  # the missed slot, or the newest failed one
+    Column("last_error", Text),
+    Column("message", Text, nullable=False),
+    Column("opened_at", BigInteger, nullable=False),
+    Column("resolved_at", BigInteger),
+)
+Index("uq_kern_alert_incidents_open_key", incidents.c.key, unique=True,
+      postgresql_where=text(OPEN_INCIDENT), sqlite_where=text(OPEN_INCIDENT))  # fmt: skip
+Index("ix_kern_alert_incidents_open_kind", incidents.c.kind,
+      postgresql_where=text(OPEN_INCIDENT), sqlite_where=text(OPEN_INCIDENT))  # fmt: skip

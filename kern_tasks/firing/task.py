@@ -19,7 +19,7 @@ from typing import Any, Callable, TypeVar
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from kern_tasks import metrics
+from kern_tasks import alerts, metrics
 from kern_tasks.db import Database
 from kern_tasks.dispatch import Dispatch, publish
 from kern_tasks.firing import liveness
@@ -101,6 +101,7 @@ def fire_attempts(app: Any, attempt_ids: list[str]) -> dict[str, str]:
         publish(app, follow_ups)
         for item in fired:
             metrics.fire_finished(item.outcome.status, item.lag, item.seconds)
+            alerts.fire_failed(db, item.attempt.schedule, runtime.settings, item.outcome.status)  # failures only
             _log_fired(item)
             statuses[item.attempt_id] = item.outcome.status
 

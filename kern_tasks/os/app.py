@@ -43,6 +43,8 @@ from fastapi import FastAPI
 from sqlalchemy.exc import DBAPIError
 
 from kern_tasks import __version__
+from kern_tasks.alerts.watch import ALERT_INTERVAL_S, Watch, WatchThread
+from kern_tasks.alerts.webhook import notifier_for
 from kern_tasks.dashboard.app import dashboard_app
 from kern_tasks.db import Database
 from kern_tasks.errors import NotMigrated
@@ -75,7 +77,8 @@ class AgentOS:
     scheduler=True also runs the beat scheduler and an embedded fire worker inside the
     web process (`_start_scheduler` / `_stop_scheduler`). Background runs execute on a
     pool of `background_workers` threads with at most `max_queued_runs` waiting (more are
-    refused with 429); at shutdown, runs still executing get `shutdown_grace_s`.
+    refused with 429); at shutdown, runs still executing get `shutdown_grace_s`. While
+    served, it checks the alerts every `alert_interval_s` (kern_tasks.alerts.watch).
 
     `settings=None` means `Settings.from_env()`; `db=None` means the database those
     settings name; `security_key`/`service_token` given here win over the settings'.
@@ -98,6 +101,7 @@ class AgentOS:
         max_queued_runs: int = 1000,
         shutdown_grace_s: float = 30.0,
         max_body_bytes: int = MAX_BODY_BYTES,
+        alert_interval_s: float = ALERT_INTERVAL_S,
     ) -> None:
         if isinstance(scheduler_poll_interval, bool) or not (
             isinstance(scheduler_poll_interval, (int, float)) and scheduler_poll_interval > 0
@@ -115,6 +119,8 @@ class AgentOS:
         self.service_token = (service_token if service_token is not None else self.settings.service_token) or None
         self.title = title
         self.max_body_bytes = max_body_bytes
+        # The alerts' watch runs here too: web outlives every beat, so it sees "no beat".
+        self.alert_interval_s = float(alert_interval_s)
         # One endpoint policy for every way in: the API, Python callers and the agents' tools.
         self.manager = ScheduleManager(self.db, endpoint_policy=self.targets)
         share_endpoint_policy(self.agents, self.targets)
@@ -178,6 +184,8 @@ class AgentOS:
         then ours."""
         await asyncio.to_thread(self._ensure_tables)
         await asyncio.to_thread(self._start_scheduler)
+        watcher = WatchThread(lambda: self.db, Watch(notifier_for(self.settings.alert_webhook),
+                                                     interval_s=self.alert_interval_s)).start()
         try:
             if self.lifespan is None:
                 yield None
@@ -185,6 +193,7 @@ class AgentOS:
                 async with _enter(self.lifespan, app) as state:
                     yield state
         finally:
+            await asyncio.to_thread(watcher.stop)
             try:
                 await asyncio.to_thread(self._stop_scheduler)
             finally:

@@ -94,6 +94,7 @@ class ScheduleResponse(BaseModel):
     expires_after_seconds: int | None = None
     queue: str | None = None
     priority: int | None = None
+    alert_after_failures: int | None = None
 
 
 class ScheduleStateResponse(BaseModel):

@@ -166,6 +166,7 @@ class ScheduleManager:
         expires_after_seconds: int | None = None,
         queue: str | None = DEFAULTS["queue"],
         priority: int | None = DEFAULTS["priority"],
+        alert_after_failures: int | None = DEFAULTS["alert_after_failures"],
     ) -> Schedule:
         """Create a schedule (agno's parameters, in agno's order, then our options).
 
@@ -207,6 +208,7 @@ class ScheduleManager:
                 "expires_after_seconds": expires_after_seconds,
                 "queue": queue,
                 "priority": priority,
+                "alert_after_failures": alert_after_failures,
             }
         )
         given.update(timing)

@@ -90,6 +90,9 @@ QUEUE_CHARS = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,199}$"
 QUEUE_PATTERN = re.compile(QUEUE_CHARS[:-1] + r"\Z")
 # Celery's message priority range (kombu clamps to it on Redis; RabbitMQ's x-max-priority).
 MAX_PRIORITY = 9
+# Failed slots in a row before an alert incident (kern_tasks.alerts): the default, the bound.
+DEFAULT_ALERT_AFTER_FAILURES = 3
+MAX_ALERT_AFTER_FAILURES = 1000
 
 # A field's errors are reported under the name its callers pass (manager.create(cron=...)).
 ERROR_NAMES = {"cron_expr": "cron"}
@@ -301,6 +304,7 @@ Instant = Annotated[int, Field(ge=0, le=MAX_EPOCH), BeforeValidator(_instant)]
 OptionalInstant = Annotated[Optional[Annotated[int, Field(ge=0, le=MAX_EPOCH)]], BeforeValidator(_instant)]
 MaxRuns = _optional_bounded(1, MAX_RUNS)
 ExpiresAfterSeconds = _optional_bounded(1, MAX_EXPIRES_AFTER_SECONDS)
+AlertAfterFailures = _optional_bounded(0, MAX_ALERT_AFTER_FAILURES)
 Misfire = _one_of(MisfirePolicy)
 Overlap = _one_of(OverlapPolicy)
 OptionalText = _optional_text(TEXT_MAX)
@@ -365,6 +369,10 @@ class ScheduleFields(BaseModel):
     priority: Priority = Field(
         None, description=f"the Celery message priority (0-{MAX_PRIORITY}) of its fires and their workflow steps: "
         "on Redis 0 is served first (kombu's priority steps 0, 3, 6, 9), on RabbitMQ the highest; null: none"
+    )
+    alert_after_failures: AlertAfterFailures = Field(
+        None, description=f"this many failed slots in a row open an alert incident (a log warning, and one POST to "
+        f"KERN_ALERT_WEBHOOK); 0: never; null: {DEFAULT_ALERT_AFTER_FAILURES}"
     )
 
 

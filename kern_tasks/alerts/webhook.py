@@ -1,0 +1,110 @@
+"""Announcing an incident: one structured log warning, and a JSON POST to
+KERN_ALERT_WEBHOOK when it is set.
+
+The POST never runs on the caller's thread: `Notifier.send` puts the body on a queue that a
+daemon thread of this process drains (one per process, started on first use, again in a
+forked child), each POST with a short timeout (POST_TIMEOUT_S), so a slow or dead receiver
+never holds a beat tick, a claim transaction or a fire. A POST that fails is logged, not
+retried: the incident and its log line are the record (the webhook is a notification).
+
+The body (`payload`):
+
+    {"event": "opened" | "resolved", "kind": "overdue" | "failing" | "no_beat",
+     "incident_id": "...", "message": "...", "schedule_id": "..." | null,
+     "schedule_name": "..." | null, "slot": 1796...| null, "slot_at": "2026-12-02T07:00:00Z" | null,
+     "last_error": "..." | null, "opened_at": 1796..., "resolved_at": 1796... | null}
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from kern_tasks.alerts.incidents import Incident
+
+log = logging.getLogger("kern_tasks.alerts")
+
+POST_TIMEOUT_S = 5.0
+MAX_WAITING = 1000  # beyond this many unsent bodies, new ones are dropped (and logged)
+
+
+def payload(event: str, incident: Incident) -> dict[str, Any]:
+    slot_at = datetime.fromtimestamp(incident.slot, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if incident.slot else None
+    return {
+        "event": event, "kind": incident.kind, "incident_id": incident.id, "message": incident.message,
+        "schedule_id": incident.schedule_id, "schedule_name": incident.schedule_name, "slot": incident.slot,
+        "slot_at": slot_at, "last_error": incident.last_error, "opened_at": incident.opened_at,
+        "resolved_at": incident.resolved_at,
+    }  # fmt: skip
+
+
+class Notifier:
+    """Log and POST incidents of one process (see the module docstring)."""
+
+    def __init__(self, url: str | None, *, timeout_s: float = POST_TIMEOUT_S) -> None:
+        self.url = url or None
+        self.timeout_s = timeout_s
+        self._queue: queue.Queue[dict[str, Any]] = queue.Queue(MAX_WAITING)
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+
+    def announce(self, event: str, incident: Incident) -> None:
+        body = payload(event, incident)
+        if event == "opened":
+            log.warning("alert %s: %s", incident.kind, incident.message, extra={"alert": body})
+        else:
+            log.info("alert %s resolved: %s", incident.kind, incident.message, extra={"alert": body})
+        if self.url is not None:
+            self.send(body)
+
+    def send(self, body: dict[str, Any]) -> None:
+        self._ensure_thread()
+        try:
+            self._queue.put_nowait(body)
+        except queue.Full:
+            log.error("alert webhook: %d bodies waiting; incident %s not sent", MAX_WAITING, body.get("incident_id"))
+
+    def _ensure_thread(self) -> None:
+        if self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._pid != os.getpid():  # first use, or a forked child (threads do not survive a fork)
+                self._queue = queue.Queue(MAX_WAITING)
+                threading.Thread(target=self._drain, name="kern-alert-webhook", daemon=True).start()
+                self._pid = os.getpid()
+
+    def _drain(self) -> None:
+        with httpx.Client(timeout=self.timeout_s, follow_redirects=False) as client:
+            while True:
+                body = self._queue.get()
+                try:
+                    answer = client.post(self.url, json=body)  # type: ignore[arg-type]
+                    if answer.status_code >= 300:
+                        log.warning("alert webhook answered %d for incident %s", answer.status_code, body["incident_id"])
+                except httpx.HTTPError as exc:
+                    log.warning("alert webhook unreachable (%s) for incident %s", type(exc).__name__, body["incident_id"])
+
+    def flush(self, timeout_s: float = 10.0) -> None:
+        """Wait until the queued bodies were taken (tests; a clean stop)."""
+        deadline = time.monotonic() + timeout_s
+        while not self._queue.empty() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+
+_notifiers: dict[str | None, Notifier] = {}
+_notifiers_lock = threading.Lock()
+
+
+def notifier_for(url: str | None) -> Notifier:
+    """The process's one Notifier for a webhook URL (None: log only)."""
+    with _notifiers_lock:
+        if url not in _notifiers:
+            _notifiers[url] = Notifier(url)
+        return _notifiers[url]
