@@ -18,6 +18,8 @@ schedules' target and the webhook receiver, at /hook).
 
 from __future__ import annotations
 
+import json
+import subprocess
 from typing import Any, Iterator
 
 import pytest
@@ -29,8 +31,9 @@ from kern_tasks.db.tables import incidents
 from kern_tasks.os import AgentOS
 from kern_tasks.scheduler import ScheduleManager
 from kern_tasks.settings import Settings
+from tests.conftest import POSTGRES_URL
 from tests.fire_stack import FireStack, fire_stack
-from tests.processes import ServerThread, wait_for
+from tests.processes import PYTHON, ServerThread, clean_environ, wait_for
 from tests.targets import Reply
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -156,10 +159,20 @@ def test_no_beat_is_seen_by_the_web_process_once(alerts: Alerts) -> None:
     assert len(alerts.posts("no_beat")) == 2
 
 
-def test_alert_after_failures_is_checked_naming_the_field(pg_db: Database) -> None:
+def test_alert_after_failures_is_checked_naming_the_field(pg_db: Database, pg_schema: str) -> None:
     manager = ScheduleManager(pg_db)
     with pytest.raises(ValueError, match="alert_after_failures"):
         manager.create(name="x", cron=FAR_CRON, endpoint="/x", alert_after_failures=-1)
     made = manager.create(name="x", cron=FAR_CRON, endpoint="/x", alert_after_failures=0)
     assert made.alert_after_failures == 0
     assert manager.update(made.id, alert_after_failures=None).alert_after_failures is None
+    # The CLI sets it too; a bad value exits 2 naming it.
+    env = {**clean_environ(), "KERN_DATABASE_URL": POSTGRES_URL, "KERN_DB_SCHEMA": pg_schema}
+    cli = [PYTHON, "-m", "kern_tasks", "schedules"]
+    done = subprocess.run([*cli, "create", "y", "--cron", FAR_CRON, "--endpoint", "/y", "--alert-after-failures", "5",
+                           "--json"], env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["alert_after_failures"] == 5
+    bad = subprocess.run([*cli, "update", "y", "--alert-after-failures", "-2"], env=env, capture_output=True, text=True,
+                         timeout=60)  # fmt: skip
+    assert bad.returncode == 2 and "alert_after_failures" in bad.stderr

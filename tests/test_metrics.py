@@ -8,12 +8,15 @@ whose next_run_at lies ten days back under misfire "skip" (its missed slots are 
 nothing fires). The counters must move by exactly that, summed over the worker's children.
 
 The web app's /metrics is checked on its own database (no beat: an overdue schedule stays
-overdue): the SQL gauges, and who may read it (security key, KERN_METRICS_TOKEN only there).
+overdue): the SQL gauges, and who may read it (security key, KERN_METRICS_TOKEN only there);
+and on the embedded default (AgentOS(scheduler=True): a worker in the web process), a
+workflow run's steps and retry counted in web's /metrics.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Iterator
 
 import httpx
@@ -25,6 +28,7 @@ from kern_tasks.db import Database, db_now, schedule_runs, schedules
 from kern_tasks.os import AgentOS
 from kern_tasks.scheduler import ScheduleManager
 from kern_tasks.settings import Settings
+from kern_tasks.workflow import Step, StepInput, Workflow
 from tests.conftest import EMPTY_SETTINGS
 from tests.fire_stack import FireStack, fire_stack
 from tests.processes import ServerThread, free_port, wait_for
@@ -187,3 +191,36 @@ def test_count_of_open_runs_matches_sql(pg_db: Database) -> None:
             schedule_runs.c.status == "queued")).scalar_one()  # fmt: skip
         assert conditions.open_runs_by_status(conn) == {"queued": counted, "running": 0}
     assert EMPTY_SETTINGS.metrics_port is None
+
+
+def test_workflow_steps_are_counted_on_the_embedded_default(tmp_path: Path) -> None:
+    """AgentOS(scheduler=True) runs a worker in the web process: its steps count in web's
+    /metrics (counted from the start, not from the first scrape)."""
+    tries: list[int] = []
+
+    def flaky(step_input: StepInput) -> str:
+        tries.append(1)
+        if len(tries) == 1:
+            raise RuntimeError("first try fails")
+        return "ok"
+
+    workflow = Workflow(name="metered", steps=[Step(name="one", executor=lambda step_input: "1"),
+                                               Step(name="two", executor=flaky, max_retries=1)])  # fmt: skip
+    port = free_port()
+    settings = Settings(data_dir=tmp_path / "kern", base_url=f"http://127.0.0.1:{port}")
+    agent_os = AgentOS(workflows=[workflow], db=Database(settings=settings), scheduler=True,
+                       scheduler_poll_interval=1, settings=settings)  # fmt: skip
+    with ServerThread(agent_os.get_app(), port=port, lifespan="on") as server:
+        url = f"{server.url}/metrics"
+        before = scrape(url)
+        answer = httpx.post(f"{server.url}/workflows/{workflow.id}/runs", data={"message": "go", "stream": "false"},
+                            timeout=60)  # fmt: skip
+        assert answer.status_code == 200 and answer.json()["status"] == "COMPLETED", answer.text
+
+        def delta(name: str) -> float:
+            return scrape(url).get(name, 0) - before.get(name, 0)
+
+        wait_for(lambda: delta('kern_workflow_steps_total{status="success"}') == 2, 10, 0.1, "two steps counted")
+        assert delta('kern_workflow_steps_total{status="failed"}') == 0
+        assert delta("kern_workflow_step_retries_total") == 1
+        assert delta("kern_workflow_step_duration_seconds_count") == 2

@@ -123,6 +123,7 @@ def _create(args: argparse.Namespace, settings: Settings) -> int:
         name=args.name, cron=args.cron, endpoint=args.endpoint, **_kinds(args, args.tz), method=args.method, timezone=args.tz,
         payload=None if payload is _UNSET else payload, description=args.description, if_exists=args.if_exists,
         enabled_on_create=not args.disabled, queue=args.queue, priority=args.priority,
+        alert_after_failures=args.alert_after_failures,
         **({"timeout_seconds": args.timeout} if args.timeout is not None else {}),
         **({"max_retries": args.max_retries} if args.max_retries is not None else {}),
     )
@@ -131,7 +132,7 @@ def _create(args: argparse.Namespace, settings: Settings) -> int:
 
 UPDATABLE = {"new_name": "name", "cron": "cron", "tz": "timezone", "endpoint": "endpoint", "method": "method",
              "description": "description", "queue": "queue", "priority": "priority", "timeout": "timeout_seconds",
-             "max_retries": "max_retries"}
+             "max_retries": "max_retries", "alert_after_failures": "alert_after_failures"}
 
 
 def _update(args: argparse.Namespace, settings: Settings) -> int:
@@ -269,6 +270,8 @@ def add_commands(commands: Any) -> None:
     create.add_argument("--priority", type=int, default=None, help="the message priority, 0-9")
     create.add_argument("--timeout", type=int, default=None, help="seconds per attempt")
     create.add_argument("--max-retries", type=int, default=None)
+    create.add_argument("--alert-after-failures", type=int, default=None,
+                        help="failed slots in a row that raise an alert (default 3; 0: never)")
     create.add_argument("--disabled", action="store_true", help="create it disabled")
     _kind_options(create)
     create.add_argument("--json", action="store_true")
@@ -282,6 +285,7 @@ def add_commands(commands: Any) -> None:
     update.add_argument("--priority", type=int, default=_UNSET)
     update.add_argument("--timeout", type=int, default=_UNSET)
     update.add_argument("--max-retries", type=int, default=_UNSET)
+    update.add_argument("--alert-after-failures", type=int, default=_UNSET)
     update.add_argument("--payload", default=_UNSET, help='a JSON object; "null" removes it')
     _kind_options(update)
     update.set_defaults(handler=_update)

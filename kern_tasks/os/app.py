@@ -42,7 +42,7 @@ from typing import Any, AsyncIterator, Callable, Sequence
 from fastapi import FastAPI
 from sqlalchemy.exc import DBAPIError
 
-from kern_tasks import __version__
+from kern_tasks import __version__, metrics
 from kern_tasks.alerts.watch import ALERT_INTERVAL_S, Watch, WatchThread
 from kern_tasks.alerts.webhook import notifier_for
 from kern_tasks.dashboard.app import dashboard_app
@@ -163,6 +163,7 @@ class AgentOS:
             redoc_url=None,
         )
         app.state.agent_os = self
+        metrics.enable()  # count from the start (an embedded scheduler's fires), not from the first scrape
         errors.install(app)
         app.include_router(health_router)
         app.include_router(metrics_router)
