@@ -31,7 +31,7 @@ from tests.processes import free_port
 SECURITY_KEY = "dashboard-security-key-5d1e"
 OS_ID = "dashboard-os"
 JWT_SECRET = "the dashboard tests' identity provider secret, 32+ bytes"
-USER_SCOPES = ["schedules:read", "schedules:write", "agents:run", "agents:read"]
+USER_SCOPES = ["schedules:read", "schedules:write", "agents:run", "agents:read", "sessions:read", "traces:read"]
 CSRF = re.compile(r'name="csrf(?:-token)?" (?:value|content)="([0-9a-f]+)"')
 
 

@@ -188,7 +188,7 @@ def test_each_run_links_to_its_schedule_and_its_run(served: Served) -> None:
     assert f'href="/dashboard/schedules/{seeded.digest.id}"' in html
     assert f'href="/dashboard/schedules/{seeded.report.id}"' in html
     assert 'href="/dashboard/workflows/report/runs/wf-run-1"' in html
-    assert 'href="/sessions/wf-session-1?type=workflow"' in html
+    assert 'href="/dashboard/sessions/wf-session-1"' in html
 
 
 @pytest.mark.parametrize(("params", "field"), [

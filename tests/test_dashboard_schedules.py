@@ -174,12 +174,11 @@ def test_the_listing_shows_what_a_schedule_is_and_when_it_fires(stack: Dashboard
 
 def test_filters_order_by_next_fire_and_pages_that_meet(stack: DashboardStack, key_client: httpx.Client) -> None:
     tag = unique("paged")
-    hours = [5, 1, 3, 2, 4, 0, 6]
-    for n, hour in enumerate(hours):
-        stack.create(name=f"{tag}-{n}", cron_expr=f"0 {hour} * * *")
+    made = [stack.create(name=f"{tag}-{n}", cron_expr=f"0 {hour} * * *") for n, hour in enumerate([5, 1, 3, 2, 4, 0, 6])]
     paused = stack.create(name=f"{tag}-paused", cron_expr="0 7 * * *")
     ScheduleManager(stack.db).disable(paused["id"], reason="quiet")
-    expected = [f"{tag}-{hours.index(h)}" for h in sorted(hours)] + [f"{tag}-paused"]  # paused ones last
+    by_next_fire = sorted(made, key=lambda s: (s["next_run_at"], s["id"]))
+    expected = [s["name"] for s in by_next_fire] + [f"{tag}-paused"]  # paused ones last
 
     seen: list[str] = []
     page = key_client.get("/dashboard/schedules", params={"name": tag, "limit": 3})
@@ -260,8 +259,21 @@ def test_trigger_fires_through_the_core_and_the_live_fragment_follows_it(stack: 
     assert set(live) == {"in_flight", "status", "timeline", "attempts"}
     assert 'class="tick ok"' in live["timeline"]
     assert re.search(r'href="/agents/briefer/runs/[^"]+">run</a>', live["attempts"])
-    assert re.search(r'href="/sessions/[^"]+">session</a>', live["attempts"])
-    assert 'href="/traces?run_id=' in live["attempts"]
+    session_link = re.search(r'href="(/dashboard/sessions/[^"]+)">session</a>', live["attempts"])
+    trace_link = re.search(r'href="(/dashboard/traces\?run_id=[^"]+)">trace</a>', live["attempts"])
+    assert session_link and trace_link
+    session = key_client.get(session_link.group(1))
+    assert session.status_code == 200 and "briefer" in session.text and "brief" in session.text
+    # The run's trace is stored as its spans end; the page shows it once it is there.
+    trace = wait_for(lambda: (answer := key_client.get(trace_link.group(1).replace("&amp;", "&"))).status_code == 200
+                     and answer, timeout=15, what="the run's trace")
+    assert 'class="grid spans"' in trace.text and "OK" in trace.text
+    # Another user's token reaches neither (the API's rule: another's session is a 404).
+    with closing(stack.logged_in(user_token("eve"))) as eve:
+        assert eve.get(session_link.group(1)).status_code == 404
+        assert eve.get(trace_link.group(1).replace("&amp;", "&")).status_code == 404
+    assert key_client.get("/dashboard/traces", params={"run_id": "no-such-run"}).status_code == 404
+    assert key_client.get("/dashboard/traces").status_code == 422
 
 
 def test_a_failing_schedule_shows_its_error_and_status_code(stack: DashboardStack, key_client: httpx.Client) -> None:

@@ -18,6 +18,7 @@ from playwright.sync_api import Page, expect
 
 from tests.browser import browser, logged_in, screenshot  # noqa: F401 (fixtures)
 from tests.dashboard_stack import SECURITY_KEY, DashboardStack, dashboard_stack
+from tests.processes import wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -85,6 +86,16 @@ def test_trigger_and_watch_the_run_turn_success_without_a_reload(
     assert page.evaluate("window.__sameDocument === true"), "the page reloaded"
     expect(page.locator("#live-attempts a", has_text="session")).to_have_count(1)
     screenshot(page, "dashboard-schedule-triggered")
+    page.locator("#live-attempts a", has_text="session").click()
+    expect(page.locator("h1")).to_contain_text("Session")
+    expect(page.locator("table.grid tbody tr")).to_have_count(1)
+    screenshot(page, "dashboard-session")
+    page.get_by_role("link", name="trace").click()
+    # The trace is stored as the run's spans end: a moment after the run, at worst.
+    wait_for(lambda: page.locator("table.spans").count() > 0 or page.reload() is None and False, timeout=15,
+             what="the run's trace page")
+    expect(page.locator("table.spans tbody tr").first).to_be_visible()
+    screenshot(page, "dashboard-trace")
 
 
 def test_pause_with_a_reason_and_see_the_reason(stack: DashboardStack, logged_in: Callable[[str, str], Page]) -> None:

@@ -1,5 +1,5 @@
 """The URLs dashboard pages link to, one builder each, so pages agree on them (and on
-the API URLs of what has no page: sessions, traces, agent runs)."""
+the API URL of what has no page: an agent's or a team's run)."""
 
 from __future__ import annotations
 
@@ -38,14 +38,14 @@ def workflow_run(workflow_id: str, run_id: str) -> str:
     return f"{BASE}/workflows/{_part(workflow_id)}/runs/{_part(run_id)}"
 
 
-def session(session_id: str, session_type: str | None = None) -> str:
-    """A session with its runs, as the API answers it (GET /sessions/{id})."""
-    return f"/sessions/{_part(session_id)}" + (f"?type={session_type}" if session_type else "")
+def session(session_id: str) -> str:
+    """A session with its runs (records.py's page)."""
+    return f"{BASE}/sessions/{_part(session_id)}"
 
 
 def traces_of_run(run_id: str) -> str:
-    """The traces of one run, as the API lists them (GET /traces?run_id=)."""
-    return f"/traces?{urlencode({'run_id': run_id})}"
+    """The trace of one run, its spans as a tree (records.py's page)."""
+    return f"{BASE}/traces?{urlencode({'run_id': run_id})}"
 
 
 def of_attempt(target_type: str | None, target_id: str | None, run_id: str | None,
@@ -59,7 +59,7 @@ def of_attempt(target_type: str | None, target_id: str | None, run_id: str | Non
             found["run"] = target
         found["trace"] = traces_of_run(run_id)
     if session_id:
-        found["session"] = session(session_id, target_type)
+        found["session"] = session(session_id)
     return found
 
 

@@ -1,5 +1,6 @@
 """What the dashboard's pages read, through the core (ScheduleManager, RunQueries and the
-listing statements of scheduler/listing.py), always scoped to the caller: a user's token
+listing statements of scheduler/listing.py), always scoped to the caller (`Reads` for the
+schedules, `RunRecords` for the sessions and traces their runs left): a user's token
 reads that user's rows only (os/auth.py `scoped_user`), the security key and admin read
 all. Pages call `reads_of(request)` and never touch SQL. Every read runs on a worker
 thread (the event loop never waits on the database).
@@ -70,9 +71,6 @@ class Reads:
 
     async def _run(self, read: Callable[[], R]) -> R:
         return await asyncio.to_thread(read)
-
-    def runs_queries(self) -> RunQueries:
-        return RunQueries(self.db)
 
     async def schedules(
         self, given: Browse, *, limit: int, after: str | None = None, before: str | None = None,
@@ -148,6 +146,59 @@ class Reads:
 
     async def overdue(self) -> tuple[int, list[Overdue]]:
         return await self._run(lambda: RunHistory(self.db).overdue(user_id=self.owner))
+
+
+@dataclass(frozen=True)
+class SpanRow:
+    """One span of a trace, with its depth in the tree (0: a root)."""
+
+    span: dict[str, Any]
+    depth: int
+
+
+def span_tree(span_rows: list[dict[str, Any]]) -> list[SpanRow]:
+    """Spans in tree order (each after its parent, siblings by start time), with depths."""
+    children: dict[str | None, list[dict[str, Any]]] = {}
+    known = {span["span_id"] for span in span_rows}
+    for span in span_rows:  # already by start time
+        parent = span.get("parent_span_id")
+        children.setdefault(parent if parent in known else None, []).append(span)
+    out: list[SpanRow] = []
+    stack = [(span, 0) for span in reversed(children.get(None, []))]
+    while stack:
+        span, depth = stack.pop()
+        out.append(SpanRow(span, depth))
+        stack += [(child, depth + 1) for child in reversed(children.get(span["span_id"], []))]
+    return out
+
+
+class RunRecords:
+    """What an attempt's run left, as agno keeps it (RunQueries): its session with its runs,
+    and its trace; scoped to the caller as the API's session and trace routes are."""
+
+    def __init__(self, queries: RunQueries, owner: str | None) -> None:
+        self.queries = queries
+        self.owner = owner
+
+    async def session(self, session_id: str) -> dict[str, Any]:
+        found = await asyncio.to_thread(self.queries.session, session_id, user_id=self.owner)
+        if found is None:
+            raise NotFound(f"no session with id {session_id}")
+        return found
+
+    async def trace_of_run(self, run_id: str) -> tuple[dict[str, Any], list[SpanRow]]:
+        def read() -> tuple[dict[str, Any], list[SpanRow]]:
+            listed = self.queries.traces(run_id=run_id, user_id=self.owner, limit=1)
+            found = self.queries.trace(listed.data[0]["trace_id"], run_id=run_id) if listed.data else None
+            if found is None:
+                raise NotFound(f"no trace of run {run_id}")
+            return found[0], span_tree(found[1])
+        return await asyncio.to_thread(read)
+
+
+def records_of(request: Request) -> RunRecords:
+    """The session and trace reads of this request's caller."""
+    return RunRecords(RunQueries(request.app.state.agent_os.db), scoped_user(request))
 
 
 def reads_of(request: Request) -> Reads:

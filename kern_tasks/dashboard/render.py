@@ -52,6 +52,14 @@ def at(epoch: int | float | None, zone: str | None = "UTC", with_zone: bool = Tr
     return when.strftime("%Y-%m-%d %H:%M:%S") + (f" {when.tzname()}" if with_zone else "")
 
 
+def epoch_of(text: str | None) -> float | None:
+    """Epoch seconds of an ISO 8601 time as agno stores trace times (None if unreadable)."""
+    try:
+        return datetime.fromisoformat(text).timestamp() if text else None
+    except ValueError:
+        return None
+
+
 def iso(epoch: int | float | None) -> str:
     return "" if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat()
 
@@ -83,7 +91,7 @@ _env = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-_env.filters.update(at=at, iso=iso, duration=duration, tone=tone)
+_env.filters.update(at=at, iso=iso, duration=duration, tone=tone, epoch_of=epoch_of)
 _env.globals.update(links=links, nav_items=NAV, version=__version__)
 
 

@@ -74,7 +74,7 @@ async def workflow_run_page(request: Request, workflow_id: str, run_id: str,
     tree = await reads_of(request).workflow_run(checked_id(workflow_id, "workflow"), checked_id(run_id, "run"))
     return page(request, "workflow_run.html", "runs", title=f"{workflow_id} run", tree=tree, viewer_zone=zone,
                 tree_url=links.workflow_run(workflow_id, run_id) + "/tree",
-                session_url=links.session(tree.session_id, "workflow") if tree.session_id else None,
+                session_url=links.session(tree.session_id) if tree.session_id else None,
                 trace_url=links.traces_of_run(tree.run_id))
 
 

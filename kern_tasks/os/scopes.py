@@ -97,6 +97,8 @@ ROUTE_SCOPES: dict[str, tuple[str, ...]] = {
     "GET /dashboard/runs": ("schedules:read",),
     "GET /dashboard/health": ("schedules:read",),
     "GET /dashboard/workflows/*": ("workflows:read",),
+    "GET /dashboard/sessions/*": ("sessions:read",),
+    "GET /dashboard/traces": ("traces:read",),
 }
 
 _RESOURCE = re.compile(r"^/(agents|teams|workflows)/([^/]+)")
