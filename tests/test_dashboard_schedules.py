@@ -357,6 +357,21 @@ def test_with_auth_off_the_dashboard_is_open_and_still_wants_its_csrf_token(tmp_
         drop_schema(schema)
 
 
+def test_bad_input_on_a_schedules_page_and_its_actions_answers_4xx_and_changes_nothing(
+        stack: DashboardStack, key_client: httpx.Client) -> None:
+    made = stack.create(name=unique("bad-input"))
+    page = f"/dashboard/schedules/{made['id']}"
+    for path in (page, f"{page}/live"):
+        answer = key_client.get(path, params={"tz": "Nowhere/Atlantis"})
+        assert answer.status_code == 422 and "tz:" in answer.text, path
+    too_long = post(key_client, f"{page}/pause", page, reason="r" * 10_001)
+    assert too_long.status_code == 422 and "disabled_reason" in too_long.text
+    not_a_form = key_client.post(f"{page}/pause", content=b'{"reason": "x"}',
+                                 headers={"content-type": "application/json"})
+    assert not_a_form.status_code == 415
+    assert ScheduleManager(stack.db).get_or_raise(made["id"]).enabled is True
+
+
 def test_unknown_schedules_and_pages_answer_404_pages(key_client: httpx.Client) -> None:
     for path in ("/dashboard/schedules/no-such-id", "/dashboard/schedules/" + "x" * 300, "/dashboard/nowhere"):
         answer = key_client.get(path)
