@@ -10,13 +10,13 @@ import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import event, update
 
 from kern_tasks.db import Database, db_now
 from kern_tasks.db.tables import schedule_runs, schedules
 from kern_tasks.errors import ValidationError
 from kern_tasks.scheduler import ScheduleManager
-from kern_tasks.scheduler.history import OVERDUE_AFTER_S, RunHistory
+from kern_tasks.scheduler.history import OVERDUE_AFTER_S, SETTLED_AFTER_S, RunHistory
 from kern_tasks.workflow import Parallel, Step, Workflow
 from kern_tasks.workflow.tree import preview, run_mark, run_tree
 
@@ -62,6 +62,11 @@ def test_recent_attempts_scoped_paged_and_failures_first(db: Database) -> None:
     assert [r.status for r in lifted.runs] == ["failed", "timeout"] and lifted.has_next
     second = history.recent(user_id="u1", failures_first=True, limit=2, page=2)
     assert [r.status for r in second.runs] == ["success", "success"]
+    across = history.recent(user_id="u1", failures_first=True, limit=3, page=1)  # the failures, then the rest
+    assert [r.status for r in across.runs] == ["failed", "timeout", "success"] and across.has_next
+    past = history.recent(user_id="u1", failures_first=True, limit=3, page=2)  # past every failure
+    assert [r.id for r in past.runs] == [r.id for r in newest.runs if r.status == "success"][1:]
+    assert not past.has_next
     assert {r.user_id for r in history.recent(user_id="u2").runs} == {"u2"}
     assert len(history.recent(user_id=None).runs) == 7  # the 3-day-old one is outside 24h
     assert len(history.recent(user_id=None, window="7d").runs) == 8
@@ -85,6 +90,34 @@ def test_health_buckets_counts_lag_and_overdue(db: Database) -> None:
     assert history.overdue(user_id="u1") == (0, [])
     count, late = history.overdue(user_id=None)
     assert count == 1 and late[0].name == "theirs" and late[0].late_s >= 600
+
+
+def test_settled_buckets_are_read_once_per_cache_period(db: Database) -> None:
+    manager = ScheduleManager(db)
+    old = manager.create(name="old", cron="0 * * * *", endpoint="/agents/a/runs")
+    with db.begin() as conn:
+        now = db_now(conn)
+        conn.execute(schedule_runs.insert(), [attempt(old.id, None, status, now - ago, run_id=None, error=None)
+                                              for status, ago in (("success", 3 * 3600), ("failed", 2 * 3600),
+                                                                  ("success", 600))])
+    sent: list[int] = []
+
+    def grab(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        if "overdue" in statement:
+            values = parameters.values() if isinstance(parameters, dict) else parameters
+            sent.append(min(v for v in values if isinstance(v, int) and v > 10**9))
+
+    event.listen(db.engine, "before_cursor_execute", grab)
+    try:
+        history = RunHistory(db)
+        first = history.health(user_id=None, window="24h")
+        again = history.health(user_id=None, window="24h")
+    finally:
+        event.remove(db.engine, "before_cursor_execute", grab)
+    assert [b.counts for b in first.buckets] == [b.counts for b in again.buckets]
+    assert first.totals() == {"success": 2, "failed": 1}
+    assert sent[0] == first.start  # the whole day, then only what is not settled yet
+    assert sent[1] >= first.end - SETTLED_AFTER_S - first.bucket_s and sent[1] > first.start
 
 
 @pytest.mark.parametrize(("call", "field"), [

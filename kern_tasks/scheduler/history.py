@@ -13,22 +13,30 @@ Promises:
 - `window` is one of WINDOWS; anything else is a ValidationError naming `window` (as are a
   bad status, page or limit), raised before any query;
 - `recent` reads one page and one row more (whether a next page exists): no count of a
-  large table; newest first (created_at, then id, so pages never overlap), failures
-  (FAILURES) before the rest on demand;
+  large table; newest first (created_at, then id, so pages never overlap), walking the
+  created_at index; failures (FAILURES) first on demand as two walks, the failures' (from
+  the status index) then the rest's, never a sort of the whole window (a count of the
+  window's failures only for a page past them all);
 - `health` is one grouped statement over the window's rows, found by the created_at index
-  (per owner: user_id, created_at; migration 0014): one row per bucket (epoch arithmetic,
-  the same on Postgres and SQLite) with a count per status, the fire lag of the slots'
-  first attempts (their start minus their slot; backfilled slots are late on purpose and
-  left out) and the number of schedules that had a slot start OVERDUE_AFTER_S late or not
-  at all (skipped, or still queued past it).
+  (the user_id index for one owner): rows per bucket (epoch arithmetic, the same on
+  Postgres and SQLite) with a count per status, the fire lag of the slots' first attempts
+  (their start minus their slot; backfilled slots are late on purpose and left out) and
+  the number of schedules that had a slot start OVERDUE_AFTER_S late or not at all
+  (skipped, or still queued past it). Buckets that ended SETTLED_AFTER_S ago hardly change
+  (their attempts ended; a retry is a row of its own, in a later bucket): each process
+  keeps them for CACHE_S, so the day's picture, once read whole, reads only its last hour
+  of rows (a picture is at most CACHE_S behind for its settled part).
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, String, and_, bindparam, case, cast, func, null, or_, select, union_all
+from sqlalchemy import BigInteger, ColumnElement, Connection, String, and_, bindparam, case, cast, func, null, or_, select, union_all
 
 from kern_tasks.db import Database, db_now
 from kern_tasks.db.tables import SCHEDULE_STATUSES, schedule_runs, schedules
@@ -43,6 +51,9 @@ FAILURES = ("failed", "timeout", "retrying")
 # A slot whose first attempt starts this much after it (or never) counts as overdue.
 OVERDUE_AFTER_S = 60
 MAX_LIMIT = 200
+SETTLED_AFTER_S = 3600
+CACHE_S = 300.0
+CACHE_KEYS = 512  # (database, owner, bucket width) pictures kept per process, least recently used dropped
 
 _r = schedule_runs
 _s = schedules
@@ -118,6 +129,45 @@ class _Sums:
     overdue: int = 0
 
 
+class _SettledBuckets:
+    """Per process: the settled buckets of recent pictures, by (database, owner, width)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._kept: OrderedDict[tuple[Any, ...], tuple[float, int, dict[int, _Sums]]] = OrderedDict()
+
+    def fill(self, key: tuple[Any, ...], buckets: dict[int, _Sums], start: int) -> int:
+        """Put the kept buckets from `start` on into `buckets`; where the read must begin."""
+        with self._lock:
+            found = self._kept.get(key)
+            if found is None or found[0] < time.monotonic():
+                return start
+            _, until, kept = found
+            self._kept.move_to_end(key)
+        if until <= start:
+            return start
+        for at, sums in kept.items():
+            if at in buckets:
+                buckets[at] = sums
+        return until
+
+    def keep(self, key: tuple[Any, ...], buckets: dict[int, _Sums], start: int, settled: int) -> None:
+        """Keep the buckets before `settled`; the first keep of a key sets its expiry."""
+        kept = {at: sums for at, sums in buckets.items() if at < settled}
+        if not kept:
+            return
+        with self._lock:
+            found = self._kept.get(key)
+            expires = found[0] if found is not None and found[0] >= time.monotonic() else time.monotonic() + CACHE_S
+            self._kept[key] = (expires, settled, kept)
+            self._kept.move_to_end(key)
+            while len(self._kept) > CACHE_KEYS:
+                self._kept.popitem(last=False)
+
+
+_SETTLED = _SettledBuckets()
+
+
 @dataclass(frozen=True)
 class Health:
     """The window's buckets, oldest first, every one present (empty ones too)."""
@@ -181,20 +231,21 @@ class RunHistory:
         span = check_window(window)
         check_status(status)
         check_paging(page, limit)
-        columns = [_r.c.id, _r.c.schedule_id, _s.c.name.label("schedule_name"), _s.c.endpoint, _r.c.attempt,
-                   _r.c.status, _r.c.created_at, _r.c.scheduled_for, _r.c.triggered_at, _r.c.completed_at,
-                   _r.c.status_code, _r.c.run_id, _r.c.session_id, _r.c.error, _r.c.manual, _r.c.backfill,
-                   _r.c.user_id]
-        order: list[Any] = [_r.c.created_at.desc(), _r.c.id.desc()]
-        if failures_first:
-            order.insert(0, case((_r.c.status.in_(FAILURES), 0), else_=1))
+        offset, wanted = (page - 1) * limit, limit + 1
         with self.db.connect() as conn:
             since = db_now(conn) - span
-            where = and_(_r.c.created_at >= since, *_owned(user_id),
-                         *([] if status is None else [_r.c.status == status]))
-            query = (select(*columns).join(_s, _s.c.id == _r.c.schedule_id).where(where).order_by(*order)
-                     .limit(limit + 1).offset((page - 1) * limit))
-            rows = [dict(m) for m in conn.execute(query).mappings()]
+            where = [_r.c.created_at >= since, *_owned(user_id), *([] if status is None else [_r.c.status == status])]
+            if not failures_first or status is not None:
+                rows = _page(conn, where, offset, wanted)
+            else:
+                # Two walks newest first, never a sort of the window: the failures (the status
+                # index), then the rest (the created_at index) from where the failures end.
+                failed = [*where, _r.c.status.in_(FAILURES)]
+                rows = _page(conn, failed, offset, wanted)
+                if len(rows) < wanted:
+                    before = offset + len(rows) if rows else _count(conn, failed)
+                    rows += _page(conn, [*where, _r.c.status.not_in(FAILURES)], max(0, offset - before),
+                                  wanted - len(rows))
         found = []
         for row in rows[:limit]:
             target_type, target_id = target_of(row["endpoint"])
@@ -206,12 +257,15 @@ class RunHistory:
         step (see the module docstring)."""
         bucket_s = check_window(window, HEALTH_WINDOWS)
         span = WINDOWS[window]
+        key = (self.db.url.render_as_string(hide_password=True), self.db.schema, user_id, bucket_s)
         with self.db.connect() as conn:
             now = db_now(conn)
             end = now - now % bucket_s + bucket_s  # the current bucket included
             start = end - span
-            rows = conn.execute(_health_query(bucket_s, user_id), {"since": start, "now": now}).mappings().all()
-        buckets = {at: _Sums() for at in range(start, end, bucket_s)}
+            settled = end - SETTLED_AFTER_S - (end - SETTLED_AFTER_S) % bucket_s
+            buckets = {at: _Sums() for at in range(start, end, bucket_s)}
+            since = _SETTLED.fill(key, buckets, start)
+            rows = conn.execute(_health_query(bucket_s, user_id), {"since": since, "now": now}).mappings().all()
         for row in rows:
             sums = buckets.get(int(row["bucket"]))
             if sums is None:
@@ -225,6 +279,7 @@ class RunHistory:
             if row["lag_max"] is not None:
                 peak = int(row["lag_max"])
                 sums.lag_max = peak if sums.lag_max is None else max(sums.lag_max, peak)
+        _SETTLED.keep(key, buckets, start, settled)
         found = [Bucket(start=at, counts=sums.counts, lag_count=sums.lag_count,
                         lag_avg_s=sums.lag_sum / sums.lag_count if sums.lag_count else None, lag_max_s=sums.lag_max,
                         overdue=sums.overdue) for at, sums in buckets.items()]
@@ -243,6 +298,22 @@ class RunHistory:
                                 .order_by(_s.c.next_run_at.asc(), _s.c.id.asc()).limit(limit)).all()
         return int(total), [Overdue(id=row.id, name=row.name, next_run_at=int(row.next_run_at),
                                     late_s=now - int(row.next_run_at), user_id=row.user_id) for row in rows]
+
+
+_COLUMNS = (_r.c.id, _r.c.schedule_id, _s.c.name.label("schedule_name"), _s.c.endpoint, _r.c.attempt, _r.c.status,
+            _r.c.created_at, _r.c.scheduled_for, _r.c.triggered_at, _r.c.completed_at, _r.c.status_code, _r.c.run_id,
+            _r.c.session_id, _r.c.error, _r.c.manual, _r.c.backfill, _r.c.user_id)
+
+
+def _page(conn: Connection, where: list[ColumnElement[bool]], offset: int, count: int) -> list[dict[str, Any]]:
+    """`count` attempts matching `where` after `offset`, newest first (id breaks ties)."""
+    query = (select(*_COLUMNS).join(_s, _s.c.id == _r.c.schedule_id).where(*where)
+             .order_by(_r.c.created_at.desc(), _r.c.id.desc()).limit(count).offset(offset))
+    return [dict(m) for m in conn.execute(query).mappings()]
+
+
+def _count(conn: Connection, where: list[ColumnElement[bool]]) -> int:
+    return int(conn.execute(select(func.count()).select_from(_r).where(*where)).scalar_one())
 
 
 def _health_query(bucket_s: int, user_id: str | None) -> Any:
