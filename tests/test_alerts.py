@@ -27,6 +27,8 @@ from sqlalchemy import select, text, update
 
 from kern_tasks import beat_health
 from kern_tasks.db import Database, db_now, schedule_runs, schedules
+from kern_tasks.alerts.incidents import Incident
+from kern_tasks.alerts.webhook import Notifier, payload
 from kern_tasks.db.tables import incidents
 from kern_tasks.os import AgentOS
 from kern_tasks.scheduler import ScheduleManager
@@ -34,7 +36,7 @@ from kern_tasks.settings import Settings
 from tests.conftest import POSTGRES_URL
 from tests.fire_stack import FireStack, fire_stack
 from tests.processes import PYTHON, ServerThread, clean_environ, wait_for
-from tests.targets import Reply
+from tests.targets import Reply, TargetServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -176,3 +178,20 @@ def test_alert_after_failures_is_checked_naming_the_field(pg_db: Database, pg_sc
     bad = subprocess.run([*cli, "update", "y", "--alert-after-failures", "-2"], env=env, capture_output=True, text=True,
                          timeout=60)  # fmt: skip
     assert bad.returncode == 2 and "alert_after_failures" in bad.stderr
+
+
+def test_a_webhook_post_is_tried_again_after_a_5xx_and_never_blocks_the_caller() -> None:
+    with TargetServer() as receiver:
+        receiver.script("/hook", [Reply(503), Reply(200)])
+        notifier = Notifier(f"{receiver.url}/hook", retry_waits_s=(0.1, 0.1))
+        incident = Incident(id="i1", key="failing:s1", kind="failing", schedule_id="s1", schedule_name="s",
+                            slot=1796194800, last_error="HTTP 500", message="m", opened_at=1796194801)
+        notifier.announce("opened", incident)  # returns at once: the POST is the thread's
+        first, second = receiver.wait_for_requests(2, "/hook", timeout=10)
+        assert first.json() == second.json() == payload("opened", incident)
+        assert second.json()["slot_at"] == "2026-12-02T07:00:00Z"
+        receiver.script("/hook", Reply(400))
+        notifier.announce("resolved", incident)
+        receiver.wait_for_requests(3, "/hook", timeout=10)
+        wait_for(lambda: notifier._queue.unfinished_tasks == 0, 10, 0.05, "the POST given up")
+        assert len(receiver.requests("/hook")) == 3  # a 4xx is not tried again

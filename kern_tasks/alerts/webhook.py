@@ -4,8 +4,9 @@ KERN_ALERT_WEBHOOK when it is set.
 The POST never runs on the caller's thread: `Notifier.send` puts the body on a queue that a
 daemon thread of this process drains (one per process, started on first use, again in a
 forked child), each POST with a short timeout (POST_TIMEOUT_S), so a slow or dead receiver
-never holds a beat tick, a claim transaction or a fire. A POST that fails is logged, not
-retried: the incident and its log line are the record (the webhook is a notification).
+never holds a beat tick, a claim transaction or a fire. A POST that fails (no answer, or
+5xx/429) is tried again after RETRY_WAITS_S, then given up and logged: the incident row and
+its log line stay the record (a process that stops meanwhile takes its unsent POSTs along).
 
 The body (`payload`):
 
@@ -32,6 +33,7 @@ from kern_tasks.alerts.incidents import Incident
 log = logging.getLogger("kern_tasks.alerts")
 
 POST_TIMEOUT_S = 5.0
+RETRY_WAITS_S = (1.0, 4.0)  # waits before the second and third tries of one POST
 MAX_WAITING = 1000  # beyond this many unsent bodies, new ones are dropped (and logged)
 
 
@@ -48,9 +50,11 @@ def payload(event: str, incident: Incident) -> dict[str, Any]:
 class Notifier:
     """Log and POST incidents of one process (see the module docstring)."""
 
-    def __init__(self, url: str | None, *, timeout_s: float = POST_TIMEOUT_S) -> None:
+    def __init__(self, url: str | None, *, timeout_s: float = POST_TIMEOUT_S,
+                 retry_waits_s: tuple[float, ...] = RETRY_WAITS_S) -> None:  # fmt: skip
         self.url = url or None
         self.timeout_s = timeout_s
+        self.retry_waits_s = retry_waits_s
         self._queue: queue.Queue[dict[str, Any]] = queue.Queue(MAX_WAITING)
         self._lock = threading.Lock()
         self._pid: int | None = None
@@ -84,18 +88,25 @@ class Notifier:
         with httpx.Client(timeout=self.timeout_s, follow_redirects=False) as client:
             while True:
                 body = self._queue.get()
-                try:
-                    answer = client.post(self.url, json=body)  # type: ignore[arg-type]
-                    if answer.status_code >= 300:
-                        log.warning("alert webhook answered %d for incident %s", answer.status_code, body["incident_id"])
-                except httpx.HTTPError as exc:
-                    log.warning("alert webhook unreachable (%s) for incident %s", type(exc).__name__, body["incident_id"])
+                self._post(client, body)
+                self._queue.task_done()
 
-    def flush(self, timeout_s: float = 10.0) -> None:
-        """Wait until the queued bodies were taken (tests; a clean stop)."""
-        deadline = time.monotonic() + timeout_s
-        while not self._queue.empty() and time.monotonic() < deadline:
-            time.sleep(0.02)
+    def _post(self, client: httpx.Client, body: dict[str, Any]) -> None:
+        for wait in (*self.retry_waits_s, None):
+            try:
+                answer = client.post(self.url, json=body)  # type: ignore[arg-type]
+                problem = f"answered {answer.status_code}"
+                if answer.status_code < 300:
+                    return
+                if answer.status_code < 500 and answer.status_code != 429:
+                    break  # the receiver refuses this body: trying again changes nothing
+            except httpx.HTTPError as exc:
+                problem = f"unreachable ({type(exc).__name__})"
+            if wait is not None:
+                time.sleep(wait)
+        log.warning("alert webhook %s for incident %s (%s %s): not sent", problem, body["incident_id"],
+                    body["kind"], body["event"])  # fmt: skip
+
 
 
 _notifiers: dict[str | None, Notifier] = {}
