@@ -32,13 +32,15 @@ from bench.common import (
 from kern_tasks.app import create_app
 from kern_tasks.beat import LeaseScheduler
 from kern_tasks.db import db_time
-from kern_tasks.dispatch import Dispatch, publish
+from kern_tasks.dispatch import DEFAULT_FIRE_BATCH, Dispatch, publish
 from kern_tasks.runtime import runtime_for
 from kern_tasks.scheduler import claims
 from kern_tasks.settings import Settings
-from tests.processes import wait_for
+from tests.processes import PYTHON, wait_for
 
 DUE = 500
+# What beat publishes for them: kern.fire_batch messages of DEFAULT_FIRE_BATCH attempts.
+MESSAGES = -(-DUE // DEFAULT_FIRE_BATCH)
 QUEUE = "celery"  # the Redis list of Celery's default queue
 
 
@@ -124,7 +126,7 @@ def measure(n: int, reps: int, explain: bool) -> dict[str, Any]:
             t0 = time.perf_counter()
             scheduler.run_once()
             tick_ms.append((time.perf_counter() - t0) * 1000)
-            assert r.llen(QUEUE) == DUE, r.llen(QUEUE)
+            assert r.llen(QUEUE) == MESSAGES, r.llen(QUEUE)
             # publishing alone, the same 500 run ids again
             run_ids = [row[0] for row in schema.execute(f"SELECT id FROM {schema.q}.agno_schedule_runs").all()]
             r.delete(QUEUE)
@@ -137,16 +139,20 @@ def measure(n: int, reps: int, explain: bool) -> dict[str, Any]:
         result["dispatch_ms_min"] = round(min(tick_ms[1:]), 1)
         result["publish_ms_median"] = round(median(publish_ms[1:]), 1)
 
-        # a real beat process: RSS after dispatching the 500
-        _reset(schema, ids, due_at)
-        with processes() as procs:
-            env = bench_kern_env(schema, "http://127.0.0.1:9", procs)
-            beat = procs.beat("beat", max_interval=5, env=env)
-            wait_for(lambda: schema.count_runs("queued") >= DUE and r.llen(QUEUE) >= DUE, 120, 0.1,
-                     "beat to dispatch the due rows")  # fmt: skip
-            time.sleep(2.5)  # another tick and sweep or two
-            procs.check_alive()
-            result["beat_rss_mib"], result["beat_hwm_mib"] = rss_mib(beat.pid)
+        # a real beat process: RSS after dispatching the 500; `celery -A kern_tasks beat`,
+        # then the same beat without the celery command line (python -m kern_tasks.lean_beat)
+        for key, lean in (("beat", False), ("lean_beat", True)):
+            _reset(schema, ids, due_at)
+            r.delete(QUEUE)
+            with processes() as procs:
+                env = bench_kern_env(schema, "http://127.0.0.1:9", procs)
+                beat = (procs.start(key, [PYTHON, "-m", "kern_tasks.lean_beat", "--max-interval", "5"], env=env)
+                        if lean else procs.beat(key, max_interval=5, env=env))  # fmt: skip
+                wait_for(lambda: schema.count_runs("queued") >= DUE and r.llen(QUEUE) >= MESSAGES, 120, 0.1,
+                         "beat to dispatch the due rows")  # fmt: skip
+                time.sleep(2.5)  # another tick and sweep or two
+                procs.check_alive()
+                result[f"{key}_rss_mib"], result[f"{key}_hwm_mib"] = rss_mib(beat.pid)
         r.delete(QUEUE)
         if explain:
             _reset(schema, ids, due_at)
@@ -154,7 +160,8 @@ def measure(n: int, reps: int, explain: bool) -> dict[str, Any]:
     result["loadavg"] = loadavg()
     log(f"N={n}: claim+materialise {result['claim_ms_median']} ms (median of {reps}), "
         f"dispatch (tick incl. publish) {result['dispatch_ms_median']} ms, publish alone {result['publish_ms_median']} ms, "
-        f"beat RSS {result['beat_rss_mib']} MiB (peak {result['beat_hwm_mib']})")  # fmt: skip
+        f"beat RSS {result['beat_rss_mib']} MiB (peak {result['beat_hwm_mib']}), "
+        f"lean beat {result['lean_beat_rss_mib']} MiB")  # fmt: skip
     return result
 
 

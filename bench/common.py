@@ -172,12 +172,29 @@ class DbCounter:
         if settle:
             time.sleep(STATS_SETTLE_S)
         self._before = database_counters()
+        self._since = time.time()
         return self
 
-    def stop(self, per: int) -> dict[str, float]:
+    def stop(self, per: int) -> dict[str, Any]:
         time.sleep(STATS_SETTLE_S)
         after = database_counters()
-        return {f"{key}_per_job": round((after[key] - self._before[key]) / per, 3) for key in after}
+        counted: dict[str, Any] = {f"{key}_per_job": round((after[key] - self._before[key]) / per, 3) for key in after}
+        counted["new_sessions_alive"] = new_sessions(self._since)
+        return counted
+
+
+def new_sessions(since: float) -> dict[str, int]:
+    """Sessions of the benchmark database opened since `since` and still open, by
+    application_name and backend type: who opened the connections counted."""
+    engine = create_engine(MONITOR_URL, poolclass=NullPool)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT coalesce(application_name, '') || '/' || backend_type, count(*) FROM pg_stat_activity "
+                 "WHERE datname = :d AND backend_start >= to_timestamp(:t) GROUP BY 1"),
+            {"d": make_url(POSTGRES_URL).database, "t": since},
+        ).all()  # fmt: skip
+    engine.dispose()
+    return {name: int(count) for name, count in rows}
 
 
 def postgres_backends_cpu_s(application_name: str = PG_APP) -> dict[int, float]:

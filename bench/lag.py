@@ -82,8 +82,29 @@ def measure(n: int, duration: int, pool: str, concurrency: int) -> dict[str, Any
     return result
 
 
+# The ramp: schedules every second, raised until fire lag p99 passes RAMP_P99_S.
+RAMP = (400, 600, 800, 1000, 1300, 1600)
+RAMP_P99_S = 1.0
+
+
+def ramp(duration: int, pool: str, concurrency: int, rates: tuple[int, ...] = RAMP) -> dict[str, Any]:
+    """Lag at rising rates (fires/s), until p99 passes RAMP_P99_S (or a slot goes missing):
+    the rate at which this machine stops keeping up."""
+    steps = []
+    for n in rates:
+        result = measure(n, duration, pool, concurrency)
+        steps.append(result)
+        if result["p99_s"] > RAMP_P99_S or result["missing"] > 0:
+            break
+    passed = next((s for s in steps if s["p99_s"] > RAMP_P99_S or s["missing"] > 0), None)
+    kept = [s["schedules"] for s in steps if s is not passed]
+    return {"steps": steps, "p99_passes_1s_at": passed["schedules"] if passed else None,
+            "last_kept_up": max(kept) if kept else None}  # fmt: skip
+
+
 def run(quick: bool, pool: str = "threads", concurrency: int = 16) -> dict[str, Any]:
     n, duration = (100, 12) if quick else (200, 30)
     baseline = measure(max(1, n // 10), duration if not quick else 8, pool, concurrency)
     loaded = measure(n, duration, pool, concurrency)
-    return {"pool": pool, "concurrency": concurrency, "baseline": baseline, "loaded": loaded}
+    rising = ramp(8 if quick else 15, pool, concurrency, RAMP[:2] if quick else RAMP)
+    return {"pool": pool, "concurrency": concurrency, "baseline": baseline, "loaded": loaded, "ramp": rising}

@@ -25,7 +25,6 @@ from __future__ import annotations
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
-from kombu.transport import sqlalchemy as kombu_sql
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 
@@ -43,10 +42,16 @@ class Transport(kombu_redis.Transport):
 TRANSPORT = f"{__name__}:Transport"
 
 SQL_POLL_S = 0.1
-
-
-class SqlTransport(kombu_sql.Transport):
-    polling_interval = SQL_POLL_S
-
-
 SQL_TRANSPORT = f"{__name__}:SqlTransport"
+
+
+def __getattr__(name: str) -> Any:
+    # SqlTransport is made when kombu first asks for it (the embedded default): a process on
+    # Redis never imports kombu's SQL transport and the SQLAlchemy ORM it brings (~6 MiB).
+    if name == "SqlTransport":
+        from kombu.transport import sqlalchemy as kombu_sql
+
+        transport = type("SqlTransport", (kombu_sql.Transport,), {"polling_interval": SQL_POLL_S, "__module__": __name__})
+        globals()[name] = transport
+        return transport
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

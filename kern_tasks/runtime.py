@@ -29,14 +29,17 @@ import os
 import threading
 from typing import Any, Mapping
 
-import httpx
+from typing import TYPE_CHECKING
+
 from celery import signals
 from sqlalchemy.exc import DBAPIError
 
 from kern_tasks.db import Database
 from kern_tasks.errors import NotMigrated
-from kern_tasks.firing.http import make_client
 from kern_tasks.settings import Settings
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("kern_tasks.runtime")
 
@@ -65,7 +68,7 @@ class Runtime:
         self.task_slots = task_slots
         self.pid = os.getpid()
         self._db: Database | None = db
-        self._client: httpx.Client | None = None
+        self._client: "httpx.Client | None" = None
 
     @property
     def db(self) -> Database:
@@ -92,8 +95,11 @@ class Runtime:
         self.task_slots = task_slots(worker)
 
     @property
-    def client(self) -> httpx.Client:
+    def client(self) -> "httpx.Client":
         if self._client is None:
+            # httpx is imported by the first call (a worker's), never by beat.
+            from kern_tasks.firing.http import make_client
+
             with _lock:
                 if self._client is None:
                     self._client = make_client()

@@ -523,3 +523,16 @@ def test_upgrade_on_agno_database_with_only_the_schedules_table(agno_db: Any, pg
             ours.dispose()
     finally:
         engine.dispose()
+
+
+def test_the_shipped_revisions_read_without_alembic_are_alembics() -> None:
+    """Processes at head learn so without importing alembic (migrate.shipped_revisions
+    reads the scripts' revision lines): the chain and head must be alembic's own."""
+    from kern_tasks.db import migrate
+
+    scripts = ScriptDirectory.from_config(alembic_config(None, None))  # type: ignore[arg-type]
+    assert migrate.head_revision() == scripts.get_current_head()
+    assert migrate.shipped_revisions() == {
+        r.revision: r.down_revision for r in scripts.walk_revisions()  # type: ignore[misc]
+    }
+    assert not migrate.is_known_revision("9999")

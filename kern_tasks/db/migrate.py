@@ -17,12 +17,14 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
+import re
+from typing import TYPE_CHECKING
+
 from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, inspect, select, text
 from sqlalchemy.exc import DBAPIError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 VERSION_TABLE = "kern_alembic_version"
@@ -31,7 +33,9 @@ VERSION_TABLE = "kern_alembic_version"
 _versions = Table(VERSION_TABLE, MetaData(), Column("version_num", String(32), primary_key=True))
 
 
-def alembic_config(engine: Engine | None, schema: str | None) -> Config:
+def alembic_config(engine: Engine | None, schema: str | None) -> "Config":
+    from alembic.config import Config  # alembic is imported only to migrate (beat checks, never migrates, at head)
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["engine"] = engine
@@ -39,20 +43,35 @@ def alembic_config(engine: Engine | None, schema: str | None) -> Config:
     return config
 
 
+# `revision = "0011"` / `down_revision = "0010"` (or None) in each script of versions/.
+_REVISION_LINE = re.compile(r'^(down_revision|revision)\s*(?::[^=]*)?=\s*(?:"([^"]*)"|\'([^\']*)\'|None)', re.M)
+
+
+@functools.cache
+def shipped_revisions() -> dict[str, str | None]:
+    """Every revision this kern_tasks ships and the one before it, read from the scripts'
+    own lines once per process, without alembic: a process at head (every beat and worker
+    start) learns so without importing alembic (~10 MiB). tests/test_migrations.py checks
+    this agrees with alembic's own reading."""
+    chain: dict[str, str | None] = {}
+    for script in sorted((MIGRATIONS / "versions").glob("*.py")):
+        found = {m.group(1): m.group(2) or m.group(3) for m in _REVISION_LINE.finditer(script.read_text())}
+        if "revision" in found:
+            chain[str(found["revision"])] = found.get("down_revision")
+    return chain
+
+
 @functools.cache
 def head_revision() -> str:
-    """The newest revision this kern_tasks ships (read from the scripts once per process)."""
-    head = ScriptDirectory.from_config(alembic_config(None, None)).get_current_head()
-    assert head is not None, "kern_tasks ships no migrations"
-    return head
+    """The newest revision this kern_tasks ships: the one no other revision follows."""
+    chain = shipped_revisions()
+    heads = set(chain) - {down for down in chain.values() if down is not None}
+    assert len(heads) == 1, f"kern_tasks ships {len(heads)} migration heads: {sorted(heads)}"
+    return heads.pop()
 
 
-@functools.cache
 def is_known_revision(revision: str) -> bool:
-    try:
-        return ScriptDirectory.from_config(alembic_config(None, None)).get_revision(revision) is not None
-    except CommandError:
-        return False
+    return revision in shipped_revisions()
 
 
 def current_revision(connection: Connection, schema: str | None) -> str | None:
@@ -114,6 +133,8 @@ def migrate(engine: Engine, schema: str | None, revision: str = "head") -> list[
             connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('kern_tasks.migrate'))"))
             if schema:
                 connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+        from alembic import command
+
         config = alembic_config(engine, schema)
         config.attributes["connection"] = connection
         config.attributes["applied"] = applied

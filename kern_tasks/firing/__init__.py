@@ -12,17 +12,29 @@
 http, response and backoff touch neither the database nor Celery.
 """
 
-from kern_tasks.firing.backoff import backoff_bound, backoff_delay, parse_retry_after, retry_budget_seconds
-from kern_tasks.firing.http import FireOutcome, FireRequest, fire, make_client, run_form
+from __future__ import annotations
 
-__all__ = [
-    "FireOutcome",
-    "FireRequest",
-    "backoff_bound",
-    "backoff_delay",
-    "fire",
-    "make_client",
-    "parse_retry_after",
-    "retry_budget_seconds",
-    "run_form",
-]
+import importlib
+from typing import Any
+
+# Loaded on first use: beat imports this package (liveness, backoff) but never makes a call,
+# so it does not import httpx.
+_EXPORTS = {
+    "FireOutcome": "kern_tasks.firing.http",
+    "FireRequest": "kern_tasks.firing.http",
+    "backoff_bound": "kern_tasks.firing.backoff",
+    "backoff_delay": "kern_tasks.firing.backoff",
+    "fire": "kern_tasks.firing.http",
+    "make_client": "kern_tasks.firing.http",
+    "parse_retry_after": "kern_tasks.firing.backoff",
+    "retry_budget_seconds": "kern_tasks.firing.backoff",
+    "run_form": "kern_tasks.firing.http",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'kern_tasks.firing' has no attribute {name!r}")

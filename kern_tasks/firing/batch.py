@@ -21,7 +21,7 @@ from typing import Callable, Sequence, TypeVar
 T = TypeVar("T")
 
 # Results that end this close together are recorded together (one transaction).
-LINGER_S = 0.01
+LINGER_S = 0.05
 # More than a process ever has in flight (tasks at once x batch size), so a call never
 # waits for a thread.
 MAX_THREADS = 4096

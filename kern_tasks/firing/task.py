@@ -15,16 +15,18 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+if TYPE_CHECKING:
+    from kern_tasks.firing.http import FireOutcome, FireRequest
 
 from kern_tasks import alerts, metrics
 from kern_tasks.db import Database
 from kern_tasks.dispatch import Dispatch, publish
 from kern_tasks.firing import liveness
 from kern_tasks.firing.batch import run_all
-from kern_tasks.firing.http import FireOutcome, FireRequest, fire
 from kern_tasks.runtime import runtime_for
 from kern_tasks.scheduler import attempts
 
@@ -53,6 +55,9 @@ def fire_batch_task(self: Any, attempt_ids: list[str]) -> dict[str, str]:
 def fire_attempts(app: Any, attempt_ids: list[str]) -> dict[str, str]:
     """Take, fire and record `attempt_ids`; returns each attempt's outcome status (or
     "nothing to do" / "not yet")."""
+    # httpx comes with the first fire: beat registers this task but never runs it.
+    from kern_tasks.firing.http import fire
+
     runtime = runtime_for(app)
     db = runtime.db
     heart = liveness.heart_for(db)
@@ -121,7 +126,9 @@ class Fired:
     lag: float | None  # seconds from the slot (or its not_before) to the call, on this worker's clock
 
 
-def _request(attempt_id: str, attempt: attempts.Attempt) -> FireRequest:
+def _request(attempt_id: str, attempt: attempts.Attempt) -> "FireRequest":
+    from kern_tasks.firing.http import FireRequest
+
     return FireRequest(
         schedule_id=attempt.schedule["id"],
         attempt_id=attempt_id,

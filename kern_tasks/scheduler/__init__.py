@@ -1,13 +1,32 @@
 """Schedules: cron and time zones, the ScheduleManager, and the lifecycle of the run rows
 (claims.py: leases and the slots beat makes; attempts.py: one attempt's life; sweeps.py:
-beat's sweep and retention)."""
+beat's sweep and retention).
 
-from kern_tasks.scheduler.cron import describe, next_run, next_runs
-from kern_tasks.scheduler.kinds import Timetable, next_slots
-from kern_tasks.scheduler.manager import ScheduleManager
-from kern_tasks.scheduler.models import Page, Schedule, ScheduleRun
+The names below load on first use, so beat (which needs claims, attempts and sweeps)
+imports neither the manager nor pydantic's validation models.
+"""
 
-__all__ = [
-    "Page", "Schedule", "ScheduleManager", "ScheduleRun", "Timetable", "describe", "next_run", "next_runs",
-    "next_slots",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Page": "kern_tasks.scheduler.models",
+    "Schedule": "kern_tasks.scheduler.models",
+    "ScheduleManager": "kern_tasks.scheduler.manager",
+    "ScheduleRun": "kern_tasks.scheduler.models",
+    "Timetable": "kern_tasks.scheduler.kinds",
+    "describe": "kern_tasks.scheduler.cron",
+    "next_run": "kern_tasks.scheduler.cron",
+    "next_runs": "kern_tasks.scheduler.cron",
+    "next_slots": "kern_tasks.scheduler.kinds",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'kern_tasks.scheduler' has no attribute {name!r}")

@@ -120,30 +120,29 @@ def _lease_is_stale(now: int) -> Any:
 
 # Invariant: a schedule is leased by at most one claim at a time (rules 1-3 above).
 def claim_due(conn: Connection, *, token: str, now: int, batch: int) -> list[RowMapping]:
-    """Lease up to `batch` due schedules for `token`; returns the leased rows."""
-    due = (
-        select(_s.c.id)
-        .where(
-            _s.c.enabled == true(),
-            _s.c.next_run_at <= now,
-            or_(_s.c.locked_by.is_(None), _lease_is_stale(now)),
-        )
-        .order_by(_s.c.next_run_at)
-        .limit(batch)
-        .with_for_update(skip_locked=True)
-    )
-    claimed = conn.execute(
-        update(_s)
-        .where(_s.c.id.in_(due.scalar_subquery()))
-        .values(locked_by=token, locked_at=now)
-        .returning(
-            _s.c.id, _s.c.cron_expr, _s.c.timezone, _s.c.next_run_at, _s.c.user_id,
-            _s.c.misfire_policy, _s.c.overlap_policy, _s.c.catchup_window_seconds, _s.c.jitter_seconds,
-            *_KIND_COLUMNS,
-            _s.c.queue, _s.c.priority,
-        )
-    )
-    return list(claimed.mappings())
+    """Take up to `batch` due schedules for `token`; returns their rows, locked for this
+    transaction (FOR UPDATE SKIP LOCKED on Postgres; BEGIN IMMEDIATE on SQLite). The lease
+    itself is written by `materialise` in the same transaction, with next_run_at: each
+    claimed row is updated once per tick, not twice (every update writes all of the
+    row's indexes)."""
+    return list(
+        conn.execute(
+            select(
+                _s.c.id, _s.c.cron_expr, _s.c.timezone, _s.c.next_run_at, _s.c.user_id,
+                _s.c.misfire_policy, _s.c.overlap_policy, _s.c.catchup_window_seconds, _s.c.jitter_seconds,
+                *_KIND_COLUMNS,
+                _s.c.queue, _s.c.priority,
+            )
+            .where(
+                _s.c.enabled == true(),
+                _s.c.next_run_at <= now,
+                or_(_s.c.locked_by.is_(None), _lease_is_stale(now)),
+            )
+            .order_by(_s.c.next_run_at)
+            .limit(batch)
+            .with_for_update(skip_locked=True)
+        ).mappings()
+    )  # fmt: skip
 
 
 # A schedule's timing beyond cron (kinds.Timetable reads these).

@@ -29,12 +29,24 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
+
 from kern_tasks.scheduler.kinds import Timetable
-from kern_tasks.scheduler.spec import DEFAULTS
 
 DEFAULT_GRACE_S = 60
 MAX_SLOTS_PER_CLAIM = 100
 MAX_SCAN = 2000
+
+
+def _or_defaults(**given: Any) -> tuple[Any, ...]:
+    """The values given, each None replaced by the schedule field's default. The defaults
+    are spec.py's (pydantic), read only when one is missing: beat always passes the row's
+    values, so it never imports the validation models."""
+    if any(value is None for value in given.values()):
+        from kern_tasks.scheduler.spec import DEFAULTS
+
+        return tuple(DEFAULTS[name] if value is None else value for name, value in given.items())
+    return tuple(given.values())
 
 
 @dataclass(frozen=True)
@@ -52,10 +64,10 @@ def plan_slots(
     next_run_at: int,
     now: int,
     cron_expr: str = "",
-    timezone: str = DEFAULTS["timezone"],
-    misfire_policy: str = DEFAULTS["misfire_policy"],
-    overlap_policy: str = DEFAULTS["overlap_policy"],
-    catchup_window_seconds: int = DEFAULTS["catchup_window_seconds"],
+    timezone: str | None = None,
+    misfire_policy: str | None = None,
+    overlap_policy: str | None = None,
+    catchup_window_seconds: int | None = None,
     grace_s: int = DEFAULT_GRACE_S,
     max_slots: int = MAX_SLOTS_PER_CLAIM,
     max_scan: int = MAX_SCAN,
@@ -64,7 +76,12 @@ def plan_slots(
 ) -> SlotPlan:
     """Plan the claim of a schedule whose `next_run_at` <= `now` (see module docstring).
     `timetable` gives the slots of any kind (default: `cron_expr` in `timezone`);
-    `remaining` is how many more slots max_runs lets fire (None: no limit)."""
+    `remaining` is how many more slots max_runs lets fire (None: no limit). A policy left
+    None is the schedule fields' default (scheduler/spec.py)."""
+    timezone, misfire_policy, overlap_policy, catchup_window_seconds = _or_defaults(
+        timezone=timezone, misfire_policy=misfire_policy, overlap_policy=overlap_policy,
+        catchup_window_seconds=catchup_window_seconds,
+    )  # fmt: skip
     table = timetable if timetable is not None else Timetable(cron_expr=cron_expr, timezone=timezone)
     if remaining is not None and remaining <= 0:
         return SlotPlan(fire=(), skipped=0, next_run_at=None)
@@ -155,7 +172,7 @@ def jitter_offset(schedule_id: str, slot: int, jitter_seconds: int) -> int:
 
 
 def skip_overlapped(
-    cron_expr: str, timezone: str, next_run_at: int | None, now: int, misfire_policy: str = DEFAULTS["misfire_policy"],
+    cron_expr: str, timezone: str, next_run_at: int | None, now: int, misfire_policy: str | None = None,
     *, timetable: Timetable | None = None,
 ) -> tuple[int | None, int]:
     """When a run ends under overlap "forbid", the slots that fell due while it ran follow
@@ -163,6 +180,7 @@ def skip_overlapped(
     newest, which fires late right away, and passes over the rest (Kubernetes' Forbid);
     "all" keeps them all. Returns (next_run_at, skipped); next_run_at None when no slot
     is left. `timetable` gives the slots of any kind (default: the cron in its zone)."""
+    (misfire_policy,) = _or_defaults(misfire_policy=misfire_policy)
     if next_run_at is None or next_run_at > now or misfire_policy == "all":
         return next_run_at, 0
     table = timetable if timetable is not None else Timetable(cron_expr=cron_expr, timezone=timezone)

@@ -34,11 +34,24 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from cel_expr_python import cel as _cel
-
 from kern_tasks.errors import CelError
 
-_T = _cel.Type
+
+def _cel() -> Any:
+    """The CEL engine (cel-cpp, ~9 MiB), imported when an expression is first compiled:
+    beat, and workers and web processes without Condition/Loop/Router, never load it."""
+    from cel_expr_python import cel
+
+    return cel
+
+
+def _cel_type(spec: Any) -> Any:
+    """A variable's CEL type from its spec: "STRING", or ("Map", key, value) / ("List", item)."""
+    kinds = _cel().Type
+    if isinstance(spec, str):
+        return getattr(kinds, spec)
+    maker, *args = spec
+    return getattr(kinds, maker)(*(_cel_type(arg) for arg in args))
 
 
 class CelEvaluationError(RuntimeError):
@@ -50,7 +63,7 @@ class Scope:
     """The variables one kind of expression may use, with their CEL types."""
 
     name: str
-    variables: tuple[tuple[str, Any], ...]
+    variables: tuple[tuple[str, Any], ...]  # (name, type spec): see _cel_type
 
     @property
     def names(self) -> list[str]:
@@ -58,22 +71,22 @@ class Scope:
 
 
 _STEP_INPUT_VARIABLES: tuple[tuple[str, Any], ...] = (
-    ("input", _T.STRING),
-    ("previous_step_content", _T.STRING),
-    ("previous_step_outputs", _T.Map(_T.STRING, _T.STRING)),
-    ("additional_data", _T.Map(_T.STRING, _T.DYN)),
-    ("session_state", _T.Map(_T.STRING, _T.DYN)),
+    ("input", "STRING"),
+    ("previous_step_content", "STRING"),
+    ("previous_step_outputs", ("Map", "STRING", "STRING")),
+    ("additional_data", ("Map", "STRING", "DYN")),
+    ("session_state", ("Map", "STRING", "DYN")),
 )
 
 LOOP_END_CONDITION = Scope("Loop end_condition", (
-    ("current_iteration", _T.INT),
-    ("max_iterations", _T.INT),
-    ("all_success", _T.BOOL),
-    ("last_step_content", _T.STRING),
-    ("step_outputs", _T.Map(_T.STRING, _T.STRING)),
+    ("current_iteration", "INT"),
+    ("max_iterations", "INT"),
+    ("all_success", "BOOL"),
+    ("last_step_content", "STRING"),
+    ("step_outputs", ("Map", "STRING", "STRING")),
 ))
 CONDITION_EVALUATOR = Scope("Condition evaluator", _STEP_INPUT_VARIABLES)
-ROUTER_SELECTOR = Scope("Router selector", (*_STEP_INPUT_VARIABLES, ("step_choices", _T.List(_T.STRING))))
+ROUTER_SELECTOR = Scope("Router selector", (*_STEP_INPUT_VARIABLES, ("step_choices", ("List", "STRING"))))
 
 _envs: dict[str, Any] = {}
 _envs_lock = threading.Lock()
@@ -82,7 +95,7 @@ _envs_lock = threading.Lock()
 def _env(scope: Scope) -> Any:
     with _envs_lock:
         if scope.name not in _envs:
-            _envs[scope.name] = _cel.NewEnv(variables=dict(scope.variables))
+            _envs[scope.name] = _cel().NewEnv(variables={name: _cel_type(spec) for name, spec in scope.variables})
         return _envs[scope.name]
 
 
@@ -106,7 +119,7 @@ class CelExpression:
     def evaluate(self, variables: dict[str, Any]) -> Any:
         """The expression's value (plain Python) for `variables`; CelEvaluationError if it fails."""
         value = self._expression.eval(data={k: to_cel_value(v) for k, v in variables.items()})
-        if value.type() == _T.ERROR:
+        if value.type() == _cel().Type.ERROR:
             raise CelEvaluationError(f"CEL expression {self.source!r} failed: {value.value()}")
         return value.plain_value()
 
