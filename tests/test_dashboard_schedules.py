@@ -65,6 +65,7 @@ def test_without_a_cookie_pages_send_to_the_login_and_fetches_get_401(stack: Das
         assert client.get("/dashboard/schedules").status_code == 401  # not HTML: JSON 401
         login = client.get("/dashboard/login?why=missing")
         assert login.status_code == 200 and 'name="key"' in login.text and "Log in to see this page" in login.text
+        assert "<nav>" not in login.text and "auth off" not in login.text  # not signed in: no menu
         assert client.get("/dashboard/static/dashboard.css").status_code == 200  # assets are open
 
 
