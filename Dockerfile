@@ -2,7 +2,11 @@ FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY kern_tasks ./kern_tasks
+# The process types' packages: `celery -A workers worker`, `celery -A beat beat`.
+COPY beat ./beat
+COPY workers ./workers
 RUN pip install --no-cache-dir .
 ENV PYTHONUNBUFFERED=1
+# No curl in this image: health checks are `kern-tasks health beat|worker` and `python -c`.
 # The process type is chosen by the command (see Procfile and docker-compose.yml).
-CMD ["celery", "-A", "kern_tasks", "worker", "-P", "threads", "-c", "32", "-l", "INFO"]
+CMD ["celery", "-A", "workers", "worker", "-l", "INFO"]

@@ -8,6 +8,11 @@
     from kern_tasks.app import install
     install(your_app)                       # registers kern.fire, kern.workflow.*
     your_app.conf.beat_scheduler = "kern_tasks.beat:LeaseScheduler"
+
+Task events are on in both (`worker_send_task_events`, `task_send_sent_event`), so a
+plain `celery worker` and `celery beat` feed Flower with no `-E`; each fire shows in it
+by schedule name, slot and attempt (kern_tasks.dispatch: labels). To turn them off on
+your app, set both to False after `install`.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from celery import Celery
 
 from kern_tasks import logs
 from kern_tasks.broker import SQL_TRANSPORT, TRANSPORT as REDIS_TRANSPORT
-from kern_tasks.dispatch import TASK_FIRE, TASK_FIRE_BATCH, TASK_WORKFLOW_ADVANCE, TASK_WORKFLOW_STEP
+from kern_tasks.dispatch import AMQP_CLASS, TASK_FIRE, TASK_FIRE_BATCH, TASK_WORKFLOW_ADVANCE, TASK_WORKFLOW_STEP
 from kern_tasks.firing.task import fire_batch_task, fire_task
 from kern_tasks.metrics import exposition
 from kern_tasks.runtime import bind_runtime
@@ -58,7 +63,7 @@ def transport_class(url: str) -> str | None:
 def create_app(settings: Settings | None = None, *, main: str = "kern_tasks") -> Celery:
     """Our Celery app, configured from `settings` (None: `Settings.from_env()`)."""
     settings = settings if settings is not None else Settings.from_env()
-    app = Celery(main, broker=broker_url(settings), backend=settings.result_backend)
+    app = Celery(main, broker=broker_url(settings), backend=settings.result_backend, amqp=AMQP_CLASS)
     app.conf.update(
         beat_scheduler="kern_tasks.beat:LeaseScheduler",
         beat_max_loop_interval=15,
@@ -78,10 +83,16 @@ def create_app(settings: Settings | None = None, *, main: str = "kern_tasks") ->
 def install(app: Celery, settings: Settings | None = None) -> None:
     """Register kern_tasks' tasks on `app` and bind it its settings (None:
     `Settings.from_env()`); `celery beat`/`celery worker` of `app` then check the database
-    at start (kern_tasks.runtime)."""
+    at start (kern_tasks.runtime). Turns task events on (see the module)."""
     settings = settings if settings is not None else Settings.from_env()
     bind_runtime(app, settings)
     logs.use(settings, app)  # KERN_LOG_FORMAT=json: Celery's log handlers write JSON lines
+    # Flower sees only what workers (received, started, succeeded...) and senders (sent)
+    # report; Celery's default is silence unless every worker is started with -E.
+    app.conf.worker_send_task_events = True
+    app.conf.task_send_sent_event = True
+    if "amqp" not in vars(app) and app.amqp_cls == Celery.amqp_cls:  # not built yet, and Celery's own
+        app.amqp_cls = AMQP_CLASS  # sent events named as the worker names the task (kern_tasks.dispatch)
     exposition.connect()  # KERN_METRICS_PORT, served from beat's and the worker's main process
     for name, fire_body in ((TASK_FIRE, fire_task), (TASK_FIRE_BATCH, fire_batch_task)):
         app.task(

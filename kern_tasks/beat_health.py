@@ -21,6 +21,7 @@ Read side, one call for every reader:
     health.alive(max_age_s=30)                # some replica ticked within 30 s
     health.replicas                           # BeatReplica rows, newest tick first
     health.reason(max_age_s=30)               # a line saying why not alive (None when alive)
+    health.on_host("beat-1")                  # only that host's replicas (a container's own probe)
 
 `read_database(db)` is the same from a `Database` (a connection of its own).
 """
@@ -81,6 +82,10 @@ class BeatHealth:
     def newest_age_s(self) -> int | None:
         """Seconds since the newest tick of any replica; None when no replica has a row."""
         return self.replicas[0].age_s if self.replicas else None
+
+    def on_host(self, hostname: str) -> "BeatHealth":
+        """Only the replicas running on `hostname` (a per-container or per-pod probe)."""
+        return BeatHealth(self.now, tuple(r for r in self.replicas if r.hostname == hostname))
 
     def alive(self, max_age_s: float = DEFAULT_MAX_AGE_S) -> bool:
         """True while some replica ticked within `max_age_s` seconds."""

@@ -59,6 +59,38 @@ def _days(name: str, value: str | None) -> float | None:
 
 
 LOG_FORMATS = ("text", "json")
+# Celery's worker pools (celery worker -P); threads suit fires, which wait on HTTP.
+WORKER_POOLS = ("threads", "prefork", "solo", "gevent", "eventlet")
+
+
+def _choice(name: str, value: str | None, choices: tuple[str, ...]) -> str:
+    if value is None:
+        return choices[0]
+    if value.strip().lower() not in choices:
+        raise ValidationError(name, f"must be one of {', '.join(choices)}; got {value!r}")
+    return value.strip().lower()
+
+
+def _names(name: str, value: str | None) -> tuple[str, ...]:
+    """A comma-separated list of queue names ("reports, default"); empty: none."""
+    if value is None:
+        return ()
+    names = tuple(part.strip() for part in value.split(","))
+    if not all(names) or any(" " in n for n in names):
+        raise ValidationError(name, f'must be queue names separated by commas, such as "celery,reports"; got {value!r}')
+    return names
+
+
+def _seconds(name: str, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise ValidationError(name, f'must be a number of seconds above 0, such as "1" or "0.5"; got {value!r}')
+    return seconds
 
 
 def _log_format(name: str, value: str | None) -> str:
@@ -120,6 +152,15 @@ class Settings:
     alert_webhook    KERN_ALERT_WEBHOOK  a URL that gets one JSON POST per alert incident opened (and one
                                          when it resolves): overdue slots, failure streaks, no beat
                                          (never in repr: webhook URLs carry their secret)
+    worker_pool      KERN_WORKER_POOL    the `workers` process type's Celery pool: threads (default: fires
+                                         wait on HTTP), prefork, solo, gevent, eventlet (kern_tasks/process_apps.py)
+    worker_concurrency
+                     KERN_WORKER_CONCURRENCY  tasks each `workers` process runs at once (default 32)
+    worker_queues    KERN_WORKER_QUEUES  queues a `workers` process consumes, comma-separated (default:
+                                         the default queue only; a schedule's `queue` routes its fires)
+    beat_batch       KERN_BEAT_BATCH     schedules the `beat` process type claims per transaction (default 500)
+    beat_sweep_interval
+                     KERN_BEAT_SWEEP_INTERVAL  seconds between beat's sweeps and heartbeats (default 1)
     """
 
     # Secrets (and URLs that may carry passwords) stay out of repr: Celery and Flower
@@ -146,12 +187,24 @@ class Settings:
     metrics_port: int | None = None
     metrics_token: str | None = field(default=None, repr=False)
     alert_webhook: str | None = field(default=None, repr=False)
+    worker_pool: str = "threads"
+    worker_concurrency: int = 32
+    worker_queues: tuple[str, ...] = ()
+    beat_batch: int = 500
+    beat_sweep_interval: float = 1.0
 
     def __post_init__(self) -> None:
         if self.run_retention_days is not None and not self.run_retention_days > 0:
             raise ValidationError("run_retention_days", f"must be above 0; got {self.run_retention_days}")
         if self.log_format not in LOG_FORMATS:
             raise ValidationError("log_format", f"must be one of {', '.join(LOG_FORMATS)}; got {self.log_format!r}")
+        if self.worker_pool not in WORKER_POOLS:
+            raise ValidationError("worker_pool", f"must be one of {', '.join(WORKER_POOLS)}; got {self.worker_pool!r}")
+        for name in ("worker_concurrency", "beat_batch"):
+            if getattr(self, name) < 1:
+                raise ValidationError(name, f"must be a whole number >= 1; got {getattr(self, name)!r}")
+        if not self.beat_sweep_interval > 0:
+            raise ValidationError("beat_sweep_interval", f"must be above 0; got {self.beat_sweep_interval!r}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -184,6 +237,13 @@ class Settings:
             metrics_port=_port("KERN_METRICS_PORT", get("KERN_METRICS_PORT")),
             metrics_token=get("KERN_METRICS_TOKEN"),
             alert_webhook=get("KERN_ALERT_WEBHOOK"),
+            worker_pool=_choice("KERN_WORKER_POOL", get("KERN_WORKER_POOL"), WORKER_POOLS),
+            worker_concurrency=_positive_int("KERN_WORKER_CONCURRENCY", get("KERN_WORKER_CONCURRENCY"))
+            or cls.worker_concurrency,
+            worker_queues=_names("KERN_WORKER_QUEUES", get("KERN_WORKER_QUEUES")),
+            beat_batch=_positive_int("KERN_BEAT_BATCH", get("KERN_BEAT_BATCH")) or cls.beat_batch,
+            beat_sweep_interval=_seconds("KERN_BEAT_SWEEP_INTERVAL", get("KERN_BEAT_SWEEP_INTERVAL"))
+            or cls.beat_sweep_interval,
         )
 
     @property

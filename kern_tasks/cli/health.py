@@ -5,7 +5,9 @@ Exit 0 while healthy; 1 otherwise, with one line on stderr saying why (no replic
 within S seconds, the database unreachable, no worker answered the ping); 2 for bad input.
 
 - beat: some replica's heartbeat in kern_beats is at most S seconds old on the
-  database's clock (kern_tasks.beat_health, the read /health and the alerts use too).
+  database's clock (kern_tasks.beat_health, the read /health and the alerts use too);
+  `--hostname H` counts only the replicas on host H (a container's or pod's own probe:
+  `--hostname "$HOSTNAME"`).
 - worker: `celery control ping` over the broker KERN_BROKER_URL names; at least one
   worker answers within the timeout (`--destination NAME` to ask one worker only).
 """
@@ -46,7 +48,11 @@ def _beat(args: argparse.Namespace, settings: Settings) -> int:
         return _unhealthy(args, str(exc), {})
     finally:
         db.dispose()
+    if args.hostname:
+        health = health.on_host(args.hostname)
     why = health.reason(args.max_age)
+    if why is not None and args.hostname:
+        why = f"on host {args.hostname}: {why}"
     if why is not None:
         return _unhealthy(args, why, health.to_dict(args.max_age))
     if args.json:
@@ -88,6 +94,7 @@ def add_commands(commands: Any) -> None:
     beat = actions.add_parser("beat", help="some beat replica ticked within --max-age seconds")
     beat.add_argument("--max-age", type=float, default=beat_health.DEFAULT_MAX_AGE_S,
                       help=f"seconds (default {beat_health.DEFAULT_MAX_AGE_S})")
+    beat.add_argument("--hostname", help="only replicas on this host (e.g. \"$HOSTNAME\" in a container)")
     beat.add_argument("--json", action="store_true")
     beat.set_defaults(handler=_beat)
     worker = actions.add_parser("worker", help="some worker answers a ping over the broker")

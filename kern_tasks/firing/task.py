@@ -69,7 +69,7 @@ def fire_attempts(app: Any, attempt_ids: list[str]) -> dict[str, str]:
         patient=True,
     )
     statuses = {attempt_id: "nothing to do" for attempt_id, attempt in taken.items() if attempt is None}
-    later = [Dispatch(attempt_id, countdown=attempt.seconds, route=attempt.route)
+    later = [Dispatch(attempt_id, countdown=attempt.seconds, route=attempt.route, label=attempt.label)
              for attempt_id, attempt in taken.items() if isinstance(attempt, attempts.NotYet)]  # fmt: skip
     if later:
         publish(app, later)

@@ -34,11 +34,11 @@ from sqlalchemy.dialects.postgresql import JSONB
 from kern_tasks import metrics
 from kern_tasks.db.clock import db_now, db_time, epoch_now
 from kern_tasks.db.tables import schedule_runs, schedules
-from kern_tasks.dispatch import Dispatch, Route
+from kern_tasks.dispatch import Dispatch, FireLabel, Route
 from kern_tasks.firing.backoff import backoff_delay
 from kern_tasks.scheduler.claims import (
-    FREE_LOST_RETRIES, NOTHING_DUE_MEANWHILE, expired_reason, insert_attempts, queued_attempt, release_lease,
-    route_of,
+    FREE_LOST_RETRIES, NOTHING_DUE_MEANWHILE, expired_reason, insert_attempts, label_of, queued_attempt,
+    release_lease, route_of,
 )
 
 # The attempt lifecycle's one logger (claims and attempts log to it, as before the split).
@@ -73,10 +73,11 @@ class Attempt:
 @dataclass(frozen=True)
 class NotYet:
     """The attempt's time has not come (an early redelivery): publish it again later, on
-    its schedule's route."""
+    its schedule's route, shown as before."""
 
     seconds: float
     route: Route = Route()
+    label: FireLabel | None = None
 
 
 class Outcome(Protocol):
@@ -199,14 +200,15 @@ def start_attempt(
     row = conn.execute(_START, {"b_id": attempt_id, "b_worker": worker_id}).mappings().first()
     if row is None:
         current = conn.execute(
-            select(_r.c.status, _r.c.not_before, _r.c.triggered_at, epoch_now(), _s.c.queue, _s.c.priority)
+            select(_r.c.status, _r.c.not_before, _r.c.triggered_at, epoch_now().label("now"), _s.c.queue,
+                   _s.c.priority, _s.c.name, _r.c.scheduled_for, _r.c.attempt, _r.c.manual)
             .join(_s, _s.c.id == _r.c.schedule_id).where(_r.c.id == attempt_id)
-        ).first()
+        ).mappings().first()
         if current is None:
             return None
-        status, not_before, triggered_at, now, queue, priority = current
+        status, not_before, triggered_at, now = (current[k] for k in ("status", "not_before", "triggered_at", "now"))
         if status == "queued" and not_before is not None:
-            return NotYet(max(0.0, not_before - db_time(conn)), Route(queue=queue, priority=priority))
+            return NotYet(max(0.0, not_before - db_time(conn)), route_of(current), label_of(current["name"], current))
         if not (resume and status == "running" and (triggered_at or 0) >= now - RESUME_WINDOW_S):
             return None
         row = conn.execute(select(_r).where(_r.c.id == attempt_id)).mappings().one()
@@ -351,7 +353,7 @@ def retry_or_end(
     attempt while the budget lasts, else `status`. A `lost` attempt (its worker died) is
     marked so, and its retry is published at once: the wait is for the target's sake."""
     row = conn.execute(
-        select(_r, _s.c.max_retries, _s.c.retry_delay_seconds, _s.c.queue, _s.c.priority)
+        select(_r, _s.c.max_retries, _s.c.retry_delay_seconds, _s.c.queue, _s.c.priority, _s.c.name)
         .join(_s, _s.c.id == _r.c.schedule_id)
         .where(_r.c.id == attempt_id, _r.c.status == "running")
         .with_for_update(of=_r)
@@ -380,7 +382,9 @@ def retry_or_end(
     )
     insert_attempts(conn, [retry])
     metrics.fire_retried()
-    return Dispatch(retry["id"], countdown=delay, route=route_of(row)) if rides_broker else None
+    if not rides_broker:
+        return None
+    return Dispatch(retry["id"], countdown=delay, route=route_of(row), label=label_of(row["name"], retry))
 
 
 

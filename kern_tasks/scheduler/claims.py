@@ -38,7 +38,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from kern_tasks import metrics
 from kern_tasks.db.clock import db_now, epoch_now
 from kern_tasks.db.tables import schedule_runs, schedules
-from kern_tasks.dispatch import Dispatch, Route
+from kern_tasks.dispatch import Dispatch, FireLabel, Route
 from kern_tasks.errors import CronError
 from kern_tasks.firing.backoff import DEFAULT_CAP_SECONDS
 from kern_tasks.scheduler.kinds import Timetable, remaining_runs
@@ -78,6 +78,12 @@ def queued_attempt(
 def route_of(schedule: Any) -> Route:
     """The route of a schedule's messages (a row or mapping with queue and priority)."""
     return Route(queue=schedule["queue"], priority=schedule["priority"])
+
+
+def label_of(schedule_name: str, run: Any) -> FireLabel:
+    """How an attempt's message is shown (Flower): its schedule's name, and the slot,
+    attempt and manual flag of its row (a row or mapping)."""
+    return FireLabel(schedule=schedule_name, slot=run["scheduled_for"], attempt=run["attempt"], manual=run["manual"])
 
 
 # INSERT ... ON CONFLICT DO NOTHING (a slot already materialised is left as it is), built
@@ -128,7 +134,7 @@ def claim_due(conn: Connection, *, token: str, now: int, batch: int) -> list[Row
     return list(
         conn.execute(
             select(
-                _s.c.id, _s.c.cron_expr, _s.c.timezone, _s.c.next_run_at, _s.c.user_id,
+                _s.c.id, _s.c.name, _s.c.cron_expr, _s.c.timezone, _s.c.next_run_at, _s.c.user_id,
                 _s.c.misfire_policy, _s.c.overlap_policy, _s.c.catchup_window_seconds, _s.c.jitter_seconds,
                 *_KIND_COLUMNS,
                 _s.c.queue, _s.c.priority,
@@ -217,7 +223,8 @@ def materialise(
                 continue
             runs.append(run)
             countdown = max(0.0, slot + offset - now) if offset else 0.0
-            dispatches.append(Dispatch(run["id"], countdown=countdown, route=route_of(row)))
+            dispatches.append(Dispatch(run["id"], countdown=countdown, route=route_of(row),
+                                       label=label_of(row["name"], run)))
         changes.append(
             {
                 "b_id": row["id"], "b_next": plan.next_run_at, "b_skipped": plan.skipped + len(expired),

@@ -18,10 +18,10 @@ from typing import Any, Sequence
 from sqlalchemy import Connection, func, or_, select, update
 
 from kern_tasks.db.tables import schedule_runs, schedules, workers
-from kern_tasks.dispatch import Dispatch, Route
+from kern_tasks.dispatch import Dispatch
 from kern_tasks.firing.liveness import LOST_AFTER_S
 from kern_tasks.scheduler.attempts import retry_or_end
-from kern_tasks.scheduler.claims import LOST_ATTEMPT_MARGIN_S, route_of
+from kern_tasks.scheduler.claims import LOST_ATTEMPT_MARGIN_S, label_of, route_of
 
 _s, _r = schedules, schedule_runs
 
@@ -99,20 +99,24 @@ def sweep_unpublished(
     )
     marked = conn.execute(
         update(_r).where(_r.c.id.in_(orphans.scalar_subquery())).values(enqueued_at=now)
-        .returning(_r.c.id, _r.c.schedule_id)
-    ).all()
-    return [Dispatch(attempt_id, route=route) for attempt_id, route in _with_routes(conn, marked)]
+        .returning(_r.c.id, _r.c.schedule_id, _r.c.scheduled_for, _r.c.attempt, _r.c.manual)
+    ).mappings().all()
+    return _dispatches(conn, marked)
 
 
-def _with_routes(conn: Connection, attempts: Sequence[Any]) -> list[tuple[str, Route]]:
-    """(attempt id, its schedule's route) for (attempt id, schedule id) pairs: a re-publish
-    goes to the queue the first message went to."""
-    ids = {schedule_id for _, schedule_id in attempts}
-    routes = {
-        row.id: route_of(row._mapping)
-        for row in conn.execute(select(_s.c.id, _s.c.queue, _s.c.priority).where(_s.c.id.in_(ids)))
+def _dispatches(conn: Connection, attempts: Sequence[Any]) -> list[Dispatch]:
+    """The messages of attempt rows (id, schedule_id, scheduled_for, attempt, manual), each
+    on its schedule's route and labelled with its name (one read of their schedules): a
+    re-publish goes to the queue the first message went to, named as it was."""
+    ids = {row["schedule_id"] for row in attempts}
+    found = {
+        row.id: row._mapping
+        for row in conn.execute(select(_s.c.id, _s.c.name, _s.c.queue, _s.c.priority).where(_s.c.id.in_(ids)))
     } if ids else {}
-    return [(attempt_id, routes.get(schedule_id, Route())) for attempt_id, schedule_id in attempts]
+    # Every schedule is found: the rows were just updated under their lock, and a
+    # schedule's delete cascades through them.
+    return [Dispatch(row["id"], route=route_of(found[row["schedule_id"]]),
+                     label=label_of(found[row["schedule_id"]]["name"], row)) for row in attempts]
 
 
 def lost_attempts_query(*, now: float, limit: int, margin_s: int, heartbeats: bool) -> Any:

@@ -62,6 +62,7 @@ class Replay(Drive):
         self.target = target
         self.new_decisions: dict[str, Any] = {}
         self.pending: set[str] = set()
+        self.step_names: dict[str, str] = {}  # pending path -> its step's name (the message's label)
         self._parent: tuple[str, ...] = ()
         self._count: dict[tuple[str, ...], int] = {}
 
@@ -86,6 +87,8 @@ class Replay(Drive):
             if path == self.target:
                 raise Reached(step, step_input)
             self.pending.add(path)
+            if step.name:
+                self.step_names[path] = step.name
             raise Pending(path)
         if outcome.executor_runs:
             self.executor_runs.extend(outcome.executor_runs)

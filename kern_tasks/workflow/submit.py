@@ -35,7 +35,7 @@ from kern_tasks.runs.store import RunStore
 from kern_tasks.runtime import runtime_for
 from kern_tasks.workflow import media, progress
 from kern_tasks.workflow.record import load_session, run_started, workflow_data
-from kern_tasks.workflow.tasks import advance_message
+from kern_tasks.workflow.tasks import advance_message, workflow_label
 from kern_tasks.workflow.types import MEDIA_FIELDS, RunStatus, WorkflowRunOutput
 from kern_tasks.workflow.workflow import Workflow, validate_input
 
@@ -106,7 +106,7 @@ def start(
     with db.begin() as conn:
         progress.create_run(conn, run_id=run_id, workflow_id=workflow.id, session_id=session_id, user_id=user_id,
                             request=request, session_state=_json_value("session_state", state), now=db_time(conn))
-    publish_messages(app, [advance_message(run_id, route)])
+    publish_messages(app, [advance_message(run_id, route, workflow_label(workflow))])
     run.status = RunStatus.running
     return run
 

@@ -48,7 +48,7 @@ from kern_tasks import metrics
 from kern_tasks.app_ref import load_ref
 from kern_tasks.db import db_time
 from kern_tasks.dispatch import (
-    DEFAULT_ROUTE, TASK_WORKFLOW_ADVANCE, TASK_WORKFLOW_STEP, Message, Route, publish_messages,
+    DEFAULT_ROUTE, TASK_WORKFLOW_ADVANCE, TASK_WORKFLOW_STEP, Message, Route, StepLabel, publish_messages,
 )
 from kern_tasks.firing import liveness
 from kern_tasks.runs.store import RunStore
@@ -82,12 +82,17 @@ def workflows_from(ref: str | None) -> dict[str, Workflow]:
         return _workflows[ref]
 
 
-def step_message(run_id: str, path: str, route: Route = DEFAULT_ROUTE) -> Message:
-    return Message(TASK_WORKFLOW_STEP, (run_id, path), route)
+def step_message(run_id: str, path: str, route: Route = DEFAULT_ROUTE, label: StepLabel | None = None) -> Message:
+    return Message(TASK_WORKFLOW_STEP, (run_id, path), route, label)
 
 
-def advance_message(run_id: str, route: Route = DEFAULT_ROUTE) -> Message:
-    return Message(TASK_WORKFLOW_ADVANCE, (run_id,), route)
+def advance_message(run_id: str, route: Route = DEFAULT_ROUTE, label: StepLabel | None = None) -> Message:
+    return Message(TASK_WORKFLOW_ADVANCE, (run_id,), route, label)
+
+
+def workflow_label(workflow: Workflow, step: str | None = None, path: str | None = None) -> StepLabel:
+    """How a run's messages are shown (Flower): the workflow's name (else its id), the step's."""
+    return StepLabel(workflow=workflow.name or workflow.id, step=step, path=path)
 
 
 def route_of(request: dict[str, Any] | None) -> Route:
@@ -97,13 +102,15 @@ def route_of(request: dict[str, Any] | None) -> Route:
     return Route(queue=stored.get("queue"), priority=stored.get("priority")) if stored else DEFAULT_ROUTE
 
 
-def _routes(conn: Connection, run_ids: set[str]) -> dict[str, Route]:
-    """The routes of the runs the sweep publishes for (one read of their requests)."""
+def _routes(conn: Connection, run_ids: set[str]) -> dict[str, tuple[Route, str]]:
+    """The routes and workflow ids of the runs the sweep publishes for (one read of their
+    requests). Beat holds no workflow definitions: its re-sends are labelled by the
+    workflow's id and the step's path."""
     if not run_ids:
         return {}
-    found = conn.execute(select(progress.runs.c.run_id, progress.runs.c.request)
+    found = conn.execute(select(progress.runs.c.run_id, progress.runs.c.request, progress.runs.c.workflow_id)
                          .where(progress.runs.c.run_id.in_(run_ids)))
-    return {run_id: route_of(request) for run_id, request in found}
+    return {run_id: (route_of(request), workflow_id) for run_id, request, workflow_id in found}
 
 
 def run_context(workflow: Workflow, row: Any) -> RunContext:
@@ -157,7 +164,10 @@ def advance_in(conn: Connection, workflow: Workflow, row: Any, *, now: float, to
         if not touched:
             progress.touch_run(conn, run_id, now=now)
         route = route_of(request)
-        return Advanced(messages=[step_message(run_id, path, route) for path in queued])
+        return Advanced(messages=[
+            step_message(run_id, path, route, workflow_label(workflow, replay.step_names.get(path), path))
+            for path in queued
+        ])
     progress.record_decisions(conn, run_id, replay.new_decisions, now=now)
     if not workflow.store_executor_outputs:
         run.step_executor_runs = None
@@ -478,5 +488,10 @@ def sweep(conn: Connection, *, now: float, limit: int, heartbeats: bool) -> list
     if lost:
         log.warning("workflow sweep: %d step attempt(s) lost with their worker, queued again", len(lost))
     routes = _routes(conn, {r for r, _ in lost + again} | set(stalled))
-    return ([step_message(r, p, routes.get(r, DEFAULT_ROUTE)) for r, p in lost + again]
-            + [advance_message(r, routes.get(r, DEFAULT_ROUTE)) for r in stalled])
+
+    def message(run_id: str, path: str | None) -> Message:
+        route, workflow_id = routes.get(run_id, (DEFAULT_ROUTE, None))
+        label = None if workflow_id is None else StepLabel(workflow=workflow_id, path=path)
+        return step_message(run_id, path, route, label) if path is not None else advance_message(run_id, route, label)
+
+    return [message(r, p) for r, p in lost + again] + [message(r, None) for r in stalled]
