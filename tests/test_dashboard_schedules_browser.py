@@ -84,6 +84,9 @@ def test_trigger_and_watch_the_run_turn_success_without_a_reload(
     expect(page.locator('#live-attempts tr[data-status="success"]')).to_have_count(1, timeout=30_000)
     expect(page.locator("#live-timeline .timeline .tick.ok")).to_have_count(1)
     assert page.evaluate("window.__sameDocument === true"), "the page reloaded"
+    # Nothing in flight any more: no request is out and none is timed (no busy loop, no idle one).
+    page.wait_for_function("!window.kernLive.polling()")
+    assert page.locator("#schedule-facts").get_attribute("data-in-flight") == "0"
     expect(page.locator("#live-attempts a", has_text="session")).to_have_count(1)
     screenshot(page, "dashboard-schedule-triggered")
     page.locator("#live-attempts a", has_text="session").click()
@@ -99,13 +102,20 @@ def test_trigger_and_watch_the_run_turn_success_without_a_reload(
 
 
 def test_pause_with_a_reason_and_see_the_reason(stack: DashboardStack, logged_in: Callable[[str, str], Page]) -> None:
-    made = stack.create(name=unique("nightly-invoices"), cron_expr="0 1 * * *", timezone="Europe/London")
+    # Every 2 s, so its timeline has a few slots by the time it is paused.
+    made = stack.create(name=unique("invoice-poller"), cron_expr="*/2 * * * * *", timezone="Europe/London",
+                        description="poll the billing API for new invoices")
+    manager = stack.agent_os.manager
+    wait_for(lambda: sum(r.status == "success" for r in manager.runs(made["id"], limit=50).data) >= 4, timeout=40,
+             what="four fires of the poller")
     page = logged_in(stack.url, SECURITY_KEY)
     open_schedule(page, stack, made)
+    expect(page.locator("#live-timeline .timeline .slot")).not_to_have_count(0)
     page.get_by_role("button", name="Pause…").click()
     page.fill("#pause-dialog input[name=reason]", "billing API migration until Friday")
     page.locator("#pause-dialog").get_by_role("button", name="Pause").click()
-    expect(page.locator(".flash.ok")).to_contain_text("Paused: billing API migration until Friday")
+    expect(page.locator(".paused-banner")).to_have_text("Paused: billing API migration until Friday")
+    expect(page.locator(".flash.ok")).to_have_count(0)  # the banner is the result line
     expect(page.locator("#live-status .reason")).to_have_text("billing API migration until Friday")
     expect(page.get_by_role("button", name="Resume…")).to_be_visible()
     screenshot(page, "dashboard-schedule-paused")

@@ -84,8 +84,8 @@ def done_message(done: str | None, schedule: Schedule, run_id: str | None) -> st
     """The result line of an action, worded from the stored schedule (never from the URL)."""
     if done == "triggered":
         return f"Triggered: run {run_id} is queued" if run_id else "Triggered: a run is queued"
-    if done == "paused":
-        return "Paused" + (f": {schedule.disabled_reason}" if schedule.disabled_reason else "")
+    if done == "paused":  # the page's paused banner says it, with the reason
+        return None if schedule.disabled_reason else "Paused"
     if done == "resumed":
         return "Resumed"
     return None

@@ -1,12 +1,18 @@
 """A schedule's recent attempts as slots, for its timeline: the attempts of one slot (a
 cron instant, a manual trigger, a backfilled slot) together, oldest slot first, each
-attempt with its status and how long it took. Pure: no SQL, no request."""
+attempt with its status and how long it took, each slot a bar whose height says its
+duration against the longest one shown (log scale, so one slow run does not flatten the
+rest). Pure: no SQL, no request."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from kern_tasks.scheduler.models import ScheduleRun
+
+
+MIN_PX, MAX_PX = 8, 34
 
 
 @dataclass
@@ -16,6 +22,7 @@ class Slot:
     at: int
     origin: str
     attempts: list[ScheduleRun] = field(default_factory=list)
+    height: int = MIN_PX  # its bar's height: its duration against the longest slot's (log scale)
 
     @property
     def status(self) -> str:
@@ -48,4 +55,8 @@ def slots_of(attempts: list[ScheduleRun]) -> list[Slot]:
         slots[key].attempts.append(run)
     for slot in slots.values():
         slot.attempts.sort(key=lambda run: (run.attempt, run.created_at))
+    longest = max([slot.duration or 0 for slot in slots.values()] + [0])
+    for slot in slots.values():
+        if longest and slot.duration is not None:
+            slot.height = MIN_PX + round((MAX_PX - MIN_PX) * math.log1p(slot.duration) / math.log1p(longest))
     return sorted(slots.values(), key=lambda slot: (slot.at, slot.origin))

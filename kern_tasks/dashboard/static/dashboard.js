@@ -41,12 +41,13 @@
     var box = document.getElementById("schedule-facts");
     if (!box) return;
     var url = box.getAttribute("data-live") + (asked ? "?tz=" + encodeURIComponent(asked) : "");
-    var FIRST = 1000, MOST = 15000, wait = FIRST, last = null, timer = null;
+    var FIRST = 1000, MOST = 15000, wait = FIRST, last = null, timer = null, fetching = false;
     var parts = { status: "live-status", timeline: "live-timeline", attempts: "live-attempts" };
 
     function schedule() { timer = setTimeout(poll, wait); }
     function poll() {
       timer = null;
+      fetching = true;
       fetch(url, { headers: { "Accept": "application/json" }, credentials: "same-origin", cache: "no-store" })
         .then(function (answer) {
           if (!answer.ok) throw new Error("HTTP " + answer.status);
@@ -65,11 +66,16 @@
             wait = Math.min(MOST, wait * 1.6);
           }
           box.setAttribute("data-in-flight", String(data.in_flight));
+          fetching = false;
           if (data.in_flight > 0) schedule(); // nothing in flight: stop
         })
-        .catch(function () { wait = Math.min(MOST, wait * 2); schedule(); });
+        .catch(function () { fetching = false; wait = Math.min(MOST, wait * 2); schedule(); });
     }
-    window.kernLive = { start: function () { if (!timer) { wait = FIRST; schedule(); } } };
+    // polling(): is a request out or a next one timed? (false: the page asks nothing more)
+    window.kernLive = {
+      start: function () { if (!timer && !fetching) { wait = FIRST; schedule(); } },
+      polling: function () { return timer !== null || fetching; }
+    };
     if (Number(box.getAttribute("data-in-flight")) > 0) schedule();
   }
 
