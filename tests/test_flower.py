@@ -180,3 +180,22 @@ def test_a_batch_message_shows_every_fire_it_carries(stack: tuple[FireStack, str
     assert sorted(shown["fires"], key=lambda f: f["schedule"]) == [
         {"schedule": "batch_a", "slot": iso_slot, "attempt": 1}, {"schedule": "batch_b", "slot": iso_slot, "attempt": 1}]
     assert list(flower_tasks(flower, search="batch_b")) == list(found)
+
+
+def test_install_turns_events_on_and_names_sent_events_by_the_shadow(tmp_path: Path) -> None:
+    """Your own Celery app, after `install`: task events on, and a shadowed message's
+    "task-sent" event carries the shadow (Celery's own AMQP would send the task's name)."""
+    from celery import Celery
+
+    from kern_tasks.app import install
+    from kern_tasks.dispatch import LabelledAMQP
+
+    app = Celery("yours", broker="memory://")
+    install(app, Settings(data_dir=tmp_path))
+    assert app.conf.worker_send_task_events is True and app.conf.task_send_sent_event is True
+    assert isinstance(app.amqp, LabelledAMQP)
+    message = app.amqp.as_task_v2("an-id", "kern.fire", ["an-id"], {}, shadow="kern.fire[daily_digest]",
+                                  create_sent_event=True)
+    assert message.sent_event["name"] == "kern.fire[daily_digest]"
+    assert message.headers["task"] == "kern.fire"  # the worker still runs kern.fire
+    app.close()
