@@ -25,6 +25,7 @@ from kern_tasks.dispatch import AMQP_CLASS, TASK_FIRE, TASK_FIRE_BATCH, TASK_WOR
 from kern_tasks.firing.task import fire_batch_task, fire_task
 from kern_tasks.metrics import exposition
 from kern_tasks.runtime import bind_runtime
+from kern_tasks.scheduler.spec import MAX_PRIORITY
 from kern_tasks.settings import Settings
 from kern_tasks.workflow.tasks import advance_task, step_task
 
@@ -47,6 +48,17 @@ def transport_options(url: str) -> dict[str, object]:
     if url.startswith(("redis://", "rediss://", "redis+socket://")):
         return {"visibility_timeout": VISIBILITY_TIMEOUT_S}
     return {}
+
+
+AMQP_SCHEMES = ("amqp://", "amqps://", "pyamqp://")
+
+
+def queue_max_priority(url: str) -> int | None:
+    """RabbitMQ serves message priorities only on queues declared with x-max-priority, so on
+    AMQP every queue Celery declares gets one as high as a schedule's priority may go (a
+    queue declared before without it must be deleted once: RabbitMQ refuses to redeclare
+    a queue with other arguments). Redis (kombu's priority steps) and SQL need none."""
+    return MAX_PRIORITY if url.startswith(AMQP_SCHEMES) else None
 
 
 def transport_class(url: str) -> str | None:
@@ -73,6 +85,12 @@ def create_app(settings: Settings | None = None, *, main: str = "kern_tasks") ->
         broker_connection_retry_on_startup=True,
         broker_transport_options=transport_options(app.conf.broker_url),
         broker_transport=transport_class(app.conf.broker_url),
+        task_queue_max_priority=queue_max_priority(app.conf.broker_url),
+        # On AMQP, Celery 5.7 restores a reduced prefetch count after a reconnect with a
+        # basic.qos from whichever thread acknowledges a task: under the threads pool that
+        # is a pool thread sharing the consumer's socket, and the worker stops consuming
+        # for good after a RabbitMQ restart (tests/test_outages.py). No reduction, no restore.
+        worker_enable_prefetch_count_reduction=not app.conf.broker_url.startswith(AMQP_SCHEMES),
         worker_prefetch_multiplier=4,
         enable_utc=True,
     )

@@ -15,6 +15,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
@@ -22,7 +23,8 @@ from sqlalchemy import create_engine, text
 
 from kern_tasks.db import Database
 from kern_tasks.settings import Settings
-from tests.processes import Processes, kern_env
+from tests.processes import Processes, free_port, kern_env
+from tests.rabbitmq import rabbit_vhost
 from tests.services import PrivateRedis, ServiceUnavailable
 
 POSTGRES_URL = os.environ.get("KERN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -131,21 +133,45 @@ def pg_db(pg_schema: str) -> Iterator[Database]:
 
 
 @pytest.fixture
+def broker(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The broker URL of a test's processes: the Redis database its module names in
+    REDIS_DB (flushed), or, for a test parametrized `broker="rabbitmq"` (indirect), a
+    RabbitMQ vhost of its own (tests/rabbitmq.py), deleted after the test."""
+    kind = getattr(request, "param", "redis")
+    if kind == "rabbitmq":
+        with rabbit_vhost() as url:
+            yield url
+        return
+    assert kind == "redis", f"unknown broker {kind!r}"
+    flush_broker(request.module.REDIS_DB)
+    yield broker_url_for(request.module.REDIS_DB)
+
+
+BROKERS = pytest.mark.parametrize("broker", ["redis", "rabbitmq"], indirect=True)  # a test on both brokers
+
+
+def unreachable(url: str) -> str:
+    """`url` with a loopback port nothing listens on (a broker that is not there)."""
+    parts = urlsplit(url)
+    credentials = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+    return urlunsplit(parts._replace(netloc=f"{credentials}127.0.0.1:{free_port()}"))
+
+
+@pytest.fixture
 def cluster_for(
-    request: pytest.FixtureRequest, tmp_path: Path, pg_schema: str
+    request: pytest.FixtureRequest, tmp_path: Path, pg_schema: str, broker: str
 ) -> Iterator[Callable[[str], Processes]]:
-    """Makes the test's Processes (kern settings on `pg_schema` and the Redis database the
-    test module names in REDIS_DB) once its target's URL is known; stops them after the
-    test and, when the test failed, prints the processes' logs."""
-    redis_db: int = request.module.REDIS_DB
-    flush_broker(redis_db)
+    """Makes the test's Processes (kern settings on `pg_schema` and `broker`: the Redis
+    database the test module names in REDIS_DB, or a RabbitMQ vhost) once its target's URL
+    is known; stops them after the test and, when the test failed, prints the processes'
+    logs."""
     failed_before = request.session.testsfailed
     made: list[Processes] = []
 
     def make(base_url: str) -> Processes:
         settings = kern_env(
             database_url=POSTGRES_URL, schema=pg_schema, base_url=base_url, data_dir=tmp_path / "kern",
-            broker_url=broker_url_for(redis_db),
+            broker_url=broker,
         )  # fmt: skip
         made.append(Processes(tmp_path / "logs", env=settings))
         return made[-1]

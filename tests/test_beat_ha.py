@@ -1,7 +1,8 @@
 """Beat and worker high availability, with real processes (tests/processes.py).
 
-Real Postgres, real Redis (database 8), real `celery -A kern_tasks worker|beat`
-processes and a real HTTP target on loopback:
+Real Postgres, a real broker (each test runs twice: on Redis, database 8, and on
+RabbitMQ, a vhost of its own), real `celery -A kern_tasks worker|beat` processes and a
+real HTTP target on loopback:
 
 1. three beat replicas fire every slot of 50 every-second schedules exactly once, with
    no gaps, for 30 s (and 10 more under overlap "forbid", whose only gaps are slots that
@@ -14,7 +15,7 @@ processes and a real HTTP target on loopback:
    count against max_retries (a lost worker is not the target's fault; issue 7 item 8).
 
 Beat's timing knobs are lowered per replica through Celery's command line
-(Processes.beat(conf=...)), never through the library. Runtime: about 2 minutes.
+(Processes.beat(conf=...)), never through the library. Runtime: about 2 minutes a broker.
 
 When one fails, the processes' logs are printed (captured output of the teardown).
 """
@@ -36,11 +37,11 @@ from kern_tasks.db import Database, db_now, db_time, schedule_runs, schedules
 from kern_tasks.firing.liveness import LOST_AFTER_S
 from kern_tasks.scheduler.claims import LOST_ATTEMPT_MARGIN_S
 from kern_tasks.scheduler import ScheduleManager
-from tests.conftest import one_shot_cron
-from tests.processes import Processes, free_port, wait_for
+from tests.conftest import BROKERS, one_shot_cron, unreachable
+from tests.processes import Processes, wait_for
 from tests.targets import Reply, TargetServer, read_log, target_process
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, BROKERS]  # each test on Redis and on RabbitMQ (a vhost of its own)
 
 REDIS_DB = 8
 EVERY_SECOND = "* * * * * *"
@@ -307,7 +308,7 @@ def test_sigkill_beat_holding_leases_other_replica_carries_on(
 
 
 def test_sigkill_beat_between_commit_and_publish_sweep_republishes(
-    pg_db: Database, cluster_for: Callable[[str], Processes]
+    pg_db: Database, cluster_for: Callable[[str], Processes], broker: str
 ) -> None:
     """The crash window between a claim's commit and its publish, made wide on purpose: the
     victim's broker URL leads nowhere, so its claims commit (leases held, attempts queued)
@@ -317,7 +318,7 @@ def test_sigkill_beat_between_commit_and_publish_sweep_republishes(
         cluster = cluster_for(target.url)
         manager = ScheduleManager(pg_db)
         conf = {"kern_republish_after": REPUBLISH_AFTER_S}
-        nowhere = {"KERN_BROKER_URL": f"redis://127.0.0.1:{free_port()}/{REDIS_DB}"}
+        nowhere = {"KERN_BROKER_URL": unreachable(broker)}
         cluster.worker("worker", concurrency=8)
         victim = cluster.beat("victim", max_interval=1, conf=conf, env=nowhere)
         cluster.wait_for_log("worker", "ready.")

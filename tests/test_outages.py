@@ -1,7 +1,8 @@
 """Broker and database outages while schedules fire every second.
 
-Each test starts its own Redis and Postgres (tests/services.py; the machine's shared
-ones serve other tests at the same time), a loopback HTTP target process, one Celery
+Each test starts its own broker (Redis, or a RabbitMQ node: tests/rabbitmq.py) and
+Postgres (tests/services.py; the machine's shared ones serve other tests at the same
+time), a loopback HTTP target process, one Celery
 worker and two beat replicas, lets 24 schedules (cron `* * * * * *`) fire, then restarts
 one service under them. Our processes are never restarted: they must carry on alone.
 
@@ -39,6 +40,7 @@ from kern_tasks.db import Database, db_time, schedule_runs, schedules
 from kern_tasks.scheduler import ScheduleManager
 from tests.conftest import EMPTY_SETTINGS
 from tests.processes import Processes, kern_env, wait_for
+from tests.rabbitmq import PrivateRabbitMQ
 from tests.services import PrivatePostgres, PrivateRedis, skip_unless_available
 from tests.targets import TargetProcess, target_process
 
@@ -61,7 +63,14 @@ LATE_S = 2  # a fire this long after its slot is late (normally it is well under
 
 
 @pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
+def private_broker(request: pytest.FixtureRequest) -> Iterator[PrivateRedis | PrivateRabbitMQ]:
+    """A broker of the test's own: Redis (nothing on disk: a restart loses every message),
+    or, for a test parametrized "rabbitmq" (indirect), a RabbitMQ node (durable queues and
+    persistent messages survive its restart; unacknowledged ones are delivered again)."""
+    if getattr(request, "param", "redis") == "rabbitmq":
+        with PrivateRabbitMQ() as rabbit:
+            yield rabbit
+        return
     skip_unless_available("redis")
     with PrivateRedis() as server:
         yield server
@@ -125,13 +134,13 @@ class Firing:
 
 
 @pytest.fixture
-def firing(tmp_path: Path, private_redis: PrivateRedis, private_pg: PrivatePostgres,
+def firing(tmp_path: Path, private_broker: PrivateRedis | PrivateRabbitMQ, private_pg: PrivatePostgres,
            target: TargetProcess) -> Iterator[Firing]:  # fmt: skip
     db = Database(private_pg.url, schema=None, settings=EMPTY_SETTINGS)
     db.upgrade()
     manager = ScheduleManager(db)
     settings = kern_env(
-        database_url=private_pg.url, base_url=target.url, data_dir=tmp_path / "kern", broker_url=private_redis.url
+        database_url=private_pg.url, base_url=target.url, data_dir=tmp_path / "kern", broker_url=private_broker.url
     )
     cluster = Processes(tmp_path / "logs", env=settings)
     setup = Firing(db=db, cluster=cluster, target=target)
@@ -309,26 +318,37 @@ def dumped_on_failure(setup: Firing, extra: Callable[[], str] = lambda: "") -> I
 # --- the tests -------------------------------------------------------------------------------
 
 
-def test_redis_restart_loses_no_slot_and_doubles_none(firing: Firing, private_redis: PrivateRedis) -> None:
-    with dumped_on_failure(firing):
+@pytest.mark.parametrize("private_broker", ["redis", "rabbitmq"], indirect=True)
+def test_broker_restart_loses_no_slot_and_doubles_none(
+    firing: Firing, private_broker: PrivateRedis | PrivateRabbitMQ
+) -> None:
+    name = "redis" if isinstance(private_broker, PrivateRedis) else "rabbitmq"
+    extra = (lambda: f"===== rabbitmq =====\n{private_broker.log_tail()}") if name == "rabbitmq" else (lambda: "")
+    with dumped_on_failure(firing, extra=extra):
         wait_for(_succeeded(firing, WARMUP_RUNS), timeout=60, what=f"{WARMUP_RUNS} successful runs per schedule")
 
         outage_from = firing.now()
-        private_redis.restart(down_for=4)  # SIGKILL: every queued and unacked message is gone
+        private_broker.restart(down_for=4)  # SIGKILL; Redis: every queued and unacked message is gone
         outage_to = firing.now()
 
         settle = int(outage_to) + SETTLE_S
         wait_settled(firing, settle, timeout=RECOVERY_BOUND_S)
         report = check_nothing_lost_or_doubled(firing, outage_from=outage_from, outage_to=outage_to, until=settle)
-        print(f"\nredis restart ({outage_to - outage_from:.1f}s down): {report}")
-        # The outage was real: the worker lost its connection, and attempts whose message
-        # was lost (or never sent) came back through the sweep.
+        print(f"\n{name} restart ({outage_to - outage_from:.1f}s down): {report}")
+        # The outage was real: the worker lost its connection; on Redis, attempts whose
+        # message was lost (or never sent) came back through the sweep (RabbitMQ keeps
+        # its persistent messages, so there the sweep may have nothing to do).
         assert report.worker_broker_losses > 0, f"the worker never lost its broker connection: {report}"
-        assert report.republished > 0, f"no attempt was re-published: did the outage lose nothing? {report}"
+        if name == "redis":
+            assert report.republished > 0, f"no attempt was re-published: did the outage lose nothing? {report}"
         assert report.max_done_s <= RECOVERY_BOUND_S, f"a slot took too long to succeed: {report}"
 
 
-@pytest.mark.parametrize("stop_mode", ["fast", "immediate"])
+@pytest.mark.parametrize(
+    "private_broker, stop_mode",
+    [("redis", "fast"), ("redis", "immediate"), ("rabbitmq", "immediate")],  # the hardest one on RabbitMQ too
+    indirect=["private_broker"],
+)
 def test_postgres_restart_loses_no_slot_and_doubles_none(
     firing: Firing, private_pg: PrivatePostgres, stop_mode: str
 ) -> None:
