@@ -1,5 +1,6 @@
 """docs/architecture.md keeps up with the code: its layout names every module of
 kern_tasks/ and no module that is gone, and every file it names in `backticks` exists.
+README.md's configuration table has a row for every variable Settings reads.
 
 The layout is the code block under "## Layout, module by module": one entry a line,
 nested by two spaces, a folder ending in "/", several files of one line separated by
@@ -15,6 +16,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "architecture.md"
+README = ROOT / "README.md"
+SETTINGS = ROOT / "kern_tasks" / "settings.py"
 PACKAGE = "kern_tasks"
 ENTRY = re.compile(r"^(?P<indent> *)(?P<names>[\w.]+/?(?:, *[\w.]+/?)*)(?P<rest>.*)$")
 
@@ -90,3 +93,14 @@ def test_the_layout_parser_reads_nesting_lists_and_whole_folders() -> None:
     files, whole = layout_entries(lines)
     assert files == {"app.py", "db/engine.py", "db/a.py", "db/b.py"}
     assert whole == {"os/routers/", "workflow/"}
+
+
+def test_the_readme_configuration_table_has_every_setting() -> None:
+    """Every environment variable settings.py names ("KERN_...", "OPENAI_...") is a row of
+    the table under README's "## Configuration", and the table names no variable that is gone."""
+    read = set(re.findall(r'"((?:KERN|OPENAI)_[A-Z0-9_]+)"', SETTINGS.read_text()))
+    section = README.read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    rows = set(re.findall(r"^\| `((?:KERN|OPENAI)_[A-Z0-9_]+)` \|", section, re.MULTILINE))
+    assert read, "no setting found in settings.py"
+    assert not read - rows, f"settings missing from README's configuration table: {sorted(read - rows)}"
+    assert not rows - read, f"README's configuration table names settings nothing reads: {sorted(rows - read)}"

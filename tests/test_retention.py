@@ -37,8 +37,8 @@ DAY = 86400
 # --- 1. the rule ---------------------------------------------------------------------------
 
 
-def _attempt(conn: Any, schedule_id: str, id: str, *, status: str, created: int, completed: int | None,
-             slot: int, attempt: int = 1, run_id: str | None = None, session_id: str | None = None) -> None:  # fmt: skip
+def _attempt(conn: Any, schedule_id: str, id: str, *, status: str, created: int, completed: int | None, slot: int,
+             attempt: int = 1, run_id: str | None = None, session_id: str | None = None) -> None:  # fmt: skip
     conn.execute(insert(schedule_runs).values(
         id=id, schedule_id=schedule_id, attempt=attempt, status=status, created_at=created, completed_at=completed,
         scheduled_for=slot, run_id=run_id, session_id=session_id, not_before=created + 100 * DAY,
@@ -53,8 +53,9 @@ def _run(conn: Any, run_id: str, session_id: str, *, at: int, status: str = "COM
     conn.execute(insert(runs).values(run_id=run_id, session_id=session_id, run_type="agent", status=status,
                                      run_data={}, created_at=at))  # fmt: skip
     iso = "2026-01-01T00:00:00+00:00"
-    conn.execute(insert(traces).values(trace_id=f"t-{run_id}", name="run", status="OK", start_time=iso, end_time=iso,
-                                       duration_ms=1, run_id=run_id, session_id=session_id, created_at=iso))  # fmt: skip
+    conn.execute(insert(traces).values(trace_id=f"t-{run_id}", name="run", status="OK", start_time=iso,
+                                       end_time=iso, duration_ms=1, run_id=run_id, session_id=session_id,
+                                       created_at=iso))  # fmt: skip
     for n in range(2):
         conn.execute(insert(spans).values(span_id=f"s{n}-{run_id}", trace_id=f"t-{run_id}", name="step",
                                           span_kind="INTERNAL", status_code="OK", start_time=iso, end_time=iso,
@@ -244,7 +245,8 @@ def test_beat_prunes_100k_old_runs_while_it_fires(stack: FireStack) -> None:
     report = (
         f"retention: {N_OLD} old attempts ({N_WITH_RUNS} with session, run, trace, 2 spans) seeded in {seed_s:.1f}s; "
         f"beat pruned them in {prune_s:.1f}s ({N_OLD / prune_s:.0f} attempts/s overall, {N_OLD / sum(slices):.0f}/s "
-        f"while pruning; {len(slices)} slices of a {BUDGET_S}s budget, longest {max(slices):.3f}s); live every-second schedule: {len(arrivals)} fires, "
+        f"while pruning; {len(slices)} slices of a {BUDGET_S}s budget, longest {max(slices):.3f}s); "
+        f"live every-second schedule: {len(arrivals)} fires, "
         f"longest gap between two {max(gaps):.3f}s; {2 * N_OPEN} open and {N_RECENT} recent attempts kept"
     )
     print("\n" + report)
