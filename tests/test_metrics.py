@@ -76,7 +76,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FireStack,
         worker_port, beat_port = free_port(), free_port()
         made.procs.worker(concurrency=2, pool="prefork", env={"KERN_METRICS_PORT": str(worker_port)})
         made.procs.wait_for_log("worker", " ready.", timeout=60)
-        made.procs.beat(max_interval=1, env={"KERN_METRICS_PORT": str(beat_port)})
+        # One attempt per message (no kern.fire_batch), so the three slow calls go to both
+        # pool children (prefork hands a message to an idle child: one is busy for a second).
+        made.procs.beat(max_interval=1, conf={"kern_fire_batch": 1}, env={"KERN_METRICS_PORT": str(beat_port)})
         worker_url, beat_url = f"http://127.0.0.1:{worker_port}/metrics", f"http://127.0.0.1:{beat_port}/metrics"
         wait_for(lambda: reachable(worker_url) and reachable(beat_url), 60, 0.2, "both metrics ports")
         yield made, worker_url, beat_url
