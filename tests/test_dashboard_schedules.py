@@ -16,7 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
+from sqlalchemy import update
+
 from kern_tasks.db import Database
+from kern_tasks.db.tables import schedules
 from kern_tasks.os import AgentOS
 from kern_tasks.scheduler import ScheduleManager
 from kern_tasks.settings import Settings
@@ -371,6 +374,17 @@ def test_bad_input_on_a_schedules_page_and_its_actions_answers_4xx_and_changes_n
                                  headers={"content-type": "application/json"})
     assert not_a_form.status_code == 415
     assert ScheduleManager(stack.db).get_or_raise(made["id"]).enabled is True
+
+
+def test_a_row_agno_wrote_with_a_cron_only_croniter_reads_still_shows(stack: DashboardStack,
+                                                                       key_client: httpx.Client) -> None:
+    made = stack.create(name=unique("third-friday"))
+    with stack.db.begin() as conn:  # as agno's own manager would store it
+        conn.execute(update(schedules).where(schedules.c.id == made["id"]).values(cron_expr="0 9 * * 5#3"))
+    page = key_client.get(f"/dashboard/schedules/{made['id']}")
+    assert page.status_code == 200 and "cannot read this schedule" in page.text and "0 9 * * 5#3" in page.text
+    listed = key_client.get("/dashboard/schedules", params={"name": made["name"]})
+    assert listed.status_code == 200 and "not understood by kern_tasks" in listed.text
 
 
 def test_unknown_schedules_and_pages_answer_404_pages(key_client: httpx.Client) -> None:

@@ -22,7 +22,7 @@ from typing import Any, Callable, TypeVar
 from fastapi import Request
 
 from kern_tasks.db import Database
-from kern_tasks.errors import NotFound
+from kern_tasks.errors import NotFound, ValidationError
 from kern_tasks.os.auth import scoped_user
 from kern_tasks.runs.queries import RunQueries
 from kern_tasks.scheduler import ScheduleManager
@@ -42,13 +42,15 @@ NEXT_FIRES = 10
 @dataclass(frozen=True)
 class ScheduleDetail:
     """A schedule's page: the row, its next fires (DST changes marked), its recent
-    attempts newest first, its failures, and how many attempts are open now."""
+    attempts newest first, its failures, how many attempts are open now, and why its
+    timetable cannot be read, if it cannot."""
 
     schedule: Schedule
     next_fires: list[dict[str, Any]]
     attempts: list[ScheduleRun]
     failures: list[ScheduleRun]
     in_flight: int
+    unreadable: str | None = None  # why its timetable cannot be read (beat disables such a row)
 
 
 @dataclass(frozen=True)
@@ -103,12 +105,17 @@ class Reads:
         def read() -> ScheduleDetail:
             schedule = self.manager.get_or_raise(schedule_id, self.owner)
             now = datetime.now(UTC)
-            fires = dst_marked(self.manager.next_slots(schedule_id, NEXT_FIRES, self.owner, after=now), now)
+            try:
+                fires = dst_marked(self.manager.next_slots(schedule_id, NEXT_FIRES, self.owner, after=now), now)
+            except ValidationError as exc:  # a row agno wrote that our engine refuses (croniter's "5#3", a bad zone)
+                fires, unreadable = [], exc.message
+            else:
+                unreadable = None
             attempts = self.manager.runs(schedule_id, limit=RECENT_ATTEMPTS, user_id=self.owner).data
             with self.db.connect() as conn:
                 failed = listing.failures(conn, schedule_id)
                 in_flight = listing.open_attempts(conn, schedule_id)
-            return ScheduleDetail(schedule, fires, attempts, failed, in_flight)
+            return ScheduleDetail(schedule, fires, attempts, failed, in_flight, unreadable)
         return await self._run(read)
 
     async def live(self, schedule_id: str, limit: int = RECENT_ATTEMPTS) -> Live:
