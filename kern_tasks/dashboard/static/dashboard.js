@@ -50,6 +50,7 @@
       fetching = true;
       fetch(url, { headers: { "Accept": "application/json" }, credentials: "same-origin", cache: "no-store" })
         .then(function (answer) {
+          if (answer.status === 401) { location.reload(); throw new Error("signed out"); } // to the login
           if (!answer.ok) throw new Error("HTTP " + answer.status);
           return answer.json();
         })
