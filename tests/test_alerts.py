@@ -27,7 +27,7 @@ from sqlalchemy import select, text, update
 
 from kern_tasks import beat_health
 from kern_tasks.db import Database, db_now, schedule_runs, schedules
-from kern_tasks.alerts.incidents import Incident
+from kern_tasks.alerts.incidents import Incident, count_open
 from kern_tasks.alerts.webhook import Notifier, payload
 from kern_tasks.db.tables import incidents
 from kern_tasks.os import AgentOS
@@ -103,6 +103,8 @@ def test_an_overdue_slot_is_one_post_then_one_resolution(alerts: Alerts) -> None
     assert "overdue" in opened["message"] and opened["slot_at"].endswith("Z")
     alerts.rounds_pass(opened["opened_at"])
     assert len(alerts.posts("overdue", "opened", stuck.id)) == 1  # not per tick, not per replica
+    with alerts.made.db.connect() as conn:
+        assert count_open(conn)["overdue"] == 1  # what kern_alert_incidents_open{kind="overdue"} reports
     assert any("alert overdue" in alerts.made.procs.log_text(b) for b in ("beat", "beat2"))  # the log warning
 
     alerts.lock.close()  # the stuck transaction ends: beat claims and fires it

@@ -155,7 +155,7 @@ def test_web_metrics_report_sql_gauges_to_the_key_or_the_metrics_token(pg_db: Da
     set_next_run_at(pg_db, late.id, now_of(pg_db) - 3600)  # no beat here: it stays overdue
     manager.trigger(late.id)  # one queued attempt
     settings = Settings(security_key="the-key", metrics_token="scraper-token")
-    agent_os = AgentOS(db=pg_db, settings=settings)
+    agent_os = AgentOS(db=pg_db, settings=settings, alert_interval_s=3600)  # its alert watch stays out of this
     with ServerThread(agent_os.get_app(), lifespan="on") as server:
         url = f"{server.url}/metrics"
         got = scrape(url, authorization="Bearer scraper-token")
@@ -163,6 +163,7 @@ def test_web_metrics_report_sql_gauges_to_the_key_or_the_metrics_token(pg_db: Da
         assert got['kern_runs{status="queued"}'] == 1 and got['kern_runs{status="running"}'] == 0
         assert got["kern_sql_gauges_up"] == 1
         assert got["kern_beat_replicas"] == 0 and "kern_beat_heartbeat_age_seconds" not in got  # no beat ran here
+        assert got['kern_alert_incidents_open{kind="overdue"}'] == 0  # no watch has looked yet
         assert scrape(url, authorization="Bearer the-key")["kern_schedules_overdue"] == 1
         assert httpx.get(url).status_code == 401
         assert httpx.get(url, headers={"authorization": "Bearer wrong"}).status_code == 401

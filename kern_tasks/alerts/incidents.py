@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from kern_tasks.db.tables import OPEN_INCIDENT, incidents
@@ -24,6 +24,7 @@ from kern_tasks.db.tables import OPEN_INCIDENT, incidents
 _i = incidents
 
 OVERDUE, FAILING, NO_BEAT = "overdue", "failing", "no_beat"
+KINDS = (OVERDUE, FAILING, NO_BEAT)
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,16 @@ def open_incidents(conn: Connection, kind: str) -> list[Incident]:
     return [Incident.of(row) for row in rows]
 
 
+def count_open(conn: Connection) -> dict[str, int]:
+    """Open incidents by kind (the partial index on open ones)."""
+    counts = dict.fromkeys(KINDS, 0)
+    for kind, count in conn.execute(
+        select(_i.c.kind, func.count()).where(_i.c.resolved_at.is_(None)).group_by(_i.c.kind)
+    ).all():
+        counts[kind] = int(count)
+    return counts
+
+
 # Invariant: an incident is resolved once; only the caller that gets the row announces it.
 def resolve(conn: Connection, incident_id: str, *, now: int) -> Incident | None:
     row = conn.execute(
@@ -83,5 +94,5 @@ def resolve(conn: Connection, incident_id: str, *, now: int) -> Incident | None:
     return Incident.of(row) if row is not None else None
 
 
-__all__ = ["FAILING", "NO_BEAT", "OPEN_INCIDENT", "OVERDUE", "Incident", "key_of", "open_incident",
-           "open_incidents", "resolve"]
+__all__ = ["FAILING", "KINDS", "NO_BEAT", "OPEN_INCIDENT", "OVERDUE", "Incident", "key_of", "open_incident",
+           "open_incidents", "count_open", "resolve"]

@@ -1,7 +1,7 @@
 """The gauges read from SQL at scrape time (a custom collector): `kern_runs{status}` (open
 attempts, queued and running), `kern_schedules_overdue` (the dead-man signal) and beat's
 heartbeat (`kern_beat_heartbeat_age_seconds`, `kern_beat_replicas`: beat_health.read, a
-handful of rows). One indexed query each (alerts/conditions.py says which index); a scrape that cannot reach the
+handful of rows), and `kern_alert_incidents_open{kind}` (the partial index on open ones). One indexed query each (alerts/conditions.py says which index); a scrape that cannot reach the
 database reports `kern_sql_gauges_up 0` instead of failing the whole scrape.
 
 Served by the web app's /metrics and by beat's KERN_METRICS_PORT, never by workers (there
@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 
 from kern_tasks import beat_health
-from kern_tasks.alerts import conditions
+from kern_tasks.alerts import conditions, incidents
 from kern_tasks.db import Database, db_now
 from kern_tasks.scheduler.slots import DEFAULT_GRACE_S
 
@@ -39,6 +39,7 @@ class SqlGauges(Collector):
                 runs = conditions.open_runs_by_status(conn)
                 overdue = conditions.count_overdue(conn, now=db_now(conn), grace_s=self.grace_s)
                 beats = beat_health.read(conn)
+                open_incidents = incidents.count_open(conn)
         except SQLAlchemyError as exc:
             log.warning("metrics: SQL gauges not read (%s)", type(exc).__name__)
             up.add_metric([], 0)
@@ -53,6 +54,11 @@ class SqlGauges(Collector):
         if beats.newest_age_s is not None:  # absent when no replica has a row: alert on absent()
             yield GaugeMetricFamily("kern_beat_heartbeat_age_seconds", "Seconds since the newest beat replica's "
                                     "heartbeat (kern_beats)", value=beats.newest_age_s)
+        alerts = GaugeMetricFamily("kern_alert_incidents_open", "Open alert incidents by kind (kern_tasks.alerts)",
+                                   labels=["kind"])  # fmt: skip
+        for kind, count in open_incidents.items():
+            alerts.add_metric([kind], count)
+        yield alerts
         yield GaugeMetricFamily("kern_beat_replicas", "Beat replicas with a heartbeat row", value=len(beats.replicas))
         yield GaugeMetricFamily(
             "kern_schedules_overdue", f"Enabled, unleased schedules whose next slot is more than {self.grace_s}s old",
