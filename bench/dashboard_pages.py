@@ -2,10 +2,10 @@
 
 `python -m bench.dashboard_pages [--schedules 100000] [--runs 1000000] [--requests 40]`
 
-In a schema of its own: `--schedules` rows bulk-inserted with one INSERT ... SELECT
-generate_series (a quarter paused with a reason, owners u0..u99, next fires spread over a
-day) and `--runs` attempt rows over the last day (one every few schedules, a tenth of them
-failed; lag 0-4 s), ANALYZE. A real `kern-tasks serve` process (uvicorn, the security key
+In a schema of its own: `--schedules` rows and one attempt each bulk-inserted as
+bench/dashboard_listing.py seeds them (`populate`: INSERT ... SELECT generate_series; a
+tenth paused with a reason, owners user-0..user-99), then `--runs` attempt rows over the
+last day (a tenth of them failed; lag 0-4 s), ANALYZE. A real `kern-tasks serve` process (uvicorn, the security key
 on) serves them; this process sends the requests over loopback HTTP, one at a time,
 interleaved round-robin so both sides see the same machine load:
 
@@ -34,6 +34,7 @@ import httpx
 from bench.common import (
     POSTGRES_URL, dump_json, fresh_schema, loadavg, log, machine_info, median, percentile, processes,
 )  # fmt: skip
+from bench.dashboard_listing import populate
 from tests.processes import PYTHON, free_port, kern_env, wait_for
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -43,32 +44,24 @@ BAR_S = 1.0
 
 
 def seed(schema: Any, n_schedules: int, n_runs: int) -> None:
+    """dashboard_listing's schedules (one attempt each, an hour ago), then `n_runs` attempts
+    over the day (at odd seconds back from now: never the slot of one of those)."""
+    populate(schema, n_schedules)
     now = int(schema.now())
-    schema.execute(
-        f"""
-        INSERT INTO {schema.q}.agno_schedules
-            (id, name, method, endpoint, cron_expr, timezone, timeout_seconds, max_retries, retry_delay_seconds,
-             enabled, disabled_reason, next_run_at, user_id, created_at, updated_at)
-        SELECT md5('s' || i::text)::uuid::text, 'sched-' || lpad(i::text, 7, '0'), 'POST',
-               '/agents/a' || (i % 20)::text || '/runs', '*/5 * * * *', 'UTC', 60, 0, 60,
-               i % 4 <> 0, CASE WHEN i % 4 = 0 THEN 'paused by the benchmark' END,
-               :now + (i * 7919) % 86400, 'u' || (i % 100)::text, :now, :now
-        FROM generate_series(1, :n) AS i
-        """, n=n_schedules, now=now)
     schema.execute(
         f"""
         INSERT INTO {schema.q}.agno_schedule_runs
             (id, schedule_id, attempt, status, status_code, error, created_at, scheduled_for, triggered_at,
              completed_at, user_id)
-        SELECT md5('r' || i::text)::uuid::text, md5('s' || ((i % :n_s) + 1)::text)::uuid::text, 1,
+        SELECT md5('day' || i::text)::uuid::text, md5('d' || ((i % :n_s) + 1)::text)::uuid::text, 1,
                CASE WHEN i % 10 = 0 THEN 'failed' ELSE 'success' END,
                CASE WHEN i % 10 = 0 THEN 500 ELSE 200 END,
                CASE WHEN i % 10 = 0 THEN 'HTTP 500 from the target' END,
-               :now - (i % 86400), :now - (i % 86400), :now - (i % 86400) + i % 5, :now - (i % 86400) + i % 5 + 2,
-               'u' || (((i % :n_s) + 1) % 100)::text
+               :now - 1 - 2 * (i % 43200), :now - 1 - 2 * (i % 43200), :now - 1 - 2 * (i % 43200) + i % 5,
+               :now - 1 - 2 * (i % 43200) + i % 5 + 2,
+               'user-' || (((i % :n_s) + 1) % 100)::text
         FROM generate_series(1, :n) AS i
-        """, n=n_runs, n_s=n_schedules, now=now)
-    schema.execute(f"ANALYZE {schema.q}.agno_schedules")
+        """, n=n_runs, n_s=n_schedules, now=now)  # fmt: skip
     schema.execute(f"ANALYZE {schema.q}.agno_schedule_runs")
 
 
@@ -112,8 +105,8 @@ def run(n_schedules: int, n_runs: int, rounds: int) -> dict[str, Any]:
                 "/dashboard/schedules": "/dashboard/schedules",
                 "/dashboard/schedules, next page": (cursor.group(1).replace("&amp;", "&") if cursor
                                                     else "/dashboard/schedules"),
-                "/dashboard/schedules?name=sched-00042": "/dashboard/schedules?name=sched-00042",
-                "/dashboard/schedules?owner=u7": "/dashboard/schedules?owner=u7",
+                "/dashboard/schedules?name=job-000042": "/dashboard/schedules?name=job-000042",
+                "/dashboard/schedules?owner=user-7": "/dashboard/schedules?owner=user-7",
                 "/dashboard/runs": "/dashboard/runs",
                 "/dashboard/runs?failures_first=true": "/dashboard/runs?failures_first=true",
                 "/dashboard/health (hour)": "/dashboard/health",

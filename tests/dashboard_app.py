@@ -4,8 +4,9 @@ configured by its environment (KERN_*) as a deployment's is. No tests here.
 - `report`: a step, a Parallel of two, a step that holds until a file named as the run's
   input exists in the folder DASHBOARD_GATES names (up to 30 s: a test watches the run in
   flight, then releases it), then a Condition whose branch publishes;
-- `broken`: a step that raises on each of its two attempts (max_retries=1), so the run
-  ends in ERROR with the error recorded.
+- `broken`: a step that raises on each of its two attempts (max_retries=1), so its failure
+  is recorded with its error;
+- `routed`: a Loop of two steps run twice, then a Router that picks its second choice.
 
 `agent_os` is what KERN_APP names, for the web process and the Celery workers alike.
 """
@@ -18,7 +19,7 @@ import time
 from pathlib import Path
 
 from kern_tasks.os import AgentOS
-from kern_tasks.workflow import Condition, Parallel, Step, StepInput, Workflow
+from kern_tasks.workflow import Condition, Loop, Parallel, Router, Step, StepInput, Workflow
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -54,6 +55,18 @@ def boom(step_input: StepInput) -> str:
     raise RuntimeError(BROKEN_ERROR)
 
 
+def draft(step_input: StepInput) -> str:
+    return f"draft of {step_input.get_input_as_string()}"
+
+
+def review(step_input: StepInput) -> str:
+    return "reviewed"
+
+
+def pick_quick(step_input: StepInput) -> str:
+    return "quick"
+
+
 def workflows() -> list[Workflow]:
     return [
         Workflow(id="report", name="report", steps=[
@@ -63,6 +76,14 @@ def workflows() -> list[Workflow]:
             Condition(name="publish_if_ready", evaluator=True, steps=[Step(name="publish", executor=publish)]),
         ]),
         Workflow(id="broken", name="broken", steps=[Step(name="boom", executor=boom, max_retries=1)]),
+        Workflow(id="routed", name="routed", steps=[
+            Loop(name="refine", steps=[Step(name="draft", executor=draft), Step(name="review", executor=review)],
+                 max_iterations=2),
+            Router(name="route", selector=pick_quick, choices=[
+                Step(name="thorough", executor=lambda step_input: "thorough answer"),
+                Step(name="quick", executor=lambda step_input: "quick answer"),
+            ]),
+        ]),
     ]
 
 

@@ -8,8 +8,9 @@ a real chromium:
   branches and the Condition's branch nested under them;
 - the page's poll: `?mark=` of the tree shown answers `{"changed": false}` until the run
   moves, then the tree again, and `ended` once it is over;
-- a failing step's attempts and error; a run kept only in agno_runs (run in process with
-  a db) read from there;
+- a failing step's attempts and error; a Loop's iterations and a Router's choice named
+  through the definition; a run kept only in agno_runs (run in process with a db) read
+  from there;
 - a user's token reads only that user's runs (another's is 404, as a missing one), the
   security key every run; bad ids answer 404;
 - in the browser: the page of a held run turns COMPLETED without a reload once the gate
@@ -150,6 +151,18 @@ def test_a_failing_step_shows_its_attempts_and_error(cluster: Cluster) -> None:
     assert "attempt 2" in html and dashboard_app.BROKEN_ERROR in html and '<span class="step-name">boom</span>' in html
 
 
+def test_loop_iterations_and_the_routers_choice_are_named(cluster: Cluster) -> None:
+    run_id = cluster.start_run("routed", "the memo", SECURITY_KEY)
+    assert cluster.ended("routed", run_id) == "COMPLETED"
+    html = cluster.get(page_url("routed", run_id), SECURITY_KEY).text
+    assert steps_of(html) == {"0": "succeeded", "0/0": "succeeded", "0/1": "succeeded", "0/2": "succeeded",
+                              "0/3": "succeeded", "1": "succeeded", "1/0": "succeeded"}
+    names = re.findall(r'<span class="step-name">([^<]+)</span>', html)
+    assert names == ["refine", "draft", "review", "draft", "review", "route", "quick"]
+    assert html.count("iteration 2") == 2 and "2 iterations decided" in html and "route: quick" in html
+    assert "draft of the memo" in html and "quick answer" in html and "thorough" not in html
+
+
 def test_a_users_token_reads_only_their_runs(cluster: Cluster) -> None:
     message = f"mine-{uuid.uuid4().hex[:6]}"
     cluster.release(message)
@@ -199,3 +212,15 @@ def test_browser_watches_the_run_finish_without_a_reload(cluster: Cluster, logge
     assert page.locator('li[data-path="3/0"]').get_attribute("data-status") == "succeeded"
     assert page.locator("#workflow-run").get_attribute("data-ended") == "true"
     screenshot(page, "workflow-run")
+
+
+def test_browser_shows_a_failed_steps_error(cluster: Cluster, logged_in: Any) -> None:
+    run_id = cluster.start_run("broken", "in the browser", SECURITY_KEY)
+    cluster.ended("broken", run_id)
+    page = logged_in(cluster.url, SECURITY_KEY)
+    page.goto(cluster.url + page_url("broken", run_id))
+    step = page.locator('li[data-path="0"]')
+    assert step.get_attribute("data-status") == "failed"
+    assert dashboard_app.BROKEN_ERROR in step.locator("pre.error-text").inner_text()
+    assert "attempt 2" in step.inner_text()
+    screenshot(page, "workflow-run-failed")
