@@ -67,17 +67,30 @@ class _Delegate(Collector):
         yield from self.registry.collect()
 
 
+_serving: set[int] = set()  # ports this process serves
+
+
 def serve_port(port: int, *, database: Callable[[], Database] | None, addr: str = "0.0.0.0") -> None:
     """Enable multiprocess metrics in this (main) process and serve them on `port`."""
-    directory = tempfile.mkdtemp(prefix=f"kern-metrics-{os.getpid()}-")
-    owner = os.getpid()
-    atexit.register(lambda: os.getpid() == owner and shutil.rmtree(directory, ignore_errors=True))
-    families = metrics.enable(multiprocess_dir=directory)
+    families = metrics.enabled()
+    if families is None:
+        directory = tempfile.mkdtemp(prefix=f"kern-metrics-{os.getpid()}-")
+        owner = os.getpid()
+        atexit.register(lambda: os.getpid() == owner and shutil.rmtree(directory, ignore_errors=True))
+        families = metrics.enable(multiprocess_dir=directory)
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=families.multiprocess_dir)
+    if families.multiprocess_dir is not None:
+        MultiProcessCollector(registry, path=families.multiprocess_dir)
+    else:
+        # Something enabled them in memory first (an AgentOS app built when the Celery app
+        # was imported): serve those, and say what that costs.
+        log.warning("metrics: enabled in this process's memory before the port was served (an AgentOS app "
+                    "built at import?): a prefork pool's children are not counted on port %d", port)
+        registry.register(_Delegate(families.registry))  # type: ignore[arg-type]
     if database is not None:
         registry.register(SqlGauges(database))
     start_http_server(port, addr=addr, registry=registry)
+    _serving.add(port)
     log.info("metrics: serving on port %d (/metrics)", port)
 
 
@@ -88,7 +101,7 @@ def _on_start(role: str) -> Callable[..., None]:
             return
         runtime = runtime_for(app)
         port = runtime.settings.metrics_port
-        if port is None or metrics.enabled() is not None:
+        if port is None or port in _serving:
             return
         serve_port(port, database=(lambda: runtime_for(app).db) if role == "beat" else None)
 
