@@ -46,18 +46,6 @@ def _positive_int(name: str, value: str | None) -> int | None:
     return number
 
 
-def _days(name: str, value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        days = float(value)
-    except ValueError:
-        raise ValidationError(name, f'must be a number of days such as "30" or "0.5"; got {value!r}') from None
-    if not days > 0 or days == float("inf"):
-        raise ValidationError(name, f"must be a number of days above 0; got {value!r}")
-    return days
-
-
 LOG_FORMATS = ("text", "json")
 # Celery's worker pools (celery worker -P); threads suit fires, which wait on HTTP.
 WORKER_POOLS = ("threads", "prefork", "solo", "gevent", "eventlet")
@@ -81,16 +69,17 @@ def _names(name: str, value: str | None) -> tuple[str, ...]:
     return names
 
 
-def _seconds(name: str, value: str | None) -> float | None:
+def _positive(name: str, value: str | None, unit: str, examples: str) -> float | None:
+    """A number above 0 (and finite) of `unit`, such as `examples`; None when unset."""
     if value is None:
         return None
     try:
-        seconds = float(value)
+        number = float(value)
     except ValueError:
-        seconds = 0.0
-    if not 0 < seconds < float("inf"):
-        raise ValidationError(name, f'must be a number of seconds above 0, such as "1" or "0.5"; got {value!r}')
-    return seconds
+        number = 0.0
+    if not 0 < number < float("inf"):
+        raise ValidationError(name, f"must be a number of {unit} above 0, such as {examples}; got {value!r}")
+    return number
 
 
 def _log_format(name: str, value: str | None) -> str:
@@ -232,7 +221,8 @@ class Settings:
             data_dir=Path(get("KERN_DATA_DIR") or DEFAULT_DATA_DIR),
             openai_api_key=get("OPENAI_API_KEY"),
             openai_base_url=get("OPENAI_BASE_URL") or cls.openai_base_url,
-            run_retention_days=_days("KERN_RUN_RETENTION_DAYS", get("KERN_RUN_RETENTION_DAYS")),
+            run_retention_days=_positive("KERN_RUN_RETENTION_DAYS", get("KERN_RUN_RETENTION_DAYS"), "days",
+                                         '"30" or "0.5"'),
             log_format=_log_format("KERN_LOG_FORMAT", get("KERN_LOG_FORMAT")),
             metrics_port=_port("KERN_METRICS_PORT", get("KERN_METRICS_PORT")),
             metrics_token=get("KERN_METRICS_TOKEN"),
@@ -242,7 +232,8 @@ class Settings:
             or cls.worker_concurrency,
             worker_queues=_names("KERN_WORKER_QUEUES", get("KERN_WORKER_QUEUES")),
             beat_batch=_positive_int("KERN_BEAT_BATCH", get("KERN_BEAT_BATCH")) or cls.beat_batch,
-            beat_sweep_interval=_seconds("KERN_BEAT_SWEEP_INTERVAL", get("KERN_BEAT_SWEEP_INTERVAL"))
+            beat_sweep_interval=_positive("KERN_BEAT_SWEEP_INTERVAL", get("KERN_BEAT_SWEEP_INTERVAL"), "seconds",
+                                          '"1" or "0.5"')
             or cls.beat_sweep_interval,
         )
 
