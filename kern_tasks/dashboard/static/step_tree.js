@@ -1,8 +1,9 @@
 // A workflow run's page: refresh its status and step tree while the run is in flight.
 // One request at a time, always after a wait: 1 s, growing by 1.6x to 15 s while nothing
-// changes, 1 s again after a change; it stops once the run ended (or the page is hidden
-// long enough for the browser to throttle it, which only slows it down). Each poll sends
-// the mark of the tree shown, so an unchanged run costs the server one cheap query.
+// changes, 1 s again after a change; it stops once the run ended or is gone (404), waits
+// while the tab is hidden, and a 401 (the key changed, the JWT expired) reloads the page,
+// which goes to the login. Each poll sends the mark of the tree shown, so an unchanged run
+// costs the server one cheap query.
 (function () {
   "use strict";
   var box = document.getElementById("workflow-run");
@@ -11,18 +12,33 @@
   var url = box.getAttribute("data-tree");
   var tz = new URLSearchParams(location.search).get("tz");
 
-  function later() { setTimeout(poll, wait); }
+  function later() {
+    setTimeout(function () {
+      if (!document.hidden) { poll(); return; }
+      document.addEventListener("visibilitychange", function shown() {
+        if (document.hidden) return;
+        document.removeEventListener("visibilitychange", shown);
+        poll();
+      });
+    }, wait);
+  }
   function poll() {
     var query = "?mark=" + encodeURIComponent(box.getAttribute("data-mark") || "") + (tz ? "&tz=" + encodeURIComponent(tz) : "");
     fetch(url + query, { headers: { "Accept": "application/json" }, credentials: "same-origin", cache: "no-store" })
       .then(function (answer) {
+        if (answer.status === 401) { location.reload(); return null; } // to the login
+        if (answer.status === 404) return null; // the run is gone (pruned): nothing to follow
         if (!answer.ok) throw new Error("HTTP " + answer.status);
         return answer.json();
       })
       .then(function (data) {
+        if (data === null) return;
         if (data.changed) {
-          document.getElementById("step-tree").innerHTML = data.tree;
-          document.getElementById("run-status").innerHTML = data.status;
+          ["step-tree", "run-status"].forEach(function (id, i) {
+            var el = document.getElementById(id);
+            el.innerHTML = i === 0 ? data.tree : data.status;
+            if (window.kernLocalTimes) window.kernLocalTimes(el); // times in the viewer's zone again
+          });
           box.setAttribute("data-mark", data.mark);
           box.setAttribute("data-ended", data.ended ? "true" : "false");
           wait = FIRST;
