@@ -1,4 +1,6 @@
-"""The broker transports kern_tasks uses: kombu's, each with one change.
+"""The broker transports kern_tasks uses: kombu's, each with one change (RabbitMQ, amqp://,
+runs on kombu's py-amqp transport unchanged; what it needs is app configuration:
+kern_tasks.app queue_max_priority and the prefetch setting next to it).
 
 Redis (`TRANSPORT`): kombu's, with one teardown fix. When a worker loses Redis while
 late-acknowledged messages are in flight (every kern.fire is acks_late), celery 5.7 / kombu 5.7 tear the connection down twice: the
