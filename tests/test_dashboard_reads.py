@@ -46,6 +46,7 @@ def seed(db: Database) -> dict[str, Any]:
             attempt(theirs.id, "u2", "success", now - 3 * 86400, lag=0),  # outside 24h
         ]
         conn.execute(schedule_runs.insert(), rows)
+        conn.execute(update(schedules).values(next_run_at=now + 86400))  # no beat here moves them on
         conn.execute(update(schedules).where(schedules.c.id == theirs.id).values(next_run_at=now - 600))
     return {"mine": mine, "theirs": theirs, "rows": rows, "now": now}
 

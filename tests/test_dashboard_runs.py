@@ -86,7 +86,9 @@ class Seeded:
         ]
         with db.begin() as conn:
             conn.execute(schedule_runs.insert(), self.rows)
-            # bob's schedule is overdue now: its slot passed well over OVERDUE_AFTER_S ago.
+            # bob's schedule is overdue now: its slot passed well over OVERDUE_AFTER_S ago; the
+            # others' next slots are a day away (no beat runs here to move them on).
+            conn.execute(update(schedules).values(next_run_at=self.now + 86400))
             conn.execute(update(schedules).where(schedules.c.id == self.bobs.id)
                          .values(next_run_at=self.now - OVERDUE_AFTER_S * 5))
 
