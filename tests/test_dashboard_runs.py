@@ -282,13 +282,13 @@ def test_browser_runs_page_failures_first(served: Served, logged_in: Any) -> Non
     page.goto(served.url + "/dashboard/runs")
     rows = page.locator("table.runs tbody tr")
     assert rows.count() == len(served.seeded.rows)
-    screenshot(page, "runs")
+    screenshot(page, "dashboard-runs")
     page.click("#failures-first")
     page.wait_for_url(re.compile(r".*failures_first=true.*"))
     first = [rows.nth(i).get_attribute("data-status") for i in range(3)]
     assert first == ["failed", "failed", "timeout"]
     assert page.locator("table.runs tbody tr.failed-row").count() == 3
-    screenshot(page, "runs-failures-first")
+    screenshot(page, "dashboard-runs-failures-first")
     page.click(f'a[href="/dashboard/schedules/{served.seeded.digest.id}"] >> nth=0')
     page.wait_for_url(re.compile(rf".*/dashboard/schedules/{served.seeded.digest.id}"))
 
@@ -300,7 +300,7 @@ def test_browser_health_page_with_its_chart(served: Served, logged_in: Any) -> N
     assert chart.count() == 1 and chart.bounding_box()["height"] > 100  # type: ignore[index]
     assert page.locator("#fires-chart svg.chart rect").count() >= 9
     assert page.locator("#lag-chart svg.chart polyline").count() >= 1
-    screenshot(page, "health")
+    screenshot(page, "dashboard-health")
     page.select_option("select[name=window]", "24h")
     page.wait_for_url(re.compile(r".*window=24h.*"))
-    screenshot(page, "health-day")
+    screenshot(page, "dashboard-health-day")

@@ -205,13 +205,13 @@ def test_browser_watches_the_run_finish_without_a_reload(cluster: Cluster, logge
     page.evaluate("window.__sameDocument = true")  # gone if the page reloaded
     assert page.locator('li[data-path="2"]').get_attribute("data-status") == "running"
     assert page.locator("#run-state").inner_text() == "RUNNING"
-    screenshot(page, "workflow-run-in-flight")
+    screenshot(page, "dashboard-workflow-run-in-flight")
     cluster.release(message)
     page.wait_for_selector("#run-state:text('COMPLETED')", timeout=30_000)
     assert page.evaluate("window.__sameDocument") is True
     assert page.locator('li[data-path="3/0"]').get_attribute("data-status") == "succeeded"
     assert page.locator("#workflow-run").get_attribute("data-ended") == "true"
-    screenshot(page, "workflow-run")
+    screenshot(page, "dashboard-workflow-run")
 
 
 def test_browser_shows_a_failed_steps_error(cluster: Cluster, logged_in: Any) -> None:
@@ -223,4 +223,4 @@ def test_browser_shows_a_failed_steps_error(cluster: Cluster, logged_in: Any) ->
     assert step.get_attribute("data-status") == "failed"
     assert dashboard_app.BROKEN_ERROR in step.locator("pre.error-text").inner_text()
     assert "attempt 2" in step.inner_text()
-    screenshot(page, "workflow-run-failed")
+    screenshot(page, "dashboard-workflow-run-failed")
