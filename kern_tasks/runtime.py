@@ -68,7 +68,8 @@ class Runtime:
         self.task_slots = task_slots
         self.pid = os.getpid()
         self._db: Database | None = db
-        self._client: "httpx.Client | None" = None
+        self._local = threading.local()
+        self._clients: "list[httpx.Client]" = []
 
     @property
     def db(self) -> Database:
@@ -96,14 +97,20 @@ class Runtime:
 
     @property
     def client(self) -> "httpx.Client":
-        if self._client is None:
+        """The HTTP client of the calling thread. One per thread, not one per process: a
+        batch fires its attempts on many threads at once, and one httpx pool shared by a
+        few hundred threads lets a socket be closed under a thread reading it ("Bad file
+        descriptor"). Threads are pooled (celery's, firing/batch.py's), so a client and
+        its keep-alive connections live as long as their thread."""
+        client: "httpx.Client | None" = getattr(self._local, "client", None)
+        if client is None:
             # httpx is imported by the first call (a worker's), never by beat.
             from kern_tasks.firing.http import make_client
 
+            client = self._local.client = make_client()
             with _lock:
-                if self._client is None:
-                    self._client = make_client()
-        return self._client
+                self._clients.append(client)
+        return client
 
     def start(self) -> None:
         """Called as a beat or worker process starts: the tables are at head afterwards
@@ -116,8 +123,11 @@ class Runtime:
                         type(exc.orig).__name__)
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
+        with _lock:
+            clients, self._clients = self._clients, []
+            self._local = threading.local()  # a thread that fires after this makes a new client
+        for client in clients:
+            client.close()
         if self._db is not None:
             self._db.dispose()
 
