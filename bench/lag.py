@@ -17,14 +17,30 @@ broker, worker pick-up, HTTP).
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter
 from typing import Any
+
+from sqlalchemy.exc import OperationalError
 
 from bench.common import fresh_schema, loadavg, log, median, percentile, processes, sleep_until
 from bench.throughput import start_kern
 from tests.processes import wait_for
 
 EVERY_SECOND = "* * * * * *"
+
+
+def disable_all(schema: Any, tries: int = 5) -> None:
+    """Disable the lag schedules. One statement over hundreds of rows that workers are
+    releasing may be chosen as a deadlock's victim (the workers' side retries): so does this."""
+    for attempt in range(tries):
+        try:
+            schema.execute(f"UPDATE {schema.q}.agno_schedules SET enabled = false WHERE name LIKE 'lag-%'")
+            return
+        except OperationalError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.2)
 
 
 def measure(n: int, duration: int, pool: str, concurrency: int) -> dict[str, Any]:
@@ -34,7 +50,7 @@ def measure(n: int, duration: int, pool: str, concurrency: int) -> dict[str, Any
         schema.insert_schedules(n, due_at=t0, cron=EVERY_SECOND, prefix="lag")
         end = t0 + duration
         sleep_until(end + 2)  # slots up to end-1 are measured; give the last ones time to start
-        schema.execute(f"UPDATE {schema.q}.agno_schedules SET enabled = false WHERE name LIKE 'lag-%'")
+        disable_all(schema)
         # Let the fires in flight finish (later slots are cancelled or never claimed).
         wait_for(lambda: schema.scalar(
             f"SELECT count(*) FROM {schema.q}.agno_schedule_runs WHERE status IN ('queued', 'running')") == 0,

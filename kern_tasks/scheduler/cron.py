@@ -231,6 +231,9 @@ def next_run(cron: str, timezone: str, after: datetime) -> datetime:
     return next_runs(cron, timezone, after)[0]
 
 
+# Memoised: a function of its arguments alone, and beat asks it the same question for every
+# schedule of one cron due in one tick (500 top-of-the-hour rows: one croniter walk, not 500).
+@lru_cache(maxsize=4096)
 def next_run_epoch(cron: str, timezone: str, after_epoch: int) -> int:
     """The first fire time strictly after ``after_epoch``, both in epoch seconds."""
     return next(_fire_epochs(parse(cron), validate_timezone(timezone), int(after_epoch)))
