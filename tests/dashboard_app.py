@@ -2,7 +2,7 @@
 configured by its environment (KERN_*) as a deployment's is. No tests here.
 
 - `report`: a step, a Parallel of two, a step that holds until a file named as the run's
-  input exists in the folder DASHBOARD_GATES names (up to 30 s: a test watches the run in
+  input exists in the folder DASHBOARD_GATES names (up to 60 s: a test watches the run in
   flight, then releases it), then a Condition whose branch publishes;
 - `broken`: a step that raises on each of its two attempts (max_retries=1), so its failure
   is recorded with its error;
@@ -41,7 +41,7 @@ def right(step_input: StepInput) -> str:
 
 def hold(step_input: StepInput) -> str:
     gate = Path(os.environ[GATES_ENV]) / step_input.get_input_as_string()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while not gate.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     return "held until released"
