@@ -196,6 +196,7 @@ def test_each_run_links_to_its_schedule_and_its_run(served: Served) -> None:
 @pytest.mark.parametrize(("params", "field"), [
     ({"window": "5y"}, "window"), ({"page": "0"}, "page"), ({"status": "exploded"}, "status"),
     ({"limit": "1000"}, "limit"), ({"failures_first": "perhaps"}, "failures_first"), ({"page": "x"}, "page"),
+    ({"tz": "Mars/Olympus_Mons"}, "tz"),
 ])
 def test_bad_query_values_answer_422_naming_the_field(served: Served, params: dict[str, str], field: str) -> None:
     answer = served.get("/dashboard/runs", SECURITY_KEY, **params)
