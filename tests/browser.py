@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from tests.processes import ROOT
 
@@ -39,6 +39,8 @@ VIEWPORT = {"width": 1280, "height": 800}
 # Waits of a page (navigation, a selector): long enough for a loaded CI machine, short
 # enough that a page that never shows what it should fails the test soon.
 TIMEOUT_MS = 20_000
+# expect()'s assertions retry for as long (Playwright's own default is 5 s).
+expect.set_options(timeout=TIMEOUT_MS)
 LOGIN_PATH = "/dashboard/login"
 
 
