@@ -2,7 +2,8 @@
 with its embedded scheduler (beat and a Celery worker on threads of the web process, the
 embedded SQL broker in a temporary folder), so a triggered schedule really fires at the
 AgentOS's own agents: `briefer` (an offline model: succeeds) and `raiser` (raises: its
-fires fail with the agent's error). Auth: a security key, and users' JWTs (HS256).
+fires fail with the agent's error), and any `extra_agents` a test module brings. Auth: a
+security key, and users' JWTs (HS256).
 
     with dashboard_stack(tmp_path) as stack:
         client = stack.logged_in(SECURITY_KEY)        # httpx, with the dashboard's cookie
@@ -15,7 +16,7 @@ import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import httpx
 import jwt
@@ -82,14 +83,14 @@ class DashboardStack:
 
 
 @contextmanager
-def dashboard_stack(folder: Path, **os_options: Any) -> Iterator[DashboardStack]:
+def dashboard_stack(folder: Path, extra_agents: Sequence[Any] = (), **os_options: Any) -> Iterator[DashboardStack]:
     schema = fresh_schema_name()
     port = free_port()
     settings = Settings(database_url=POSTGRES_URL, db_schema=schema, data_dir=folder / "kern",
                         base_url=f"http://127.0.0.1:{port}", security_key=SECURITY_KEY,
                         jwt_verification_key=JWT_SECRET, jwt_algorithm="HS256", os_id=OS_ID)
     db = Database(settings=settings)
-    agents = [Agent(model="offline", name="Briefer", id="briefer"), RaisingAgent()]
+    agents = [Agent(model="offline", name="Briefer", id="briefer"), RaisingAgent(), *extra_agents]
     agent_os = AgentOS(agents=agents, db=db, settings=settings, scheduler=True, scheduler_poll_interval=1,
                        **os_options)
     try:

@@ -262,7 +262,10 @@ def test_trigger_fires_through_the_core_and_the_live_fragment_follows_it(stack: 
     live = wait_for(ended, timeout=30, what="the triggered run to succeed")
     assert set(live) == {"in_flight", "status", "timeline", "attempts"}
     assert 'class="tick ok"' in live["timeline"]
-    assert re.search(r'href="/agents/briefer/runs/[^"]+">run</a>', live["attempts"])
+    run_link = re.search(r'href="(/dashboard/agents/briefer/runs/[^"]+)">run</a>', live["attempts"])
+    assert run_link, "the attempt links its agent run's page"
+    run_page = key_client.get(run_link.group(1))
+    assert run_page.status_code == 200 and ">COMPLETED<" in run_page.text and 'id="run-input">brief</pre>' in run_page.text
     session_link = re.search(r'href="(/dashboard/sessions/[^"]+)">session</a>', live["attempts"])
     trace_link = re.search(r'href="(/dashboard/traces\?run_id=[^"]+)">trace</a>', live["attempts"])
     assert session_link and trace_link

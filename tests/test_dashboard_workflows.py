@@ -134,11 +134,11 @@ def test_the_step_tree_in_flight_then_ended(cluster: Cluster) -> None:
     assert cluster.ended("report", run_id) == "COMPLETED"
     polled = cluster.get(url + "/tree", ALICE, mark=mark).json()
     assert polled["changed"] is True and polled["ended"] is True and polled["mark"] != mark
-    assert steps_of(polled["tree"]) == {"0": "succeeded", "1": "succeeded", "1/b0/0": "succeeded",
-                                        "1/b1/0": "succeeded", "2": "succeeded", "3": "succeeded",
-                                        "3/0": "succeeded"}
-    assert "branch: if" in polled["tree"] and "published the report" in polled["tree"]
-    assert "COMPLETED" in polled["status"]
+    tree = polled["parts"]["step-tree"]
+    assert steps_of(tree) == {"0": "succeeded", "1": "succeeded", "1/b0/0": "succeeded", "1/b1/0": "succeeded",
+                              "2": "succeeded", "3": "succeeded", "3/0": "succeeded"}
+    assert "branch: if" in tree and "published the report" in tree
+    assert "COMPLETED" in polled["parts"]["run-status"]
     done = cluster.get(url, ALICE).text
     assert 'data-ended="true"' in done and "held until released" in done
 

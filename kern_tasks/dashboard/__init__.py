@@ -10,7 +10,10 @@ CSRF; render.py the templates, their filters and the page frame; reads.py the re
 pages make (through ScheduleManager and RunQueries, scoped by the caller; never SQL in a
 route); links.py the URLs pages link each other by; schedules.py and actions.py the
 schedules pages and their actions; runs.py the runs page and a workflow run's page (its
-step tree, polled while in flight), health.py the health page, charts.py its SVG charts; templates/ and static/ the HTML, CSS and JS.
+step tree, polled while in flight), agent_runs.py an agent's or a team's run (its input,
+output, tool calls; polled while in flight, static/run_poll.js as the workflow's),
+health.py the health page, charts.py its SVG charts; templates/ and static/ the HTML, CSS
+and JS.
 
 Adding a page (the recipe every page follows):
 1. a module here with `router = APIRouter()` and its routes, e.g.

@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from kern_tasks.dashboard import actions, health, links, records, runs, schedules, session
+from kern_tasks.dashboard import actions, agent_runs, health, links, records, runs, schedules, session
 from kern_tasks.dashboard.render import page
 from kern_tasks.errors import KernError
 from kern_tasks.os.errors import answer_of
@@ -28,7 +28,7 @@ log = logging.getLogger("kern_tasks.dashboard")
 
 # Every page module's router (the module docstring of kern_tasks.dashboard: adding a page).
 PAGES = (session.router, actions.router, schedules.router, runs.router, health.router,
-         records.router)  # actions first: /schedules/bulk before /schedules/{id}
+         records.router, agent_runs.router)  # actions first: /schedules/bulk before /schedules/{id}
 
 
 def dashboard_app(agent_os: Any) -> FastAPI:

@@ -1,5 +1,4 @@
-"""The URLs dashboard pages link to, one builder each, so pages agree on them (and on
-the API URL of what has no page: an agent's or a team's run)."""
+"""The URLs dashboard pages link to, one builder each, so pages agree on them."""
 
 from __future__ import annotations
 
@@ -38,6 +37,11 @@ def workflow_run(workflow_id: str, run_id: str) -> str:
     return f"{BASE}/workflows/{_part(workflow_id)}/runs/{_part(run_id)}"
 
 
+def component_run(kind: str, component_id: str, run_id: str) -> str:
+    """An agent's or a team's run page (agent_runs.py); `kind` is "agent" or "team"."""
+    return f"{BASE}/{kind}s/{_part(component_id)}/runs/{_part(run_id)}"
+
+
 def session(session_id: str) -> str:
     """A session with its runs (records.py's page)."""
     return f"{BASE}/sessions/{_part(session_id)}"
@@ -50,7 +54,7 @@ def traces_of_run(run_id: str) -> str:
 
 def of_attempt(target_type: str | None, target_id: str | None, run_id: str | None,
                session_id: str | None) -> dict[str, str]:
-    """Where an attempt leads: the run it started (a workflow's page, an agent's API URL),
+    """Where an attempt leads: the run it started (a workflow's, an agent's or a team's page),
     its session and its trace (only those it has)."""
     found: dict[str, str] = {}
     if run_id:
@@ -64,11 +68,11 @@ def of_attempt(target_type: str | None, target_id: str | None, run_id: str | Non
 
 
 def run_of(target_type: str | None, target_id: str | None, run_id: str) -> str | None:
-    """The page (a workflow's) or API URL (an agent's, a team's) of the run an attempt started."""
+    """The page of the run an attempt started (a workflow's, an agent's, a team's)."""
     if target_id is None:
         return None
     if target_type == "workflow":
         return workflow_run(target_id, run_id)
     if target_type in ("agent", "team"):
-        return f"/{target_type}s/{_part(target_id)}/runs/{_part(run_id)}"
+        return component_run(target_type, target_id, run_id)
     return None

@@ -10,6 +10,7 @@ thread (the event loop never waits on the database).
     detail = await reads.schedule(schedule_id)
     runs = await reads.recent_runs(failures_first=True, window="24h", page=1, limit=50)  # scheduler/history.py
     tree = await reads.workflow_run("report", run_id)                                    # workflow/tree.py
+    run, attempts = await records_of(request).component_run("agent", "digest", run_id)   # runs/store.py
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from kern_tasks.db import Database
 from kern_tasks.errors import NotFound, ValidationError
 from kern_tasks.os.auth import scoped_user
 from kern_tasks.runs.queries import RunQueries
+from kern_tasks.runs.store import RunStore, StoredRun
 from kern_tasks.scheduler import ScheduleManager
 from kern_tasks.scheduler import listing
 from kern_tasks.scheduler.kinds import dst_marked
@@ -186,6 +188,22 @@ class RunRecords:
     def __init__(self, queries: RunQueries, owner: str | None) -> None:
         self.queries = queries
         self.owner = owner
+
+    async def component_run(self, run_type: str, component_id: str, run_id: str,
+                            with_attempts: bool = True) -> tuple[StoredRun, list[tuple[ScheduleRun, str]]]:
+        """An agent's or a team's run (RunStore.get, the API's read of it) and the schedule
+        attempts that started it (each with its schedule's name); `NotFound` for a run that is missing, of another kind or
+        component, or not the caller's (as GET /agents/{id}/runs/{run_id} answers)."""
+        def read() -> tuple[StoredRun, list[tuple[ScheduleRun, str]]]:
+            found = RunStore(self.queries.db).get(run_id)
+            if (found is None or found.run_type != run_type or found.component_id != component_id
+                    or (self.owner is not None and found.user_id != self.owner)):
+                raise NotFound(f"{run_type} {component_id[:200]!r} has no run {run_id[:80]!r}")
+            if not with_attempts:
+                return found, []
+            with self.queries.db.connect() as conn:
+                return found, listing.attempts_of_run(conn, run_id, found.created_at, self.owner)
+        return await asyncio.to_thread(read)
 
     async def session(self, session_id: str) -> dict[str, Any]:
         found = await asyncio.to_thread(self.queries.session, session_id, user_id=self.owner)

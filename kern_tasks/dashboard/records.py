@@ -10,11 +10,13 @@ A user's token sees its own sessions and traces only (another's is a 404), as in
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
+from kern_tasks.dashboard import links
 from kern_tasks.dashboard.reads import records_of
 from kern_tasks.dashboard.render import page
 from kern_tasks.dashboard.schedules import ID_MAX, checked_id, viewer_zone
@@ -24,21 +26,23 @@ router = APIRouter()
 PREVIEW_CHARS = 600
 
 
-def preview(run: dict[str, Any]) -> str:
+def cut(value: Any, most: int = PREVIEW_CHARS) -> str:
+    """`value` as text (JSON for what is not a string), cut to `most` characters."""
+    text = value if isinstance(value, str) else "" if value is None else (
+        json.dumps(value, default=str) if isinstance(value, (dict, list)) else str(value))
+    return text if len(text) <= most else text[:most] + "…"
+
+
+def preview(run: dict[str, Any], most: int = PREVIEW_CHARS) -> str:
     """A run's output as text, cut short (agno keeps it in run_data.content)."""
-    data = run.get("run_data") or {}
-    content = data.get("content")
-    text = content if isinstance(content, str) else "" if content is None else str(content)
-    return text if len(text) <= PREVIEW_CHARS else text[:PREVIEW_CHARS] + "…"
+    return cut((run.get("run_data") or {}).get("content"), most)
 
 
-def input_of(run: dict[str, Any]) -> str:
-    data = run.get("run_data") or {}
-    given = data.get("input")
+def input_of(run: dict[str, Any], most: int = PREVIEW_CHARS) -> str:
+    given = (run.get("run_data") or {}).get("input")
     if isinstance(given, dict):
         given = given.get("input_content", given)
-    text = given if isinstance(given, str) else "" if given is None else str(given)
-    return text if len(text) <= PREVIEW_CHARS else text[:PREVIEW_CHARS] + "…"
+    return cut(given, most)
 
 
 @router.get("/sessions/{session_id}", response_class=HTMLResponse)
@@ -47,7 +51,9 @@ async def session_page(request: Request, session_id: str, tz: str | None = Query
     session = await records_of(request).session(checked_id(session_id))
     component = session.get("agent_id") or session.get("team_id") or session.get("workflow_id")
     return page(request, "session.html", None, title=f"Session {session_id}", session=session, component=component,
-                runs=session.get("runs", []), preview=preview, input_of=input_of, viewer_zone=zone)
+                runs=session.get("runs", []), preview=preview, input_of=input_of, viewer_zone=zone,
+                run_link=lambda run: links.run_of(run.get("run_type") or session.get("session_type"), component,
+                                                  run["run_id"]))
 
 
 @router.get("/traces", response_class=HTMLResponse)

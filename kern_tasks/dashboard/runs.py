@@ -6,7 +6,7 @@ tree again).
 
 The poll is cheap: the page sends the mark of the tree it shows; one query
 (progress_mark) answers `{"changed": false}` while nothing moved, and only a change
-reads and renders the tree. static/step_tree.js waits between polls, 1 s growing to 15 s
+reads and renders the tree. static/run_poll.js waits between polls, 1 s growing to 15 s
 while nothing changes, again 1 s after a change, and stops once the run ended.
 """
 
@@ -83,7 +83,7 @@ async def workflow_run_tree(request: Request, workflow_id: str, run_id: str,
                             mark: str | None = Query(None, max_length=MARK_MAX),
                             tz: str | None = Query(None, max_length=64)) -> JSONResponse:
     """What the page's script polls: `{"changed": false}` while the mark is the same, else
-    the tree's HTML, its status, its mark and whether the run ended."""
+    its parts' HTML (the tree, its status), its mark and whether the run ended."""
     zone = viewer_zone(tz)
     reads = reads_of(request)
     workflow_id, run_id = checked_id(workflow_id, "workflow"), checked_id(run_id, "run")
@@ -92,5 +92,6 @@ async def workflow_run_tree(request: Request, workflow_id: str, run_id: str,
     tree = await reads.workflow_run(workflow_id, run_id)
     html = render("_step_tree.html", tree=tree, viewer_zone=zone)
     status = render("_run_status.html", tree=tree, viewer_zone=zone)
-    return JSONResponse({"changed": True, "mark": tree.mark, "ended": tree.ended, "status": status, "tree": html},
+    return JSONResponse({"changed": True, "mark": tree.mark, "ended": tree.ended,
+                         "parts": {"step-tree": html, "run-status": status}},  # element id: its HTML (run_poll.js)
                         headers={"cache-control": "no-store"})

@@ -98,6 +98,8 @@ ROUTE_SCOPES: dict[str, tuple[str, ...]] = {
     "GET /dashboard/health": ("schedules:read",),
     "GET /dashboard/workflows/*": ("workflows:read",),
     "GET /dashboard/sessions/*": ("sessions:read",),
+    "GET /dashboard/agents/*": ("sessions:read",),  # an agent's or a team's run: what its session holds
+    "GET /dashboard/teams/*": ("sessions:read",),
     "GET /dashboard/traces": ("traces:read",),
 }
 

@@ -193,3 +193,24 @@ def open_attempts(conn: Connection, schedule_id: str) -> int:
     query = select(schedule_runs.c.id).where(
         schedule_runs.c.schedule_id == schedule_id, schedule_runs.c.status.in_(OPEN)).limit(100)
     return len(conn.execute(query).all())
+
+
+# An attempt is made before the run it starts, by at most its queue wait and backoff: the
+# attempts of a run are looked for in the hour before it (the created_at index's range).
+RUN_LOOKBACK_S = 3600
+
+
+def attempts_of_run(conn: Connection, run_id: str, started_at: int, owner: str | None,
+                    limit: int = 5) -> list[tuple[ScheduleRun, str]]:
+    """The attempts (newest first) that started agno's run `run_id` at `started_at`, of
+    `owner` when given, each with its schedule's name: one range of the created_at index,
+    then the run_id filter, so a run's page names its schedule without a scan of the whole
+    history."""
+    query = select(schedule_runs, schedules.c.name.label("schedule_name")).join(
+        schedules, schedules.c.id == schedule_runs.c.schedule_id).where(
+        schedule_runs.c.created_at >= started_at - RUN_LOOKBACK_S, schedule_runs.c.created_at <= started_at + 60,
+        schedule_runs.c.run_id == run_id)
+    if owner is not None:
+        query = query.where(schedule_runs.c.user_id == owner)
+    query = query.order_by(schedule_runs.c.created_at.desc(), schedule_runs.c.id.desc()).limit(limit)
+    return [(ScheduleRun.from_row(row), row["schedule_name"]) for row in conn.execute(query).mappings()]

@@ -80,7 +80,7 @@
     if (Number(box.getAttribute("data-in-flight")) > 0) schedule();
   }
 
-  window.kernLocalTimes = localTimes; // for pages that replace a part (step_tree.js)
+  window.kernLocalTimes = localTimes; // for pages that replace a part (run_poll.js)
   localTimes(document);
   dialogs();
   live();

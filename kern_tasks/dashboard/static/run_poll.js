@@ -1,15 +1,16 @@
-// A workflow run's page: refresh its status and step tree while the run is in flight.
-// One request at a time, always after a wait: 1 s, growing by 1.6x to 15 s while nothing
-// changes, 1 s again after a change; it stops once the run ended or is gone (404), waits
-// while the tab is hidden, and a 401 (the key changed, the JWT expired) reloads the page,
-// which goes to the login. Each poll sends the mark of the tree shown, so an unchanged run
-// costs the server one cheap query.
+// A run's page (a workflow's, an agent's, a team's): refresh its parts while the run is in
+// flight. The element marked `data-poll` names the URL to poll; an answer that changed
+// carries `parts`, each an element id with the HTML to put in it. One request at a time,
+// always after a wait: 1 s, growing by 1.6x to 15 s while nothing changes, 1 s again after
+// a change; it stops once the run ended or is gone (404), waits while the tab is hidden,
+// and a 401 (the key changed, the JWT expired) reloads the page, which goes to the login.
+// Each poll sends the mark of what is shown, so an unchanged run costs one cheap query.
 (function () {
   "use strict";
-  var box = document.getElementById("workflow-run");
+  var box = document.querySelector("[data-poll]");
   if (!box || box.getAttribute("data-ended") === "true") return;
   var FIRST = 1000, MOST = 15000, wait = FIRST;
-  var url = box.getAttribute("data-tree");
+  var url = box.getAttribute("data-poll");
   var tz = new URLSearchParams(location.search).get("tz");
 
   function later() {
@@ -34,9 +35,10 @@
       .then(function (data) {
         if (data === null) return;
         if (data.changed) {
-          ["step-tree", "run-status"].forEach(function (id, i) {
+          Object.keys(data.parts || {}).forEach(function (id) {
             var el = document.getElementById(id);
-            el.innerHTML = i === 0 ? data.tree : data.status;
+            if (!el) return;
+            el.innerHTML = data.parts[id];
             if (window.kernLocalTimes) window.kernLocalTimes(el); // times in the viewer's zone again
           });
           box.setAttribute("data-mark", data.mark);
