@@ -25,26 +25,15 @@ import uuid
 from typing import Any
 
 import httpx
-from celery import Celery
 from sqlalchemy import JSON, Column, Engine, Integer, MetaData, String, Table, create_engine, insert
 from sqlalchemy.dialects.postgresql import JSONB
 
-from kern_tasks.app import transport_options
+from bench.noop_app import baseline_app
 
-BROKER_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 TASK = "bench.handwritten"
 TOKEN = "bench-service-token"
 
-app = Celery("bench_handwritten", broker=BROKER_URL)
-app.conf.update(
-    task_serializer="json",
-    accept_content=["json"],
-    task_ignore_result=True,
-    broker_connection_retry_on_startup=True,
-    broker_transport_options=transport_options(BROKER_URL),
-    worker_prefetch_multiplier=4,
-    enable_utc=True,
-)
+app = baseline_app("bench_handwritten")
 
 
 def results_table(qualified: str) -> Table:

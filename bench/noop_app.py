@@ -22,16 +22,25 @@ BROKER_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 COUNTER = "bench:noop:done"
 TASK = "bench.noop"
 
-app = Celery("bench_noop", broker=BROKER_URL)
-app.conf.update(
-    task_serializer="json",
-    accept_content=["json"],
-    task_ignore_result=True,
-    broker_connection_retry_on_startup=True,
-    broker_transport_options=transport_options(BROKER_URL),
-    worker_prefetch_multiplier=4,
-    enable_utc=True,
-)
+
+
+def baseline_app(name: str) -> Celery:
+    """A plain Celery app on the benchmark broker with kern_tasks' app settings (the
+    baselines' one configuration: this no-op's and bench/handwritten_app.py's)."""
+    made = Celery(name, broker=BROKER_URL)
+    made.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options=transport_options(BROKER_URL),
+        worker_prefetch_multiplier=4,
+        enable_utc=True,
+    )
+    return made
+
+
+app = baseline_app("bench_noop")
 
 _clients: dict[int, redis.Redis] = {}
 
