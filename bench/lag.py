@@ -30,17 +30,20 @@ from tests.processes import wait_for
 EVERY_SECOND = "* * * * * *"
 
 
-def disable_all(schema: Any, tries: int = 5) -> None:
-    """Disable the lag schedules. One statement over hundreds of rows that workers are
-    releasing may be chosen as a deadlock's victim (the workers' side retries): so does this."""
-    for attempt in range(tries):
-        try:
-            schema.execute(f"UPDATE {schema.q}.agno_schedules SET enabled = false WHERE name LIKE 'lag-%'")
-            return
-        except OperationalError:
-            if attempt == tries - 1:
-                raise
-            time.sleep(0.2)
+def disable_all(schema: Any) -> None:
+    """Disable the lag schedules one row per transaction: one statement over hundreds of
+    rows that the workers are releasing meanwhile would be chosen as a deadlock's victim."""
+    ids = [row[0] for row in schema.execute(
+        f"SELECT id FROM {schema.q}.agno_schedules WHERE name LIKE 'lag-%' AND enabled ORDER BY id").all()]  # fmt: skip
+    for schedule_id in ids:
+        for attempt in range(5):
+            try:
+                schema.execute(f"UPDATE {schema.q}.agno_schedules SET enabled = false WHERE id = :id", id=schedule_id)
+                break
+            except OperationalError:
+                if attempt == 4:
+                    raise
+                time.sleep(0.05)
 
 
 def measure(n: int, duration: int, pool: str, concurrency: int) -> dict[str, Any]:

@@ -67,7 +67,8 @@ def table(results: dict[str, Any]) -> str:
                               for s in r["steps"])  # fmt: skip
             rows.append(
                 f"| 2'. Rising rate until fire lag p99 passes 1 s | {steps} | | "
-                f"passes 1 s at {r['p99_passes_1s_at'] or 'none tried'}/s (kept up at {r['last_kept_up']}/s) | (report) | |"
+                f"passes 1 s at {r['p99_passes_1s_at'] or 'none tried'}/s (kept up at "
+                f"{r['last_kept_up'] or lg['loaded']['schedules']}/s) | (report) | |"
             )
     if c := results.get("claims"):
         s, g = c["small"], c["large"]

@@ -48,7 +48,9 @@ from kern_tasks.scheduler.slots import DEFAULT_GRACE_S, jitter_offset, plan_slot
 log = logging.getLogger("kern_tasks.lifecycle")
 
 LEASE_MARGIN_S = 60
-LEASED_RECHECK_S = 0.5
+# A due schedule whose previous run is still in flight (overlap "forbid") is looked at again
+# this often: its run may end any moment, and its next slot should not wait long for beat.
+LEASED_RECHECK_S = 0.1
 LOST_ATTEMPT_MARGIN_S = 30
 # A lost worker is not the target's fault: this many lost attempts per slot do not count
 # against max_retries (more would retry for ever a call that kills every worker it runs on).
