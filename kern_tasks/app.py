@@ -17,17 +17,19 @@ your app, set both to False after `install`.
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
 
 from kern_tasks import logs
 from kern_tasks.broker import SQL_TRANSPORT, TRANSPORT as REDIS_TRANSPORT
-from kern_tasks.dispatch import AMQP_CLASS, TASK_FIRE, TASK_FIRE_BATCH, TASK_WORKFLOW_ADVANCE, TASK_WORKFLOW_STEP
+from kern_tasks.dispatch import (
+    AMQP_CLASS, MAX_PRIORITY, TASK_FIRE, TASK_FIRE_BATCH, TASK_WORKFLOW_ADVANCE, TASK_WORKFLOW_STEP,
+)
 from kern_tasks.firing.task import fire_batch_task, fire_task
-from kern_tasks.metrics import exposition
+from kern_tasks.metrics import startup as metrics_startup
 from kern_tasks.runtime import bind_runtime
-from kern_tasks.scheduler.spec import MAX_PRIORITY
 from kern_tasks.settings import Settings
-from kern_tasks.workflow.tasks import advance_task, step_task
 
 # Redis re-delivers an unacknowledged message after this long; no wait we put in the
 # broker (countdowns) comes near it.
@@ -72,6 +74,23 @@ def transport_class(url: str) -> str | None:
     return None
 
 
+def advance_task(self: Any, run_id: str) -> str:
+    """kern.workflow.advance (kern_tasks.workflow.tasks.advance_task), imported at the first
+    call: workflow/tasks.py brings the runner, pydantic and every definition module, which
+    beat (it registers the task, never runs it) does not need (tests/test_beat_imports.py)."""
+    from kern_tasks.workflow.tasks import advance_task as body
+
+    return body(self, run_id)
+
+
+def step_task(self: Any, run_id: str, path: str) -> str:
+    """kern.workflow.step (kern_tasks.workflow.tasks.step_task), imported at the first call
+    (as advance_task)."""
+    from kern_tasks.workflow.tasks import step_task as body
+
+    return body(self, run_id, path)
+
+
 def create_app(settings: Settings | None = None, *, main: str = "kern_tasks") -> Celery:
     """Our Celery app, configured from `settings` (None: `Settings.from_env()`)."""
     settings = settings if settings is not None else Settings.from_env()
@@ -111,7 +130,7 @@ def install(app: Celery, settings: Settings | None = None) -> None:
     app.conf.task_send_sent_event = True
     if "amqp" not in vars(app) and app.amqp_cls == Celery.amqp_cls:  # not built yet, and Celery's own
         app.amqp_cls = AMQP_CLASS  # sent events named as the worker names the task (kern_tasks.dispatch)
-    exposition.connect()  # KERN_METRICS_PORT, served from beat's and the worker's main process
+    metrics_startup.connect()  # KERN_METRICS_PORT, served from beat's and the worker's main process
     for name, fire_body in ((TASK_FIRE, fire_task), (TASK_FIRE_BATCH, fire_batch_task)):
         app.task(
             name=name,

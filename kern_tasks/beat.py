@@ -10,7 +10,7 @@ kern_tasks.scheduler.claims for the rules). Each tick:
      between 1 and 2, manual triggers, retries whose wait is over, messages lost with a
      broker restart) and end attempts whose worker was lost (it stopped beating:
      firing.liveness), retrying them at once; the same for workflow steps
-     (kern_tasks.workflow.tasks.sweep); skip first attempts past expires_after_seconds
+     (kern_tasks.workflow.sweep); skip first attempts past expires_after_seconds
      and disable schedules with no slot left (scheduler/limits.py); record this
      replica's heartbeat in kern_beats (kern_tasks.beat_health: at most once a second, so
      its age is bounded by kern_sweep_interval); then, with
@@ -45,7 +45,7 @@ from kern_tasks.firing import liveness
 from kern_tasks.runtime import runtime_for
 from kern_tasks.scheduler import claims, limits, retention, sweeps
 from kern_tasks.scheduler.slots import DEFAULT_GRACE_S
-from kern_tasks.workflow import tasks as workflow_tasks
+from kern_tasks.workflow import sweep as workflow_sweep
 
 log = logging.getLogger("kern_tasks.beat")
 
@@ -169,7 +169,7 @@ class LeaseScheduler(Scheduler):
             dispatches += sweeps.expire_lost_attempts(
                 conn, now=now, limit=self.batch, heartbeats=self.vigil.trusts_heartbeats()
             )
-            workflow_messages = workflow_tasks.sweep(
+            workflow_messages = workflow_sweep.sweep(
                 conn, now=now, limit=self.batch, heartbeats=self.vigil.trusts_heartbeats()
             )
             limits.skip_expired_attempts(conn, now=int(now), limit=self.batch)

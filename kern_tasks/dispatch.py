@@ -47,6 +47,9 @@ DEFAULT_FIRE_BATCH = 16
 # A workflow run on Celery (kern_tasks.workflow.tasks): decide what runs next, run one step.
 TASK_WORKFLOW_ADVANCE = "kern.workflow.advance"
 TASK_WORKFLOW_STEP = "kern.workflow.step"
+# Celery's message priority range (kombu clamps to it on Redis; RabbitMQ's x-max-priority):
+# here, not in scheduler/spec.py (pydantic), because beat's app declares it on AMQP queues.
+MAX_PRIORITY = 9
 
 # kombu >= 5.7 raises this when a publish batch failed part-way; older kombu has no batches.
 _BatchPublishError: Any = getattr(kombu.exceptions, "BatchPublishError", ())

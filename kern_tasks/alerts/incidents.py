@@ -25,6 +25,9 @@ _i = incidents
 
 OVERDUE, FAILING, NO_BEAT = "overdue", "failing", "no_beat"
 KINDS = (OVERDUE, FAILING, NO_BEAT)
+# Failed slots in a row before a failing incident, for a schedule that sets none (spec.py
+# validates the field; the constant lives here so beat's alert watch needs no pydantic).
+DEFAULT_ALERT_AFTER_FAILURES = 3
 
 
 @dataclass(frozen=True)

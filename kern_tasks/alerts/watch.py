@@ -37,12 +37,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from kern_tasks import beat_health
 from kern_tasks.alerts import conditions, incidents
-from kern_tasks.alerts.incidents import FAILING, NO_BEAT, OVERDUE, Incident
+from kern_tasks.alerts.incidents import DEFAULT_ALERT_AFTER_FAILURES, FAILING, NO_BEAT, OVERDUE, Incident
 from kern_tasks.alerts.webhook import Notifier
 from kern_tasks.db import Database, db_now
 from kern_tasks.db.tables import schedules
 from kern_tasks.scheduler.slots import DEFAULT_GRACE_S
-from kern_tasks.scheduler.spec import DEFAULT_ALERT_AFTER_FAILURES
 
 log = logging.getLogger("kern_tasks.alerts")
 

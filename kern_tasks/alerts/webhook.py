@@ -24,9 +24,10 @@ import queue
 import threading
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
 
 from kern_tasks.alerts.incidents import Incident
 
@@ -85,6 +86,10 @@ class Notifier:
                 self._pid = os.getpid()
 
     def _drain(self) -> None:
+        # httpx (and the rich it loads) only once a webhook is set and something is sent:
+        # beat and workers import this module, most of them never post.
+        import httpx
+
         with httpx.Client(timeout=self.timeout_s, follow_redirects=False) as client:
             while True:
                 body = self._queue.get()
@@ -92,6 +97,8 @@ class Notifier:
                 self._queue.task_done()
 
     def _post(self, client: httpx.Client, body: dict[str, Any]) -> None:
+        import httpx  # already loaded by _drain
+
         for wait in (*self.retry_waits_s, None):
             try:
                 answer = client.post(self.url, json=body)  # type: ignore[arg-type]

@@ -1,6 +1,6 @@
 """Serving the metrics: the text a scrape gets (`render`, for the web app's /metrics) and,
-for beat and worker processes, an HTTP server on KERN_METRICS_PORT started by Celery's
-signals (`connect`, which kern_tasks.app.install calls).
+for beat and worker processes, the HTTP server on KERN_METRICS_PORT (`serve_port`, which
+metrics/startup.py starts from Celery's signals).
 
 Beat and workers always use prometheus_client's multiprocess mode: the main process makes
 a fresh directory of its own (nothing else writes there, so there is nothing stale to
@@ -21,9 +21,8 @@ import logging
 import os
 import shutil
 import tempfile
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
-from celery import signals
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, start_http_server
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -32,7 +31,6 @@ from prometheus_client.registry import Collector
 from kern_tasks import metrics
 from kern_tasks.db import Database
 from kern_tasks.metrics.sql_gauges import SqlGauges
-from kern_tasks.runtime import runtime_for
 
 log = logging.getLogger("kern_tasks.metrics")
 
@@ -67,7 +65,7 @@ class _Delegate(Collector):
         yield from self.registry.collect()
 
 
-_serving: set[int] = set()  # ports this process serves
+serving: set[int] = set()  # ports this process serves
 
 
 def serve_port(port: int, *, database: Callable[[], Database] | None, addr: str = "0.0.0.0") -> None:
@@ -90,26 +88,5 @@ def serve_port(port: int, *, database: Callable[[], Database] | None, addr: str 
     if database is not None:
         registry.register(SqlGauges(database))
     start_http_server(port, addr=addr, registry=registry)
-    _serving.add(port)
+    serving.add(port)
     log.info("metrics: serving on port %d (/metrics)", port)
-
-
-def _on_start(role: str) -> Callable[..., None]:
-    def start(sender: Any = None, instance: Any = None, **_: Any) -> None:
-        app = getattr(instance if instance is not None else sender, "app", None)
-        if app is None:
-            return
-        runtime = runtime_for(app)
-        port = runtime.settings.metrics_port
-        if port is None or port in _serving:
-            return
-        serve_port(port, database=(lambda: runtime_for(app).db) if role == "beat" else None)
-
-    return start
-
-
-def connect() -> None:
-    """Serve KERN_METRICS_PORT from `celery beat` (beat_init) and `celery worker`
-    (celeryd_after_setup: the main process, before the pool forks). Once per process."""
-    signals.beat_init.connect(_on_start("beat"), weak=False, dispatch_uid="kern_tasks.metrics.beat")
-    signals.celeryd_after_setup.connect(_on_start("worker"), weak=False, dispatch_uid="kern_tasks.metrics.worker")

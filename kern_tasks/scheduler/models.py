@@ -62,7 +62,7 @@ class Schedule:
     expires_after_seconds: int | None = None
     queue: str | None = None
     priority: int | None = None
-    alert_after_failures: int | None = None  # kern_tasks.alerts; None: spec.DEFAULT_ALERT_AFTER_FAILURES
+    alert_after_failures: int | None = None  # kern_tasks.alerts; None: alerts.incidents.DEFAULT_ALERT_AFTER_FAILURES
 
     @property
     def kind(self) -> str:

@@ -78,10 +78,11 @@ def plan_slots(
     `timetable` gives the slots of any kind (default: `cron_expr` in `timezone`);
     `remaining` is how many more slots max_runs lets fire (None: no limit). A policy left
     None is the schedule fields' default (scheduler/spec.py)."""
-    timezone, misfire_policy, overlap_policy, catchup_window_seconds = _or_defaults(
-        timezone=timezone, misfire_policy=misfire_policy, overlap_policy=overlap_policy,
-        catchup_window_seconds=catchup_window_seconds,
+    misfire_policy, overlap_policy, catchup_window_seconds = _or_defaults(
+        misfire_policy=misfire_policy, overlap_policy=overlap_policy, catchup_window_seconds=catchup_window_seconds,
     )  # fmt: skip
+    if timetable is None:  # the zone is the timetable's: beat's claim passes none (tests/test_beat_imports.py)
+        (timezone,) = _or_defaults(timezone=timezone)
     table = timetable if timetable is not None else Timetable(cron_expr=cron_expr, timezone=timezone)
     if remaining is not None and remaining <= 0:
         return SlotPlan(fire=(), skipped=0, next_run_at=None)

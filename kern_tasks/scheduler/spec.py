@@ -42,6 +42,8 @@ from urllib.parse import unquote
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
+from kern_tasks.alerts.incidents import DEFAULT_ALERT_AFTER_FAILURES
+from kern_tasks.dispatch import MAX_PRIORITY
 from kern_tasks.errors import KernError, ValidationError
 from kern_tasks.runs.safe import has_unstorable_text
 from kern_tasks.scheduler import cron as cron_engine
@@ -88,10 +90,8 @@ QUEUE_MAX = 200
 # A Celery queue name that every broker accepts as is (Redis key, AMQP queue name).
 QUEUE_CHARS = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,199}$"
 QUEUE_PATTERN = re.compile(QUEUE_CHARS[:-1] + r"\Z")
-# Celery's message priority range (kombu clamps to it on Redis; RabbitMQ's x-max-priority).
-MAX_PRIORITY = 9
-# Failed slots in a row before an alert incident (kern_tasks.alerts): the default, the bound.
-DEFAULT_ALERT_AFTER_FAILURES = 3
+# Failed slots in a row before an alert incident (kern_tasks.alerts): the bound (the default
+# and MAX_PRIORITY live where beat reads them without pydantic).
 MAX_ALERT_AFTER_FAILURES = 1000
 
 # A field's errors are reported under the name its callers pass (manager.create(cron=...)).

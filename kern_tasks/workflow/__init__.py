@@ -14,11 +14,30 @@ runner's rules driven from recorded outcomes), `progress` (the SQL of a run's pr
 migration 0005), `media` (step media beyond a size bound stored by reference, migration 0006).
 """
 
-from kern_tasks.workflow.cel import CelError
-from kern_tasks.workflow.containers import Condition, Loop, Parallel, Router, Steps
-from kern_tasks.workflow.step import Step
-from kern_tasks.workflow.types import RunContext, RunStatus, StepInput, StepOutput, StepType, WorkflowRunOutput
-from kern_tasks.workflow.workflow import Workflow
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kern_tasks.workflow.cel import CelError
+    from kern_tasks.workflow.containers import Condition, Loop, Parallel, Router, Steps
+    from kern_tasks.workflow.step import Step
+    from kern_tasks.workflow.types import RunContext, RunStatus, StepInput, StepOutput, StepType, WorkflowRunOutput
+    from kern_tasks.workflow.workflow import Workflow
+
+# The names above are loaded on first use (PEP 562), not with the package: beat imports
+# kern_tasks.workflow.sweep and progress, and importing the package must not bring every
+# definition module and pydantic with them (~12 MiB of beat's RSS; tests/test_beat_imports.py).
+def __getattr__(name: str) -> Any:
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from kern_tasks.workflow import cel, containers, step, types, workflow
+
+    for home in (cel, containers, step, types, workflow):
+        if hasattr(home, name):
+            globals()[name] = getattr(home, name)
+    return globals()[name]
+
 
 __all__ = [
     "CelError",

@@ -35,7 +35,8 @@ from kern_tasks.runs.store import RunStore
 from kern_tasks.runtime import runtime_for
 from kern_tasks.workflow import media, progress
 from kern_tasks.workflow.record import load_session, run_started, workflow_data
-from kern_tasks.workflow.tasks import advance_message, workflow_label
+from kern_tasks.workflow.sweep import advance_message
+from kern_tasks.workflow.tasks import workflow_label
 from kern_tasks.workflow.types import MEDIA_FIELDS, RunStatus, WorkflowRunOutput
 from kern_tasks.workflow.workflow import Workflow, validate_input
 

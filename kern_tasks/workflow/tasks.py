@@ -18,7 +18,7 @@ message is published after the commit of the progress it follows from:
   ever waits for another, so nothing waits forever on a lost branch, an empty Parallel
   (agno's error, the run ends in ERROR) or a failed one (agno's failed branch output).
 
-Beat's sweep (`sweep`) finds attempts whose worker died (no heartbeat for LOST_AFTER_S)
+Beat's sweep (`sweep`, in sweep.py so beat imports no workflow definition) finds attempts whose worker died (no heartbeat for LOST_AFTER_S)
 and queues them again, re-sends queued steps whose message may be lost, and re-advances
 running runs with nothing open. A finished step has a final row and is never queued again.
 
@@ -41,14 +41,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, StatementError
 
 from kern_tasks import metrics
 from kern_tasks.app_ref import load_ref
 from kern_tasks.db import db_time
 from kern_tasks.dispatch import (
-    DEFAULT_ROUTE, TASK_WORKFLOW_ADVANCE, TASK_WORKFLOW_STEP, Message, Route, StepLabel, publish_messages,
+    Message, StepLabel, publish_messages,
 )
 from kern_tasks.firing import liveness
 from kern_tasks.runs.store import RunStore
@@ -60,6 +60,7 @@ from kern_tasks.workflow.record import attempt_closed, attempt_opened, root_span
 from kern_tasks.workflow.progress import Outcome, Progress, Taken
 from kern_tasks.workflow.replay import Pending, Reached, Replay
 from kern_tasks.workflow.runner import execute_workflow
+from kern_tasks.workflow.sweep import route_of, step_message
 from kern_tasks.workflow.types import MEDIA_FIELDS, RunContext, WorkflowRunOutput
 from kern_tasks.workflow.workflow import Workflow, validate_input
 
@@ -82,35 +83,9 @@ def workflows_from(ref: str | None) -> dict[str, Workflow]:
         return _workflows[ref]
 
 
-def step_message(run_id: str, path: str, route: Route = DEFAULT_ROUTE, label: StepLabel | None = None) -> Message:
-    return Message(TASK_WORKFLOW_STEP, (run_id, path), route, label)
-
-
-def advance_message(run_id: str, route: Route = DEFAULT_ROUTE, label: StepLabel | None = None) -> Message:
-    return Message(TASK_WORKFLOW_ADVANCE, (run_id,), route, label)
-
-
 def workflow_label(workflow: Workflow, step: str | None = None, path: str | None = None) -> StepLabel:
     """How a run's messages are shown (Flower): the workflow's name (else its id), the step's."""
     return StepLabel(workflow=workflow.name or workflow.id, step=step, path=path)
-
-
-def route_of(request: dict[str, Any] | None) -> Route:
-    """The route the run's messages take: the one submit stored in its request (a scheduled
-    fire's queue and priority), else the app's default."""
-    stored = (request or {}).get("route") or {}
-    return Route(queue=stored.get("queue"), priority=stored.get("priority")) if stored else DEFAULT_ROUTE
-
-
-def _routes(conn: Connection, run_ids: set[str]) -> dict[str, tuple[Route, str]]:
-    """The routes and workflow ids of the runs the sweep publishes for (one read of their
-    requests). Beat holds no workflow definitions: its re-sends are labelled by the
-    workflow's id and the step's path."""
-    if not run_ids:
-        return {}
-    found = conn.execute(select(progress.runs.c.run_id, progress.runs.c.request, progress.runs.c.workflow_id)
-                         .where(progress.runs.c.run_id.in_(run_ids)))
-    return {run_id: (route_of(request), workflow_id) for run_id, request, workflow_id in found}
 
 
 def run_context(workflow: Workflow, row: Any) -> RunContext:
@@ -477,21 +452,3 @@ def _retry(conn: Connection, traced: bool, started: Started, taken: Taken, path:
         opened = _span_write(lambda: _open_attempt(conn, started.row, path, step, retried, now=now))
     started.span = opened  # only once the transaction's statements went through
     return retried
-
-
-def sweep(conn: Connection, *, now: float, limit: int, heartbeats: bool) -> list[Message]:
-    """Beat's sweep for workflow runs (see the module docstring); `heartbeats` as the
-    sweeper's liveness.Vigil says (after an outage, workers get time to beat again)."""
-    lost = progress.expire_lost_steps(conn, now=now, limit=limit) if heartbeats else []
-    again = progress.republish_queued(conn, now=now, limit=limit)
-    stalled = progress.stalled_runs(conn, now=now, limit=limit)
-    if lost:
-        log.warning("workflow sweep: %d step attempt(s) lost with their worker, queued again", len(lost))
-    routes = _routes(conn, {r for r, _ in lost + again} | set(stalled))
-
-    def message(run_id: str, path: str | None) -> Message:
-        route, workflow_id = routes.get(run_id, (DEFAULT_ROUTE, None))
-        label = None if workflow_id is None else StepLabel(workflow=workflow_id, path=path)
-        return step_message(run_id, path, route, label) if path is not None else advance_message(run_id, route, label)
-
-    return [message(r, p) for r, p in lost + again] + [message(r, None) for r in stalled]
