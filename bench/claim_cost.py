@@ -147,14 +147,19 @@ def measure(n: int, reps: int, explain: bool) -> dict[str, Any]:
         result["sweep_ms_median"] = round(median(sweep_ms[1:]), 1)
 
         # a real beat process: RSS after dispatching the 500; `celery -A kern_tasks beat`,
-        # then the same beat without the celery command line (python -m kern_tasks.lean_beat)
-        for key, lean in (("beat", False), ("lean_beat", True)):
+        # then the same beat without the celery command line (python -m kern_tasks.lean_beat),
+        # then the Procfile's process type (`celery -A beat beat`)
+        for key in ("beat", "lean_beat", "procfile_beat"):
             _reset(schema, ids, due_at)
             r.delete(QUEUE)
             with processes() as procs:
                 env = bench_kern_env(schema, "http://127.0.0.1:9", procs)
-                beat = (procs.start(key, [PYTHON, "-m", "kern_tasks.lean_beat", "--max-interval", "5"], env=env)
-                        if lean else procs.beat(key, max_interval=5, env=env))  # fmt: skip
+                if key == "lean_beat":
+                    beat = procs.start(key, [PYTHON, "-m", "kern_tasks.lean_beat", "--max-interval", "5"], env=env)
+                elif key == "procfile_beat":
+                    beat = procs.celery(key, ["beat", "-l", "INFO", "--max-interval", "5"], app="beat", env=env)
+                else:
+                    beat = procs.beat(key, max_interval=5, env=env)
                 wait_for(lambda: schema.count_runs("queued") >= DUE and r.llen(QUEUE) >= MESSAGES, 120, 0.1,
                          "beat to dispatch the due rows")  # fmt: skip
                 time.sleep(2.5)  # another tick and sweep or two
@@ -169,7 +174,7 @@ def measure(n: int, reps: int, explain: bool) -> dict[str, Any]:
         f"dispatch (claim, materialise, publish) {result['dispatch_ms_median']} ms, publish alone "
         f"{result['publish_ms_median']} ms, sweep {result['sweep_ms_median']} ms, "
         f"beat RSS {result['beat_rss_mib']} MiB (peak {result['beat_hwm_mib']}), "
-        f"lean beat {result['lean_beat_rss_mib']} MiB")  # fmt: skip
+        f"lean beat {result['lean_beat_rss_mib']} MiB, celery -A beat beat {result['procfile_beat_rss_mib']} MiB")  # fmt: skip
     return result
 
 

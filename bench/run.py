@@ -93,6 +93,13 @@ def table(results: dict[str, Any]) -> str:
                 f"N = {g['n']:,} | {g['lean_beat_rss_mib']} MiB | N = {s['n']:,}: {s['lean_beat_rss_mib']} MiB "
                 f"| x{g['lean_beat_rss_mib'] / s['lean_beat_rss_mib']:.2f} | <= 70 MiB | {_ok(g['lean_beat_rss_mib'] <= 70)} |"
             )
+        if "procfile_beat_rss_mib" in g:
+            rows.append(
+                f"| 3c''. The Procfile's beat (`celery -A beat beat`), N = {g['n']:,} | {g['procfile_beat_rss_mib']} MiB "
+                f"| N = {s['n']:,}: {s['procfile_beat_rss_mib']} MiB "
+                f"| x{g['procfile_beat_rss_mib'] / s['procfile_beat_rss_mib']:.2f} | <= 70 MiB "
+                f"| {_ok(g['procfile_beat_rss_mib'] <= 70)} |"
+            )
     if a := results.get("agno"):
         d, m = a["agno_default"], a["agno_max_concurrent"]
         rows.append(

@@ -27,7 +27,7 @@ from kern_tasks.db.run_tables import spans
 from kern_tasks.errors import Conflict, NotFound
 from kern_tasks.runs.store import RunStore
 from kern_tasks.runs.traces import span_id_for
-from kern_tasks.workflow import progress, tasks
+from kern_tasks.workflow import progress, sweep
 from kern_tasks.workflow.cancel import _cancelled_dict, cancel
 from kern_tasks.workflow.events import run_events
 from kern_tasks.workflow.submit import wait
@@ -89,7 +89,7 @@ def test_cancel_during_a_slow_step_keeps_what_finished_and_runs_nothing_after(cl
     again = cluster.submit("router", "a picture")  # the two workers have drained the advance by its end
     assert wait(cluster.db, again, timeout=30).status.value == "COMPLETED"
     with cluster.db.begin() as conn:
-        swept = tasks.sweep(conn, now=time.time() + 3600, limit=1000, heartbeats=True)
+        swept = sweep.sweep(conn, now=time.time() + 3600, limit=1000, heartbeats=True)
     assert not [m for m in swept if run_id in m.args]
     assert rows_by_path(cluster, run_id) == rows
     assert stream_app.calls(cluster.calls, "after_slow") == 0 and stream_app.calls(cluster.calls, "before") == 1
