@@ -43,7 +43,7 @@ from celery.beat import Service
 service = Service(beat.app, max_interval=1, scheduler_cls=beat.app.conf.beat_scheduler)  # as celery.apps.beat.Beat
 scheduler = service.get_scheduler()
 rounds, claimed, deadline = int(sys.argv[1]), 0, time.monotonic() + 60
-while rounds and (claimed == 0 or rounds > 0) and time.monotonic() < deadline:
+while int(sys.argv[1]) and (claimed == 0 or rounds > 0) and time.monotonic() < deadline:
     scheduler.tick()  # until the due schedule was claimed (its second may not have come yet)
     claimed, rounds = claimed + scheduler.claimed, rounds - 1
     time.sleep(0.05)
