@@ -14,8 +14,7 @@ They load on first use, so `celery -A kern_tasks worker` does not import the web
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from kern_tasks.lazy_exports import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -30,8 +29,4 @@ _EXPORTS = {
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'kern_tasks' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -14,8 +14,7 @@ http, response and backoff touch neither the database nor Celery.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from kern_tasks.lazy_exports import lazy_exports
 
 # Loaded on first use: beat imports this package (liveness, backoff) but never makes a call,
 # so it does not import httpx.
@@ -33,8 +32,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'kern_tasks.firing' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -6,14 +6,7 @@ which the dashboard's pages use) does not build the app module, which mounts the
 
 from __future__ import annotations
 
-from typing import Any
+from kern_tasks.lazy_exports import lazy_exports
 
 __all__ = ["AgentOS"]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "AgentOS":
-        from kern_tasks.os.app import AgentOS
-
-        return AgentOS
-    raise AttributeError(f"module 'kern_tasks.os' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, {"AgentOS": "kern_tasks.os.app"})

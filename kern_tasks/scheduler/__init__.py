@@ -8,8 +8,7 @@ imports neither the manager nor pydantic's validation models.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from kern_tasks.lazy_exports import lazy_exports
 
 _EXPORTS = {
     "Page": "kern_tasks.scheduler.models",
@@ -25,8 +24,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'kern_tasks.scheduler' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

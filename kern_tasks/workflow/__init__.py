@@ -16,7 +16,9 @@ migration 0005), `media` (step media beyond a size bound stored by reference, mi
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from kern_tasks.lazy_exports import lazy_exports
 
 if TYPE_CHECKING:
     from kern_tasks.workflow.cel import CelError
@@ -28,16 +30,15 @@ if TYPE_CHECKING:
 # The names above are loaded on first use (PEP 562), not with the package: beat imports
 # kern_tasks.workflow.sweep and progress, and importing the package must not bring every
 # definition module and pydantic with them (~12 MiB of beat's RSS; tests/test_beat_imports.py).
-def __getattr__(name: str) -> Any:
-    if name not in __all__:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from kern_tasks.workflow import cel, containers, step, types, workflow
-
-    for home in (cel, containers, step, types, workflow):
-        if hasattr(home, name):
-            globals()[name] = getattr(home, name)
-    return globals()[name]
-
+_EXPORTS = {
+    "CelError": "kern_tasks.workflow.cel",
+    **dict.fromkeys(["Condition", "Loop", "Parallel", "Router", "Steps"], "kern_tasks.workflow.containers"),
+    "Step": "kern_tasks.workflow.step",
+    **dict.fromkeys(["RunContext", "RunStatus", "StepInput", "StepOutput", "StepType", "WorkflowRunOutput"],
+                    "kern_tasks.workflow.types"),
+    "Workflow": "kern_tasks.workflow.workflow",
+}
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "CelError",
