@@ -55,13 +55,11 @@ def _beat(args: argparse.Namespace, settings: Settings) -> int:
         why = f"on host {args.hostname}: {why}"
     if why is not None:
         return _unhealthy(args, why, health.to_dict(args.max_age))
-    if args.json:
-        output.print_json({"healthy": True, **health.to_dict(args.max_age)})
-    else:
-        newest = health.replicas[0]
-        print(f"beat alive: replica {newest.id} ticked {newest.age_s} s ago "
-              f"({sum(r.age_s <= args.max_age for r in health.replicas)} replica(s) within {args.max_age:g} s)")
-    return output.OK
+    newest = health.replicas[0]
+    return output.answer(args, {"healthy": True, **health.to_dict(args.max_age)},
+                         f"beat alive: replica {newest.id} ticked {newest.age_s} s ago "
+                         f"({sum(r.age_s <= args.max_age for r in health.replicas)} replica(s) within "
+                         f"{args.max_age:g} s)")
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -81,11 +79,8 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     if not workers:
         who = f"worker {args.destination}" if args.destination else "no worker"
         return _unhealthy(args, f"{who} answered a ping within {args.timeout:g} s", {"workers": []})
-    if args.json:
-        output.print_json({"healthy": True, "workers": workers})
-    else:
-        print(f"{len(workers)} worker(s) answered: {', '.join(workers)}")
-    return output.OK
+    return output.answer(args, {"healthy": True, "workers": workers},
+                         f"{len(workers)} worker(s) answered: {', '.join(workers)}")
 
 
 def add_commands(commands: Any) -> None:

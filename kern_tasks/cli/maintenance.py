@@ -34,23 +34,17 @@ def _upgrade(args: argparse.Namespace, settings: Settings) -> int:
     db = Database(settings=settings)
     db.upgrade()
     gap = revision_gap(db.engine, db.schema)
-    if args.json:
-        output.print_json({"database": repr(db), "current": gap.current, "head": gap.head, "at_head": gap.at_head})
-    else:
-        print(f"{db!r} is up to date (revision {gap.current})")
-    return output.OK
+    return output.answer(args, {"database": repr(db), "current": gap.current, "head": gap.head, "at_head": gap.at_head},
+                         f"{db!r} is up to date (revision {gap.current})")
 
 
 def _current(args: argparse.Namespace, settings: Settings) -> int:
     db = Database(settings=settings)
     gap = revision_gap(db.engine, db.schema)  # reads only: no auto-upgrade here
     state = "at head" if gap.at_head else ("ahead (a newer kern_tasks migrated it)" if gap.ahead else "behind")
-    if args.json:
-        output.print_json({"database": repr(db), "current": gap.current, "head": gap.head, "at_head": gap.at_head,
-                           "state": state})
-    else:
-        print(f"{db!r}: revision {gap.current or '(none)'}, head {gap.head}: {state}")
-    return output.OK
+    return output.answer(args, {"database": repr(db), "current": gap.current, "head": gap.head,
+                                "at_head": gap.at_head, "state": state},
+                         f"{db!r}: revision {gap.current or '(none)'}, head {gap.head}: {state}")
 
 
 def _prune(args: argparse.Namespace, settings: Settings) -> int:
@@ -67,11 +61,8 @@ def _prune(args: argparse.Namespace, settings: Settings) -> int:
             progress.update(task, completed=deleted, total=total)
 
         deleted = manager.prune_runs(older_than, batch=args.batch, on_batch=advance)
-    if args.json:
-        output.print_json({"deleted": deleted, "older_than_seconds": older_than})
-    else:
-        print(f"deleted {deleted} finished run(s) older than {args.older_than}")
-    return output.OK
+    return output.answer(args, {"deleted": deleted, "older_than_seconds": older_than},
+                         f"deleted {deleted} finished run(s) older than {args.older_than}")
 
 
 def add_commands(commands: Any) -> None:

@@ -60,6 +60,15 @@ def print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, default=str))
 
 
+def answer(args: argparse.Namespace, value: Any, text: str) -> int:
+    """A command's result: `value` as JSON with --json, else the line `text`; exit OK."""
+    if getattr(args, "json", False):
+        print_json(value)
+    else:
+        print(text)
+    return OK
+
+
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     from rich.table import Table
 
