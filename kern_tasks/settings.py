@@ -34,16 +34,21 @@ def _flag(name: str, value: str | None, *, default: bool) -> bool:
     raise ValidationError(name, f"must be one of 1/0, true/false, yes/no, on/off; got {value!r}")
 
 
-def _positive_int(name: str, value: str | None) -> int | None:
+def _whole(name: str, value: str | None, must: str, high: int | None = None) -> int | None:
+    """A whole number from 1 (to `high`); `must` says what is wanted when it is not one."""
     if value is None:
         return None
     try:
         number = int(value.strip())
     except ValueError:
         number = 0
-    if number < 1:
-        raise ValidationError(name, f"must be a whole number >= 1; got {value!r}")
+    if number < 1 or (high is not None and number > high):
+        raise ValidationError(name, f"{must}; got {value!r}")
     return number
+
+
+def _positive_int(name: str, value: str | None) -> int | None:
+    return _whole(name, value, "must be a whole number >= 1")
 
 
 LOG_FORMATS = ("text", "json")
@@ -82,22 +87,6 @@ def _positive(name: str, value: str | None, unit: str, examples: str) -> float |
     return number
 
 
-def _log_format(name: str, value: str | None) -> str:
-    if value is None:
-        return LOG_FORMATS[0]
-    if value.strip().lower() not in LOG_FORMATS:
-        raise ValidationError(name, f"must be one of {', '.join(LOG_FORMATS)}; got {value!r}")
-    return value.strip().lower()
-def _port(name: str, value: str | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        port = int(value.strip())
-    except ValueError:
-        port = -1
-    if not 1 <= port <= 65535:
-        raise ValidationError(name, f"must be a TCP port, 1-65535; got {value!r}")
-    return port
 
 
 @dataclass(frozen=True)
@@ -185,10 +174,9 @@ class Settings:
     def __post_init__(self) -> None:
         if self.run_retention_days is not None and not self.run_retention_days > 0:
             raise ValidationError("run_retention_days", f"must be above 0; got {self.run_retention_days}")
-        if self.log_format not in LOG_FORMATS:
-            raise ValidationError("log_format", f"must be one of {', '.join(LOG_FORMATS)}; got {self.log_format!r}")
-        if self.worker_pool not in WORKER_POOLS:
-            raise ValidationError("worker_pool", f"must be one of {', '.join(WORKER_POOLS)}; got {self.worker_pool!r}")
+        for name, choices in (("log_format", LOG_FORMATS), ("worker_pool", WORKER_POOLS)):
+            if getattr(self, name) not in choices:
+                raise ValidationError(name, f"must be one of {', '.join(choices)}; got {getattr(self, name)!r}")
         for name in ("worker_concurrency", "beat_batch"):
             if getattr(self, name) < 1:
                 raise ValidationError(name, f"must be a whole number >= 1; got {getattr(self, name)!r}")
@@ -223,8 +211,8 @@ class Settings:
             openai_base_url=get("OPENAI_BASE_URL") or cls.openai_base_url,
             run_retention_days=_positive("KERN_RUN_RETENTION_DAYS", get("KERN_RUN_RETENTION_DAYS"), "days",
                                          '"30" or "0.5"'),
-            log_format=_log_format("KERN_LOG_FORMAT", get("KERN_LOG_FORMAT")),
-            metrics_port=_port("KERN_METRICS_PORT", get("KERN_METRICS_PORT")),
+            log_format=_choice("KERN_LOG_FORMAT", get("KERN_LOG_FORMAT"), LOG_FORMATS),
+            metrics_port=_whole("KERN_METRICS_PORT", get("KERN_METRICS_PORT"), "must be a TCP port, 1-65535", 65535),
             metrics_token=get("KERN_METRICS_TOKEN"),
             alert_webhook=get("KERN_ALERT_WEBHOOK"),
             worker_pool=_choice("KERN_WORKER_POOL", get("KERN_WORKER_POOL"), WORKER_POOLS),
