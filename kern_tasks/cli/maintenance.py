@@ -15,7 +15,7 @@ from kern_tasks.cli import output
 from kern_tasks.db import Database
 from kern_tasks.db.migrate import revision_gap
 from kern_tasks.scheduler import ScheduleManager
-from kern_tasks.scheduler.manager import PRUNE_BATCH
+from kern_tasks.scheduler.retention import PRUNE_BATCH
 from kern_tasks.settings import Settings
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

@@ -62,8 +62,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 MAX_PAGE_LIMIT = 1000
-# Run retention deletes this many attempts per transaction (short locks, beat keeps firing).
-PRUNE_BATCH = retention.PRUNE_BATCH
 
 # What `create(provenance=)` may carry (agno's list); `stamp_provenance` may also write
 # the updated_by_* pair.
@@ -457,7 +455,8 @@ class ScheduleManager:
             raise NotFound(f'no schedule with id or name "{name_or_id}"') from None
 
     def prune_runs(
-        self, older_than_seconds: int, *, batch: int = PRUNE_BATCH, on_batch: Callable[[int, int], None] | None = None,
+        self, older_than_seconds: int, *, batch: int = retention.PRUNE_BATCH,
+        on_batch: Callable[[int, int], None] | None = None,
     ) -> int:
         """Delete attempts that ended more than `older_than_seconds` ago (never a queued or
         running one) and what their runs left behind (scheduler/retention.py's rule), `batch`
