@@ -30,6 +30,7 @@ from prometheus_client.registry import Collector
 
 from kern_tasks import metrics
 from kern_tasks.db import Database
+from kern_tasks.metrics.families import Families
 from kern_tasks.metrics.sql_gauges import SqlGauges
 
 log = logging.getLogger("kern_tasks.metrics")
@@ -44,13 +45,19 @@ def render(registry: CollectorRegistry) -> bytes:
 def web_registry(database: Callable[[], Database]) -> CollectorRegistry:
     """The web process's: its own families (the embedded scheduler's fires count here) and
     the SQL gauges."""
-    families = metrics.enable()
+    return _registry(metrics.enable(), database)
+
+
+def _registry(families: Families, database: Callable[[], Database] | None) -> CollectorRegistry:
+    """What a scrape collects: the families (summed from the multiprocess files when this
+    process enabled that mode, else its own memory), and the SQL gauges with a database."""
     registry = CollectorRegistry()
-    if families.registry is not None:
-        registry.register(_Delegate(families.registry))
-    else:  # this process enabled multiprocess mode first (it serves KERN_METRICS_PORT too)
+    if families.multiprocess_dir is not None:
         MultiProcessCollector(registry, path=families.multiprocess_dir)
-    registry.register(SqlGauges(database))
+    else:
+        registry.register(_Delegate(families.registry))  # type: ignore[arg-type]
+    if database is not None:
+        registry.register(SqlGauges(database))
     return registry
 
 
@@ -76,17 +83,11 @@ def serve_port(port: int, *, database: Callable[[], Database] | None, addr: str 
         owner = os.getpid()
         atexit.register(lambda: os.getpid() == owner and shutil.rmtree(directory, ignore_errors=True))
         families = metrics.enable(multiprocess_dir=directory)
-    registry = CollectorRegistry()
-    if families.multiprocess_dir is not None:
-        MultiProcessCollector(registry, path=families.multiprocess_dir)
-    else:
+    if families.multiprocess_dir is None:
         # Something enabled them in memory first (an AgentOS app built when the Celery app
         # was imported): serve those, and say what that costs.
         log.warning("metrics: enabled in this process's memory before the port was served (an AgentOS app "
                     "built at import?): a prefork pool's children are not counted on port %d", port)
-        registry.register(_Delegate(families.registry))  # type: ignore[arg-type]
-    if database is not None:
-        registry.register(SqlGauges(database))
-    start_http_server(port, addr=addr, registry=registry)
+    start_http_server(port, addr=addr, registry=_registry(families, database))
     serving.add(port)
     log.info("metrics: serving on port %d (/metrics)", port)
