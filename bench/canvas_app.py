@@ -18,27 +18,16 @@ from __future__ import annotations
 import os
 
 import redis
-from celery import Celery
 
-from kern_tasks.app import transport_options
+from bench.noop_app import BROKER_URL, baseline_app
 
-BROKER_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 QUEUE = "bench_canvas"
 COUNTER = "bench:canvas:links"
 CHORDS = "bench:canvas:chords"
 
-app = Celery("bench_canvas", broker=BROKER_URL, backend=BROKER_URL)
-app.conf.update(
-    task_serializer="json",
-    result_serializer="json",
-    accept_content=["json"],
-    task_default_queue=QUEUE,
-    broker_connection_retry_on_startup=True,
-    broker_transport_options=transport_options(BROKER_URL),
-    worker_prefetch_multiplier=4,
-    enable_utc=True,
-    result_expires=3600,
-)
+# Results kept by default (a chord's header needs them; the no-ops below say ignore_result).
+app = baseline_app("bench_canvas", backend=BROKER_URL, task_ignore_result=False, result_serializer="json",
+                   task_default_queue=QUEUE, result_expires=3600)  # fmt: skip
 
 _clients: dict[int, redis.Redis] = {}
 

@@ -12,6 +12,7 @@ only difference between the two runs is what the task body does.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import redis
 from celery import Celery
@@ -23,20 +24,21 @@ COUNTER = "bench:noop:done"
 TASK = "bench.noop"
 
 
-
-def baseline_app(name: str) -> Celery:
+def baseline_app(name: str, backend: str | None = None, **conf: Any) -> Celery:
     """A plain Celery app on the benchmark broker with kern_tasks' app settings (the
-    baselines' one configuration: this no-op's and bench/handwritten_app.py's)."""
-    made = Celery(name, broker=BROKER_URL)
-    made.conf.update(
-        task_serializer="json",
-        accept_content=["json"],
-        task_ignore_result=True,
-        broker_connection_retry_on_startup=True,
-        broker_transport_options=transport_options(BROKER_URL),
-        worker_prefetch_multiplier=4,
-        enable_utc=True,
-    )
+    baselines' one configuration: this no-op's, bench/handwritten_app.py's and
+    bench/canvas_app.py's); `conf` adds or overrides settings of a baseline's own."""
+    made = Celery(name, broker=BROKER_URL, backend=backend)
+    made.conf.update({
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": transport_options(BROKER_URL),
+        "worker_prefetch_multiplier": 4,
+        "enable_utc": True,
+        **conf,
+    })
     return made
 
 
