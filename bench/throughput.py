@@ -203,10 +203,6 @@ def _app_cpu(run: dict[str, Any]) -> float:
     return round(run["ours_cpu_ms"] - run.get("target_cpu_ms", 0.0), 2)
 
 
-def _best(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    return max(runs, key=lambda r: r["per_s"])
-
-
 def run(quick: bool) -> dict[str, Any]:
     n = 500 if quick else 2000
     reps = 1 if quick else 2
