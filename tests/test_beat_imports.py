@@ -14,17 +14,17 @@ unset), croniter's neighbours cron_descriptor, the CEL engine.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.conftest import POSTGRES_URL, broker_url_for, flush_broker
+from sqlalchemy import text
+
 from kern_tasks.db import Database
 from kern_tasks.scheduler import ScheduleManager
+from tests.conftest import POSTGRES_URL, broker_url_for, flush_broker
+from tests.processes import PYTHON, ROOT, clean_environ
 
 REDIS_DB = 15
-ROOT = Path(__file__).resolve().parent.parent
 
 HEAVY = (
     "pydantic", "fastapi", "starlette", "jinja2", "alembic", "httpx", "rich", "prometheus_client",
@@ -57,21 +57,15 @@ print(json.dumps({"loaded": loaded, "claimed": claimed, "scheduler": type(schedu
 
 def run_beat(ticks: int, env: dict[str, str]) -> dict[str, object]:
     found = subprocess.run(
-        [sys.executable, "-c", CHILD, str(ticks), ",".join(HEAVY)],
+        [PYTHON, "-c", CHILD, str(ticks), ",".join(HEAVY)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )
     assert found.returncode == 0, found.stderr[-3000:]
     return json.loads(found.stdout.strip().splitlines()[-1])
 
 
-def base_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KERN_")}
-    env["PYTHONPATH"] = str(ROOT)
-    return env
-
-
 def test_beat_imports_none_of_the_heavy_modules_when_set_up(tmp_path: Path) -> None:
-    env = base_env() | {"KERN_DATA_DIR": str(tmp_path), "KERN_BROKER_URL": "redis://127.0.0.1:1/0"}
+    env = clean_environ() | {"KERN_DATA_DIR": str(tmp_path), "KERN_BROKER_URL": "redis://127.0.0.1:1/0"}
     found = run_beat(0, env)  # no round: the scheduler's construction does no I/O
     assert found["scheduler"] == "LeaseScheduler"
     assert found["loaded"] == [], f"beat imports modules it does not need: {found['loaded']}"
@@ -80,15 +74,13 @@ def test_beat_imports_none_of_the_heavy_modules_when_set_up(tmp_path: Path) -> N
 def test_a_round_against_postgres_and_redis_imports_none_of_them(pg_db: Database, pg_schema: str) -> None:
     ScheduleManager(pg_db).create(name="due", cron="* * * * * *", endpoint="/due")
     flush_broker(REDIS_DB)
-    env = base_env() | {
+    env = clean_environ() | {
         "KERN_DATABASE_URL": POSTGRES_URL, "KERN_DB_SCHEMA": pg_schema, "KERN_BROKER_URL": broker_url_for(REDIS_DB),
     }
     found = run_beat(2, env)  # claim, materialise, publish, sweep, heartbeat, alerts
     assert found["claimed"] == 1, found
     assert found["loaded"] == [], f"a beat round imports modules it does not need: {found['loaded']}"
     with pg_db.connect() as conn:
-        from sqlalchemy import text
-
         runs = conn.execute(text(f'SELECT count(*) FROM "{pg_schema}".agno_schedule_runs')).scalar_one()
         beats = conn.execute(text(f'SELECT count(*) FROM "{pg_schema}".kern_beats')).scalar_one()
     assert runs >= 1, "the round fired nothing: the check above saw no real tick"
