@@ -192,6 +192,7 @@ def test_count_of_open_runs_matches_sql(pg_db: Database) -> None:
     with pg_db.connect() as conn:
         counted = conn.execute(select(func.count()).select_from(schedule_runs).where(
             schedule_runs.c.status == "queued")).scalar_one()  # fmt: skip
+        assert counted == 1  # the trigger's attempt: a count of 0 on both sides would prove nothing
         assert conditions.open_runs_by_status(conn) == {"queued": counted, "running": 0}
     assert EMPTY_SETTINGS.metrics_port is None
 
