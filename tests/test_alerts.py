@@ -184,11 +184,13 @@ def test_alert_after_failures_is_checked_naming_the_field(pg_db: Database, pg_sc
 
 def test_a_webhook_post_is_tried_again_after_a_5xx_and_never_blocks_the_caller() -> None:
     with TargetServer() as receiver:
-        receiver.script("/hook", [Reply(503), Reply(200)])
+        receiver.script("/hook", [Reply(503, delay=1.0), Reply(200)])  # the first answer is a second late
         notifier = Notifier(f"{receiver.url}/hook", retry_waits_s=(0.1, 0.1))
         incident = Incident(id="i1", key="failing:s1", kind="failing", schedule_id="s1", schedule_name="s",
                             slot=1796194800, last_error="HTTP 500", message="m", opened_at=1796194801)
         notifier.announce("opened", incident)  # returns at once: the POST is the thread's
+        # Had announce waited for the POSTs, the retry would have arrived by now.
+        assert len(receiver.requests("/hook")) <= 1, "announce waited for the webhook"
         first, second = receiver.wait_for_requests(2, "/hook", timeout=10)
         assert first.json() == second.json() == payload("opened", incident)
         assert second.json()["slot_at"] == "2026-12-02T07:00:00Z"
