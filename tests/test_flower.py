@@ -35,7 +35,8 @@ from kern_tasks.settings import Settings
 from kern_tasks.workflow import submit
 from tests.conftest import POSTGRES_URL, one_shot_cron
 from tests.fire_stack import FireStack, fire_stack
-from tests.processes import PYTHON, ROOT, free_port, wait_for
+from tests.processes import PYTHON, free_port, wait_for
+from tests.test_process_types import procfile
 from tests.targets import Reply
 
 WORKFLOWS_APP = "tests.workflow_schedule_app:agent_os"
@@ -45,16 +46,10 @@ BIN = str(Path(PYTHON).parent)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 
-def procfile() -> dict[str, str]:
-    """The Procfile's process types: name -> command line."""
-    lines = (ROOT / "Procfile").read_text().splitlines()
-    return dict(line.split(":", 1) for line in lines if line.strip() and not line.lstrip().startswith("#"))
-
-
 def start_procfile_line(stack: FireStack, name: str, env: dict[str, str] | None = None) -> Any:
     """One Procfile process as a Procfile runner starts it: `sh -c "exec <line>"`, with the
     checkout's Python first on PATH (its `celery`, `kern-tasks`)."""
-    line = procfile()[name].strip()
+    line = procfile()[name]
     path = f"{BIN}{os.pathsep}{stack.procs.env.get('PATH', os.defpath)}"
     return stack.procs.start(name, ["/bin/sh", "-c", f"exec {line}"], env={"PATH": path, **(env or {})})
 
