@@ -27,8 +27,9 @@ from kern_tasks.dashboard import links
 from kern_tasks.dashboard.reads import records_of
 from kern_tasks.dashboard.records import cut, input_of, preview
 from kern_tasks.dashboard.render import page, render
-from kern_tasks.dashboard.runs import MARK_MAX, checked_id
+from kern_tasks.dashboard.runs import MARK_MAX
 from kern_tasks.dashboard.schedules import viewer_zone
+from kern_tasks.os.params import known_id
 from kern_tasks.runs.store import StoredRun
 
 router = APIRouter()
@@ -110,7 +111,7 @@ def view_of(run: StoredRun) -> RunView:
 
 
 def _ids(kind: str, component_id: str, run_id: str) -> tuple[str, str]:
-    return checked_id(component_id, kind), checked_id(run_id, "run")
+    return known_id(component_id, kind), known_id(run_id, "run")
 
 
 async def _page(request: Request, kind: str, component_id: str, run_id: str, tz: str | None) -> HTMLResponse:

@@ -19,7 +19,8 @@ from fastapi.responses import HTMLResponse
 from kern_tasks.dashboard import links
 from kern_tasks.dashboard.reads import records_of
 from kern_tasks.dashboard.render import page
-from kern_tasks.dashboard.schedules import ID_MAX, checked_id, viewer_zone
+from kern_tasks.dashboard.schedules import viewer_zone
+from kern_tasks.os.params import ID_MAX, known_id
 
 router = APIRouter()
 
@@ -48,7 +49,7 @@ def input_of(run: dict[str, Any], most: int = PREVIEW_CHARS) -> str:
 @router.get("/sessions/{session_id}", response_class=HTMLResponse)
 async def session_page(request: Request, session_id: str, tz: str | None = Query(None, max_length=64)) -> HTMLResponse:
     zone = viewer_zone(tz)
-    session = await records_of(request).session(checked_id(session_id))
+    session = await records_of(request).session(known_id(session_id, "session"))
     component = session.get("agent_id") or session.get("team_id") or session.get("workflow_id")
     return page(request, "session.html", None, title=f"Session {session_id}", session=session, component=component,
                 runs=session.get("runs", []), preview=preview, input_of=input_of, viewer_zone=zone,
@@ -58,7 +59,7 @@ async def session_page(request: Request, session_id: str, tz: str | None = Query
 
 @router.get("/traces", response_class=HTMLResponse)
 async def trace_page(request: Request, run_id: str = Query(..., min_length=1, max_length=ID_MAX)) -> HTMLResponse:
-    trace, spans = await records_of(request).trace_of_run(checked_id(run_id))
+    trace, spans = await records_of(request).trace_of_run(known_id(run_id, "run"))
     longest = max([row.span.get("duration_ms") or 0 for row in spans] + [1])
     return page(request, "trace.html", None, title=f"Trace of run {run_id}", trace=trace, spans=spans,
                 longest=longest)

@@ -20,21 +20,13 @@ from kern_tasks.dashboard.reads import reads_of
 from kern_tasks.dashboard.render import page, render
 from kern_tasks.dashboard.schedules import viewer_zone
 from kern_tasks.db.tables import SCHEDULE_STATUSES
-from kern_tasks.errors import NotFound
+from kern_tasks.os.params import known_id
 from kern_tasks.scheduler.history import FAILURES, WINDOWS, RecentRun, check_window
 
 router = APIRouter()
 
 PAGE_SIZE = 50
-ID_MAX = 255
 MARK_MAX = 64
-
-
-def checked_id(value: str, what: str) -> str:
-    """A path id as the store could hold it; anything else is simply not found."""
-    if not value or len(value) > ID_MAX or "\x00" in value:
-        raise NotFound(f"no {what} {value[:80]!r}")
-    return value
 
 
 def run_links(run: RecentRun) -> dict[str, str]:
@@ -71,7 +63,7 @@ async def runs_page(
 async def workflow_run_page(request: Request, workflow_id: str, run_id: str,
                             tz: str | None = Query(None, max_length=64)) -> HTMLResponse:
     zone = viewer_zone(tz)
-    tree = await reads_of(request).workflow_run(checked_id(workflow_id, "workflow"), checked_id(run_id, "run"))
+    tree = await reads_of(request).workflow_run(known_id(workflow_id, "workflow"), known_id(run_id, "run"))
     return page(request, "workflow_run.html", "runs", title=f"{workflow_id} run", tree=tree, viewer_zone=zone,
                 tree_url=links.workflow_run(workflow_id, run_id) + "/tree",
                 session_url=links.session(tree.session_id) if tree.session_id else None,
@@ -86,7 +78,7 @@ async def workflow_run_tree(request: Request, workflow_id: str, run_id: str,
     its parts' HTML (the tree, its status), its mark and whether the run ended."""
     zone = viewer_zone(tz)
     reads = reads_of(request)
-    workflow_id, run_id = checked_id(workflow_id, "workflow"), checked_id(run_id, "run")
+    workflow_id, run_id = known_id(workflow_id, "workflow"), known_id(run_id, "run")
     if mark is not None and await reads.workflow_run_mark(workflow_id, run_id) == mark:
         return JSONResponse({"changed": False}, headers={"cache-control": "no-store"})
     tree = await reads.workflow_run(workflow_id, run_id)

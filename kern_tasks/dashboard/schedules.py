@@ -19,7 +19,8 @@ from kern_tasks.dashboard import links
 from kern_tasks.dashboard.reads import reads_of
 from kern_tasks.dashboard.render import page, render
 from kern_tasks.dashboard.timeline import slots_of
-from kern_tasks.errors import NotFound, ValidationError
+from kern_tasks.errors import ValidationError
+from kern_tasks.os.params import ID_MAX, known_id
 from kern_tasks.scheduler import cron as cron_engine
 from kern_tasks.scheduler.kinds import Timetable, describe
 from kern_tasks.scheduler.listing import NAME_MAX, SORTS, STATUSES, Browse
@@ -28,7 +29,6 @@ from kern_tasks.scheduler.models import Schedule
 router = APIRouter()
 
 PAGE_SIZE = 50
-ID_MAX = 255
 CURSOR_MAX = 600
 OWNER_MAX = 255
 
@@ -68,9 +68,8 @@ def next_fire(schedule: Schedule) -> int | None:
 
 
 def checked_id(schedule_id: str) -> str:
-    if len(schedule_id) > ID_MAX or "\x00" in schedule_id:
-        raise NotFound(f"no schedule with id {schedule_id[:80]!r}")
-    return schedule_id
+    """A schedule id the store could hold (os/params.py's rule for the API's paths); else 404."""
+    return known_id(schedule_id, "schedule")
 
 
 def browse_of(status: str | None, owner: str | None, name: str | None, sort: str) -> Browse:
