@@ -2,9 +2,10 @@
 
 Its own FastAPI app, so its errors are HTML pages (the API's stay JSON) and its routes
 stay out of the API's OpenAPI document. What a route raises is answered here: a core
-error (kern_tasks.errors) with the core's message and the status the API gives it
-(os/errors.py `answer_of`), bad query values 422 naming the field, an unknown path 404,
-a database that is down 503; the rest is logged and answered 500 without detail.
+error (kern_tasks.errors) with the message and status the API gives it (os/errors.py
+`answer_of`), bad query values 422 with the API's line naming the field (`request_detail`),
+an unknown path 404, a database that is down 503; the rest is logged and answered 500
+without detail.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from kern_tasks.dashboard import actions, agent_runs, health, links, records, runs, schedules, session
 from kern_tasks.dashboard.render import page
 from kern_tasks.errors import KernError
-from kern_tasks.os.errors import answer_of
+from kern_tasks.os.errors import answer_of, request_detail, request_errors
 
 log = logging.getLogger("kern_tasks.dashboard")
 
@@ -63,11 +64,7 @@ async def _core_error(request: Request, exc: KernError) -> HTMLResponse:
 
 
 async def _bad_request(request: Request, exc: RequestValidationError) -> HTMLResponse:
-    parts = []
-    for error in exc.errors()[:5]:
-        where = ".".join(str(p) for p in error.get("loc", ())[1:]) or "request"
-        parts.append(f"{where}: {error.get('msg', 'invalid')}")
-    return error_page(request, 422, "; ".join(parts) or "invalid request")
+    return error_page(request, 422, request_detail(request_errors(exc)))  # the API's detail line
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> HTMLResponse:

@@ -34,6 +34,7 @@ log = logging.getLogger("kern_tasks.os")
 # The store's argument names that the HTTP API calls otherwise.
 FIELD_ALIASES = {"cron": "cron_expr"}
 MAX_ERRORS_IN_DETAIL = 5
+NOT_MIGRATED = "database not migrated and auto-upgrade is off: run `kern-tasks db upgrade`"
 
 
 # Every status a route may answer besides its success, for its `responses=` (the OpenAPI
@@ -87,7 +88,9 @@ def answer_of(exc: KernError) -> tuple[int, str]:
         return 409, str(exc)
     if isinstance(exc, RequestRefused):
         return exc.status_code, str(exc)
-    return 503, str(exc)  # NotMigrated
+    if isinstance(exc, NotMigrated):
+        return 503, NOT_MIGRATED  # the log names the database, not the answer
+    return 500, "internal server error"  # a core error this table does not know (as _internal answers)
 
 
 async def _validation_error(_: Request, exc: ValidationError) -> JSONResponse:
@@ -95,21 +98,32 @@ async def _validation_error(_: Request, exc: ValidationError) -> JSONResponse:
     return JSONResponse({"detail": answer_of(exc)[1], "field": field}, status_code=422)
 
 
-async def _request_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-    # message_of: a schedule field's check says how to fix it in the words the manager uses.
-    errors = [
+def request_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    """FastAPI's errors as the answer lists them: `loc`, `msg` (message_of: a schedule
+    field's check says how to fix it in the words the manager uses) and `type`."""
+    return [
         {"loc": [str(p) for p in e.get("loc", ())], "msg": message_of(e), "type": str(e.get("type", ""))}
         for e in exc.errors()
     ]
-    if not errors:
-        return JSONResponse({"detail": "invalid request"}, status_code=422)
+
+
+def request_detail(errors: list[dict[str, Any]]) -> str:
+    """The one-line detail of `request_errors`: each of the first few as `field: fix`; for
+    callers that show it their own way too (the dashboard's pages)."""
     messages = []
     for e in errors[:MAX_ERRORS_IN_DETAIL]:
         where = _location(tuple(e["loc"]))
         messages.append("malformed JSON body" if e["type"] == "json_invalid" else f"{where}: {e['msg']}")
+    return "; ".join(messages) or "invalid request"
+
+
+async def _request_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = request_errors(exc)
+    if not errors:
+        return JSONResponse({"detail": request_detail(errors)}, status_code=422)
     first = errors[0]["loc"]
     field = first[-1] if len(first) > 1 and errors[0]["type"] != "json_invalid" else None
-    return JSONResponse({"detail": "; ".join(messages), "field": field, "errors": errors}, status_code=422)
+    return JSONResponse({"detail": request_detail(errors), "field": field, "errors": errors}, status_code=422)
 
 
 # FastAPI answers 400 with this detail when a body is not even text JSON can be read
@@ -147,8 +161,8 @@ async def _database_down(request: Request, exc: Exception) -> JSONResponse:
 async def _not_migrated(request: Request, exc: NotMigrated) -> JSONResponse:
     # Only when the app was served without its lifespan (which refuses to start instead).
     log.error("%s %s: %s", request.method, request.url.path, exc)
-    detail = "database not migrated and auto-upgrade is off: run `kern-tasks db upgrade`"
-    return JSONResponse({"detail": detail}, status_code=503)  # (the log names the database, not the answer)
+    status, detail = answer_of(exc)
+    return JSONResponse({"detail": detail}, status_code=status)
 
 
 async def _internal(request: Request, exc: Exception) -> JSONResponse:
