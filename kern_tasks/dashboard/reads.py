@@ -76,6 +76,12 @@ class Reads:
     async def _run(self, read: Callable[[], R]) -> R:
         return await asyncio.to_thread(read)
 
+    def _attempts(self, schedule_id: str, limit: int) -> list[ScheduleRun]:
+        """The newest attempts of a schedule the caller was just shown (get_or_raise checked
+        the owner): every attempt of it, as manager.runs lists them, without runs' second
+        load of the row and its count, which no page shows (this runs on every live poll)."""
+        return self.manager.get_runs(schedule_id, limit=limit, user_id=None)
+
     async def schedules(
         self, given: Browse, *, limit: int, after: str | None = None, before: str | None = None,
     ) -> tuple[Listing, dict[str, ScheduleRun]]:
@@ -113,7 +119,7 @@ class Reads:
                 fires, unreadable = [], exc.message
             else:
                 unreadable = None
-            attempts = self.manager.runs(schedule_id, limit=RECENT_ATTEMPTS, user_id=self.owner).data
+            attempts = self._attempts(schedule_id, RECENT_ATTEMPTS)
             with self.db.connect() as conn:
                 failed = listing.failures(conn, schedule_id)
                 in_flight = listing.open_attempts(conn, schedule_id)
@@ -123,7 +129,7 @@ class Reads:
     async def live(self, schedule_id: str, limit: int = RECENT_ATTEMPTS) -> Live:
         def read() -> Live:
             schedule = self.manager.get_or_raise(schedule_id, self.owner)
-            attempts = self.manager.runs(schedule_id, limit=limit, user_id=self.owner).data
+            attempts = self._attempts(schedule_id, limit)
             with self.db.connect() as conn:
                 in_flight = listing.open_attempts(conn, schedule_id)
             return Live(schedule, attempts, in_flight)
