@@ -42,6 +42,7 @@ from kern_tasks.db import Database, db_now
 from kern_tasks.db.tables import SCHEDULE_STATUSES, schedule_runs, schedules
 from kern_tasks.errors import ValidationError
 from kern_tasks.scheduler.endpoints import target_of
+from kern_tasks.scheduler.rows import owned_by
 
 # What the pages offer: the span read, and the width of one health bucket in it.
 WINDOWS = {"1h": 3600, "24h": 86400, "7d": 7 * 86400}
@@ -291,8 +292,7 @@ class RunHistory:
         check_paging(1, limit)
         with self.db.connect() as conn:
             now = db_now(conn)
-            where = and_(_s.c.enabled.is_(True), _s.c.next_run_at <= now - OVERDUE_AFTER_S,
-                         *([] if user_id is None else [_s.c.user_id == user_id]))
+            where = and_(_s.c.enabled.is_(True), _s.c.next_run_at <= now - OVERDUE_AFTER_S, *owned_by(user_id))
             total = conn.execute(select(func.count()).select_from(_s).where(where)).scalar_one()
             rows = conn.execute(select(_s.c.id, _s.c.name, _s.c.next_run_at, _s.c.user_id).where(where)
                                 .order_by(_s.c.next_run_at.asc(), _s.c.id.asc()).limit(limit)).all()

@@ -26,6 +26,7 @@ from sqlalchemy import ColumnElement, Connection, and_, case, exists, literal_co
 from kern_tasks.db.tables import NO_NEXT_FIRE, schedule_runs, schedules
 from kern_tasks.errors import ValidationError
 from kern_tasks.scheduler.models import Schedule, ScheduleRun
+from kern_tasks.scheduler.rows import owned_by
 
 STATUSES = ("enabled", "paused", "failing", "in_flight")
 SORTS = ("next_fire", "name")
@@ -111,9 +112,7 @@ def newest(column: str, schedule_id: Any) -> Any:
 
 
 def conditions(given: Browse, owner: str | None) -> list[ColumnElement[bool]]:
-    where: list[ColumnElement[bool]] = []
-    if owner is not None:
-        where.append(schedules.c.user_id == owner)
+    where = owned_by(owner)  # the caller's scope, as every read by id has it (rows.py)
     if given.owner is not None:
         where.append(schedules.c.user_id.is_(None) if given.owner == "" else schedules.c.user_id == given.owner)
     if given.name:
