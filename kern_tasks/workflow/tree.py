@@ -112,10 +112,16 @@ def run_mark(db: Database, run_id: str, *, workflow_id: str, user_id: str | None
     workers of `workflow_id` (of `user_id`, when given)."""
     with db.connect() as conn:
         row = progress.get_run(conn, run_id)
-        if row is None or row["workflow_id"] != workflow_id or (user_id is not None and row["user_id"] != user_id):
+        if row is None or not _theirs(row, workflow_id, user_id):
             return None
         found = progress.progress_mark(conn, run_id)
     return mark_of(found) if found else None
+
+
+def _theirs(row: Any, workflow_id: str, user_id: str | None) -> bool:
+    """The progress row is a run of `workflow_id` (of `user_id`, when given): the scope of
+    both reads, so a poll's mark and the page's tree never disagree on who may see it."""
+    return bool(row["workflow_id"] == workflow_id and (user_id is None or row["user_id"] == user_id))
 
 
 def run_tree(db: Database, run_id: str, *, workflow_id: str, user_id: str | None,
@@ -125,7 +131,7 @@ def run_tree(db: Database, run_id: str, *, workflow_id: str, user_id: str | None
     with db.connect() as conn:
         mark = progress.progress_mark(conn, run_id)
         row = progress.get_run(conn, run_id)
-        if row is not None and row["workflow_id"] == workflow_id and (user_id is None or row["user_id"] == user_id):
+        if row is not None and _theirs(row, workflow_id, user_id):
             found = progress.load_progress(conn, run_id)
             rows = progress.attempts(conn, run_id)
             now = db_time(conn)
@@ -277,7 +283,7 @@ def _summarise(node: StepNode) -> None:
     statuses = [child.status for child in node.children]
     if not statuses:
         node.status = "running"
-    elif any(status in OPEN or status == "running" for status in statuses):
+    elif any(status in OPEN for status in statuses):
         node.status = "running"
     elif any(status in ("failed", "lost") for status in statuses):
         node.status = "failed"
@@ -288,7 +294,7 @@ def _summarise(node: StepNode) -> None:
     starts = [child.started_at for child in node.children if child.started_at is not None]
     ends = [child.ended_at for child in node.children if child.ended_at is not None]
     node.started_at = min(starts) if starts else None
-    node.ended_at = max(ends) if ends and node.status not in ("running",) else None
+    node.ended_at = max(ends) if ends and node.status != "running" else None
     if node.started_at is not None and node.ended_at is not None:
         node.duration_s = max(0.0, node.ended_at - node.started_at)
 
