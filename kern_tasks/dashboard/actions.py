@@ -123,6 +123,9 @@ async def bulk(request: Request) -> HTMLResponse:
         except KernError as exc:
             refused.append((schedule, answer_of(exc)[1]))
             continue
-        (changed if done is not None else refused).append(schedule if done is not None else (schedule, "gone"))
+        if done is None:  # deleted since it was listed
+            refused.append((schedule, "gone"))
+        else:
+            changed.append(schedule)
     return page(request, "bulk_done.html", "schedules", title=f"Bulk {chosen}: done", action=chosen,
                 changed=changed, refused=refused, reason=reason)

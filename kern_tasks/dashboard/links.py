@@ -11,21 +11,24 @@ def _part(value: str) -> str:
     return quote(value, safe="")
 
 
-def schedules(**query: str | int | None) -> str:
+def _with(path: str, **query: str | int | None) -> str:
+    """`path` with the query values that are set (None and "" are left out)."""
     kept = {key: value for key, value in query.items() if value not in (None, "")}
-    return f"{BASE}/schedules" + (f"?{urlencode(kept)}" if kept else "")
+    return f"{BASE}{path}" + (f"?{urlencode(kept)}" if kept else "")
+
+
+def schedules(**query: str | int | None) -> str:
+    return _with("/schedules", **query)
 
 
 def bulk(action: str, **query: str | None) -> str:
     """The confirmation page of a bulk action on the schedules a filter matches."""
-    kept = {key: value for key, value in query.items() if value not in (None, "")}
-    return f"{BASE}/schedules/bulk?{urlencode({'action': action, **kept})}"
+    return _with("/schedules/bulk", action=action, **query)
 
 
 def runs(**query: str | int | None) -> str:
     """The runs page, with its filters (failures_first, status, window, page, limit, tz)."""
-    kept = {key: value for key, value in query.items() if value not in (None, "")}
-    return f"{BASE}/runs" + (f"?{urlencode(kept)}" if kept else "")
+    return _with("/runs", **query)
 
 
 def schedule(schedule_id: str) -> str:
