@@ -1,9 +1,8 @@
 // kern_tasks dashboard: the little script the pages use (no framework, no build step).
 // 1. times in the viewer's zone (Intl), unless the page was asked for one (?tz=);
 // 2. confirmation dialogs for the actions;
-// 3. a schedule's page refreshes its status and runs while a run is in flight: it polls
-//    /live with backoff (1 s, growing to 15 s), starts over after a change, and stops when
-//    nothing is in flight. Never a busy loop: one request at a time, always after a wait.
+// 3. the one poller of the pages that follow something in flight (`poller`): a schedule's
+//    page polls /live while a run is in flight, a run's page (run_poll.js) its state.
 (function () {
   "use strict";
   var asked = new URLSearchParams(location.search).get("tz");
@@ -37,50 +36,73 @@
     });
   }
 
-  function live() {
-    var box = document.getElementById("schedule-facts");
-    if (!box) return;
-    var url = box.getAttribute("data-live") + (asked ? "?tz=" + encodeURIComponent(asked) : "");
-    var FIRST = 1000, MOST = 15000, wait = FIRST, last = null, timer = null, fetching = false;
-    var parts = { status: "live-status", timeline: "live-timeline", attempts: "live-attempts" };
-
-    function schedule() { timer = setTimeout(poll, wait); }
+  // Never a busy loop: one request at a time, always after a wait: 1 s, growing by 1.6x to
+  // 15 s while nothing changes (2x after a failed request), 1 s again after a change. It
+  // waits while the tab is hidden, stops once `apply` says nothing more will change or the
+  // thing is gone (404), and a 401 (the key changed, the JWT expired) reloads the page,
+  // which goes to the login. `url()` is asked before each request; `apply(data)` puts the
+  // answer on the page and returns {changed, more}. polling(): is a request out or a next
+  // one due? (false: the page asks nothing more)
+  function poller(url, apply) {
+    var FIRST = 1000, MOST = 15000, wait = FIRST, pending = true;
+    function later() {
+      setTimeout(function () {
+        if (!document.hidden) { poll(); return; }
+        document.addEventListener("visibilitychange", function shown() {
+          if (document.hidden) return;
+          document.removeEventListener("visibilitychange", shown);
+          poll();
+        });
+      }, wait);
+    }
     function poll() {
-      timer = null;
-      fetching = true;
-      fetch(url, { headers: { "Accept": "application/json" }, credentials: "same-origin", cache: "no-store" })
+      fetch(url(), { headers: { "Accept": "application/json" }, credentials: "same-origin", cache: "no-store" })
         .then(function (answer) {
-          if (answer.status === 401) { location.reload(); throw new Error("signed out"); } // to the login
+          if (answer.status === 401) { location.reload(); return null; } // to the login
+          if (answer.status === 404) return null; // gone (deleted, pruned): nothing to follow
           if (!answer.ok) throw new Error("HTTP " + answer.status);
           return answer.json();
         })
         .then(function (data) {
-          var seen = data.status + data.timeline + data.attempts;
-          if (seen !== last) {
-            Object.keys(parts).forEach(function (key) {
-              var el = document.getElementById(parts[key]);
-              if (el) { el.innerHTML = data[key]; localTimes(el); }
-            });
-            wait = FIRST; // it moved: look again soon
-            last = seen;
-          } else {
-            wait = Math.min(MOST, wait * 1.6);
-          }
-          box.setAttribute("data-in-flight", String(data.in_flight));
-          fetching = false;
-          if (data.in_flight > 0) schedule(); // nothing in flight: stop
+          var seen = data === null ? { changed: false, more: false } : apply(data);
+          wait = seen.changed ? FIRST : Math.min(MOST, wait * 1.6);
+          pending = seen.more;
+          if (pending) later();
         })
-        .catch(function () { fetching = false; wait = Math.min(MOST, wait * 2); schedule(); });
+        .catch(function () { wait = Math.min(MOST, wait * 2); later(); });
     }
-    // polling(): is a request out or a next one timed? (false: the page asks nothing more)
-    window.kernLive = {
-      start: function () { if (!timer && !fetching) { wait = FIRST; schedule(); } },
-      polling: function () { return timer !== null || fetching; }
-    };
-    if (Number(box.getAttribute("data-in-flight")) > 0) schedule();
+    later();
+    return { polling: function () { return pending; } };
   }
 
-  window.kernLocalTimes = localTimes; // for pages that replace a part (run_poll.js)
+  // A part of the page replaced by a poll's answer, its times in the viewer's zone again.
+  function fill(id, html) {
+    var el = document.getElementById(id);
+    if (el) { el.innerHTML = html; localTimes(el); }
+  }
+
+  function live() {
+    var box = document.getElementById("schedule-facts");
+    if (!box) return;
+    if (!(Number(box.getAttribute("data-in-flight")) > 0)) {
+      window.kernLive = { polling: function () { return false; } }; // nothing in flight: nothing to follow
+      return;
+    }
+    var url = box.getAttribute("data-live") + (asked ? "?tz=" + encodeURIComponent(asked) : "");
+    var parts = { status: "live-status", timeline: "live-timeline", attempts: "live-attempts" }, last = null;
+    window.kernLive = poller(function () { return url; }, function (data) {
+      var seen = data.status + data.timeline + data.attempts, changed = seen !== last;
+      if (changed) {
+        Object.keys(parts).forEach(function (key) { fill(parts[key], data[key]); });
+        last = seen;
+      }
+      box.setAttribute("data-in-flight", String(data.in_flight));
+      return { changed: changed, more: data.in_flight > 0 }; // nothing in flight: stop
+    });
+  }
+
+  window.kernPoller = poller; // for run_poll.js
+  window.kernFill = fill;
   localTimes(document);
   dialogs();
   live();
