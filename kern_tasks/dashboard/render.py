@@ -3,7 +3,8 @@
 
 Times are epoch seconds everywhere in the store; templates show them with `at(epoch,
 zone)` (in a schedule's zone, or the viewer's: the `tz` query value, else UTC, and the
-browser's own zone by script, static/dashboard.js, for elements marked `data-epoch`).
+browser's own zone by script, static/dashboard.js, for elements marked `data-epoch`,
+which `when(epoch, zone)` writes).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
 
 from kern_tasks import __version__
 from kern_tasks.dashboard import links
@@ -50,6 +52,12 @@ def at(epoch: int | float | None, zone: str | None = "UTC", with_zone: bool = Tr
         return ""
     when = datetime.fromtimestamp(epoch, zone_of(zone))
     return when.strftime("%Y-%m-%d %H:%M:%S") + (f" {when.tzname()}" if with_zone else "")
+
+
+def when(epoch: int | float | None, zone: str | None) -> Markup:
+    """`<time data-epoch>` with `at(epoch, zone)` in it: what static/dashboard.js rewrites
+    into the browser's zone (every page's "your zone" times)."""
+    return Markup('<time data-epoch="{}">{}</time>').format(epoch, at(epoch, zone))
 
 
 def epoch_of(text: str | None) -> float | None:
@@ -91,7 +99,7 @@ _env = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-_env.filters.update(at=at, iso=iso, duration=duration, tone=tone, epoch_of=epoch_of)
+_env.filters.update(at=at, when=when, iso=iso, duration=duration, tone=tone, epoch_of=epoch_of)
 _env.globals.update(links=links, nav_items=NAV, version=__version__)
 
 
