@@ -37,12 +37,6 @@ class Slot:
         return max(0, last.completed_at - first.triggered_at)
 
 
-def attempt_duration(run: ScheduleRun) -> int | None:
-    if run.triggered_at is None or run.completed_at is None:
-        return None
-    return max(0, run.completed_at - run.triggered_at)
-
-
 def slots_of(attempts: list[ScheduleRun]) -> list[Slot]:
     """`attempts` (any order) grouped into slots, oldest first."""
     slots: dict[tuple[int, bool, bool], Slot] = {}
