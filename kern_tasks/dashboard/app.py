@@ -17,13 +17,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kern_tasks.dashboard import actions, agent_runs, health, links, records, runs, schedules, session
 from kern_tasks.dashboard.render import page
 from kern_tasks.errors import KernError
-from kern_tasks.os.errors import answer_of, request_detail, request_errors
+from kern_tasks.os.errors import DATABASE_DOWN, answer_of, request_detail, request_errors
 
 log = logging.getLogger("kern_tasks.dashboard")
 
@@ -47,8 +46,8 @@ def dashboard_app(agent_os: Any) -> FastAPI:
     app.add_exception_handler(KernError, _core_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _bad_request)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
-    app.add_exception_handler(OperationalError, _database_down)
-    app.add_exception_handler(InterfaceError, _database_down)
+    for down in DATABASE_DOWN:  # the API's rule of a database that is down
+        app.add_exception_handler(down, _database_down)
     app.add_exception_handler(Exception, _internal)
     return app
 

@@ -34,6 +34,9 @@ log = logging.getLogger("kern_tasks.os")
 # The store's argument names that the HTTP API calls otherwise.
 FIELD_ALIASES = {"cron": "cron_expr"}
 MAX_ERRORS_IN_DETAIL = 5
+# What "the database is unavailable" (503, Retry-After) is, for every app that answers it:
+# the API here, the dashboard's pages (dashboard/app.py) in HTML.
+DATABASE_DOWN: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
 NOT_MIGRATED = "database not migrated and auto-upgrade is off: run `kern-tasks db upgrade`"
 
 
@@ -178,6 +181,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(Conflict, _conflict)  # type: ignore[arg-type]
     app.add_exception_handler(RequestRefused, _refused)  # type: ignore[arg-type]
     app.add_exception_handler(NotMigrated, _not_migrated)  # type: ignore[arg-type]
-    app.add_exception_handler(OperationalError, _database_down)
-    app.add_exception_handler(InterfaceError, _database_down)
+    for down in DATABASE_DOWN:
+        app.add_exception_handler(down, _database_down)
     app.add_exception_handler(Exception, _internal)
