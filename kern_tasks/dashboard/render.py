@@ -117,11 +117,17 @@ def page(request: Request, template: str, nav: str | None, *, status_code: int =
     return answer
 
 
+def auth_of(request: Request) -> Any:
+    """The app's BearerAuth (os/auth.py leaves it on every /dashboard request) when auth is
+    on; None: auth is off, every page open."""
+    auth = getattr(request.state, "auth", None)
+    return auth if auth is not None and auth.enabled else None
+
+
 def _session_context(request: Request) -> dict[str, Any]:
     caller = caller_of(request)
-    auth = getattr(request.state, "auth", None)  # os/auth.py's BearerAuth, on every /dashboard request
     signed_in = getattr(request.state, "caller", None) is not None
-    if auth is not None and auth.enabled and not signed_in:  # the login page, or a page refused
+    if auth_of(request) is not None and not signed_in:  # the login page, or a page refused
         return {"csrf": csrf_token(request), "who": "", "caller": caller, "logged_in": False, "show_nav": False}
     who = {"open": "auth off", "key": "security key", "service": "service token"}.get(
         caller.kind, f"user {caller.user_id}" if caller.user_id else "admin token")

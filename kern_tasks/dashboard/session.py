@@ -11,7 +11,6 @@ The login's own POST checks its origin (csrf.py has the rest of the CSRF rules).
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
@@ -19,7 +18,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from kern_tasks.dashboard import links
 from kern_tasks.dashboard.csrf import read_form, same_origin
-from kern_tasks.dashboard.render import page
+from kern_tasks.dashboard.render import auth_of, page
 from kern_tasks.os.auth import DASHBOARD_COOKIE, Caller
 from kern_tasks.os.errors import RequestRefused
 
@@ -39,15 +38,9 @@ def _local(next_path: str | None) -> str:
     return links.schedules()
 
 
-def _auth(request: Request) -> Any:
-    """The app's BearerAuth (os/auth.py leaves it on /dashboard requests); None: auth is off."""
-    auth = getattr(request.state, "auth", None)
-    return auth if auth is not None and auth.enabled else None
-
-
 @router.get("/login", response_class=HTMLResponse)
 async def login_page(request: Request, next: str | None = None, why: str | None = None) -> Response:
-    if _auth(request) is None:
+    if auth_of(request) is None:
         return RedirectResponse(_local(next), status_code=303)
     return page(request, "login.html", None, title="Log in", next=_local(next), message=WHY.get(why or ""))
 
@@ -55,7 +48,7 @@ async def login_page(request: Request, next: str | None = None, why: str | None 
 @router.post("/login", response_class=HTMLResponse)
 async def login(request: Request) -> Response:
     fields = await read_form(request)
-    auth = _auth(request)
+    auth = auth_of(request)
     target = _local(fields.get("next"))
     if auth is None:
         return RedirectResponse(target, status_code=303)
