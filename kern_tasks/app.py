@@ -94,7 +94,12 @@ def step_task(self: Any, run_id: str, path: str) -> str:
 def create_app(settings: Settings | None = None, *, main: str = "kern_tasks") -> Celery:
     """Our Celery app, configured from `settings` (None: `Settings.from_env()`)."""
     settings = settings if settings is not None else Settings.from_env()
-    app = Celery(main, broker=broker_url(settings), backend=settings.result_backend, amqp=AMQP_CLASS)
+    # fixups=[]: Celery's only built-in fixup is Django's, for apps defined in a Django
+    # project; ours never is, and importing it loads the whole worker (celery.worker) into
+    # every process, beat included.
+    app = Celery(
+        main, broker=broker_url(settings), backend=settings.result_backend, amqp=AMQP_CLASS, fixups=[]
+    )
     app.conf.update(
         beat_scheduler="kern_tasks.beat:LeaseScheduler",
         beat_max_loop_interval=15,
