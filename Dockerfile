@@ -2,7 +2,7 @@ FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY kern_tasks ./kern_tasks
-# The process types' packages: `celery -A workers worker`, `celery -A beat beat`.
+# The process types' packages: `celery -A workers worker`, `python -m beat`.
 COPY beat ./beat
 COPY workers ./workers
 RUN pip install --no-cache-dir .

@@ -1,5 +1,5 @@
 """The Celery app of each process type, configured from Settings: what the top-level
-`workers` and `beat` packages expose (`celery -A workers worker`, `celery -A beat beat`,
+`workers` and `beat` packages expose (`celery -A workers worker`, `python -m beat` or `celery -A beat beat`,
 the Procfile's and docker-compose.yml's commands). Both are `create_app()`'s app (the same
 tasks, broker, routes and task events as `celery -A kern_tasks ...`) plus the settings of
 their process type, so a plain command line runs the configured process:
@@ -35,7 +35,7 @@ def worker_app(settings: Settings | None = None) -> Celery:
 
 
 def beat_app(settings: Settings | None = None) -> Celery:
-    """The app `celery -A beat beat` runs (settings None: `Settings.from_env()`)."""
+    """The app `python -m beat` and `celery -A beat beat` run (settings None: `Settings.from_env()`)."""
     settings = settings if settings is not None else Settings.from_env()
     app = create_app(settings, main="beat")
     app.conf.update(kern_beat_batch=settings.beat_batch, kern_sweep_interval=settings.beat_sweep_interval)

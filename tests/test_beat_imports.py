@@ -33,12 +33,12 @@ HEAVY = (
     "kern_tasks.scheduler.spec", "kern_tasks.scheduler.manager", "kern_tasks.os", "kern_tasks.dashboard",
 )
 
-# Imports what `celery -A beat beat` (the Procfile's) and `python -m kern_tasks.lean_beat`
+# Imports what `python -m beat` (the Procfile's) and `celery -A beat beat`
 # import, builds the scheduler as Celery's beat service does and, given a number of rounds, runs that
 # many rounds at least, until one claimed something; prints which HEAVY modules (or their submodules) are loaded, and what it fired.
 CHILD = """
 import json, sys, time
-import beat, kern_tasks.celery, kern_tasks.lean_beat, celery.apps.beat
+import beat, beat.__main__, kern_tasks.celery, celery.apps.beat
 from celery.beat import Service
 service = Service(beat.app, max_interval=1, scheduler_cls=beat.app.conf.beat_scheduler)  # as celery.apps.beat.Beat
 scheduler = service.get_scheduler()

@@ -22,6 +22,7 @@ import yaml
 from kern_tasks.cli import parser
 from tests.processes import PYTHON, ROOT, clean_environ
 
+BEAT = ["python", "-m", "beat"]  # the beat process type: beat/__main__.py, the celery beat of beat.app
 PROCESS_TYPES = {"release", "web", "worker", "beat", "flower"}
 SERVICES = {"postgres", "redis", "migrate", "web", "worker", "beat", "beat-2", "flower"}
 # What the images of postgres and redis bring (not ours to resolve).
@@ -70,6 +71,13 @@ def every_command() -> list[tuple[str, list[str]]]:
     return found
 
 
+def app_of(argv: list[str]) -> str | None:
+    """The app a command runs: `celery -A NAME ...`'s NAME, `python -m beat`'s beat."""
+    if argv[:1] == ["celery"]:
+        return argv[argv.index("-A") + 1]
+    return "beat" if argv[:3] == BEAT else None
+
+
 def load_app(name: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([PYTHON, "-c", LOAD_APP, name], env={**clean_environ(), **(env or {})}, cwd=cwd,
                           capture_output=True, text=True, timeout=60)
@@ -80,7 +88,7 @@ def apps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, dict[st
     """The apps `celery -A` names in either file, each loaded in a process of its own (in an
     empty folder: the embedded default's files land there)."""
     folder = tmp_path_factory.mktemp("apps")
-    names = {argv[argv.index("-A") + 1] for _, argv in every_command() if argv[:1] == ["celery"]}
+    names = {app_of(argv) for _, argv in every_command() if app_of(argv)}
     loaded = {}
     for name in sorted(names):
         done = load_app(name, {"KERN_DATA_DIR": str(folder / "kern")}, cwd=folder)
@@ -94,14 +102,14 @@ def test_procfile_has_the_five_process_types_and_release_migrates() -> None:
     assert set(types) == PROCESS_TYPES
     assert types["release"] == "kern-tasks db upgrade"
     assert shell_words(types["worker"])[:4] == ["celery", "-A", "workers", "worker"]
-    assert shell_words(types["beat"])[:4] == ["celery", "-A", "beat", "beat"]
+    assert shell_words(types["beat"])[:3] == BEAT
     assert " -E" not in types["worker"]  # task events are on by default (kern_tasks/app.py)
 
 
 def test_compose_runs_two_beats_after_the_migration_with_a_health_check_each() -> None:
     services = compose()["services"]
     assert set(services) == SERVICES
-    beats = [name for name, s in services.items() if s.get("command", [])[:4] == ["celery", "-A", "beat", "beat"]]
+    beats = [name for name, s in services.items() if s.get("command", [])[:3] == BEAT]
     assert sorted(beats) == ["beat", "beat-2"]
     assert services["migrate"]["command"] == ["kern-tasks", "db", "upgrade"]
     assert services["migrate"]["restart"] == "no"
@@ -122,6 +130,11 @@ def test_every_command_resolves(apps: dict[str, dict[str, Any]], tmp_path: Path)
         if program == "kern-tasks":
             namespace = parser().parse_args(args)  # SystemExit (a failure) on a subcommand we lack
             assert callable(namespace.handler), where
+        elif argv[:3] == BEAT:
+            # beat/__main__.py's own parser on the whole line; --help stops before anything starts.
+            done = subprocess.run([PYTHON, *args, "--help"], env={**clean_environ(), "KERN_DATA_DIR": str(tmp_path / "kern")},
+                                  cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
+            assert done.returncode == 0 and "python -m beat" in done.stdout, f"{where}: {shlex.join(argv)}\n{done.stderr}"
         elif program == "python":
             assert args[0] == "-c", where
             compile(args[1], where, "exec")
