@@ -11,9 +11,13 @@ For each N (1,000 and 1,000,000; --quick: 1,000 and 100,000) in a schema of its 
     publish the 500 as kern.fire_batch messages to Redis; its sweep put off), timed `reps`
     times, the broker queue flushed in between; publishing alone, and the sweep beat runs
     about once a second (timed on its own after each dispatch), are also reported.
-  - beat RSS: a real `celery -A kern_tasks beat` process is started against the schema
-    with the 500 due; once it has published them (500 run rows, queue length 500) and
-    run one more sweep, its VmRSS and VmHWM are read from /proc/<pid>/status.
+  - beat RSS: a real beat process is started against the schema with the 500 due; once
+    it has published them (500 run rows, queue length 500) and run one more sweep, its
+    VmRSS and VmHWM are read from /proc/<pid>/status. Three beats, one after another: the
+    Procfile's (`python -m beat`) and `celery -A beat beat`, both in a runtime-only install
+    made as the Dockerfile makes it (tests/runtime_install.py: what users run), and the
+    Procfile's in this test venv, whose test-only packages (opentelemetry's SDK, PyYAML)
+    redis-py and kombu import when present.
   - at the largest N: EXPLAIN (ANALYZE, BUFFERS) of the claim statement exactly as
     claim_due sends it (captured from the engine), in a transaction rolled back.
 Baselines: the same figures at N = 1,000, measured in the same run.
@@ -21,7 +25,9 @@ Baselines: the same figures at N = 1,000, measured in the same run.
 
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
@@ -38,6 +44,7 @@ from kern_tasks.runtime import runtime_for
 from kern_tasks.scheduler import claims
 from kern_tasks.settings import Settings
 from tests.processes import PYTHON, wait_for
+from tests.runtime_install import install_runtime
 
 DUE = 500
 # What beat publishes for them: kern.fire_batch messages of DEFAULT_FIRE_BATCH attempts.
@@ -82,7 +89,7 @@ def explain_claim(schema: Schema) -> str:
     return "\n".join(r[0] for r in rows)
 
 
-def measure(n: int, reps: int, explain: bool) -> dict[str, Any]:
+def measure(n: int, reps: int, explain: bool, runtime_python: Path) -> dict[str, Any]:
     result: dict[str, Any] = {"n": n}
     with fresh_schema() as schema:
         t = time.time()
@@ -146,20 +153,15 @@ def measure(n: int, reps: int, explain: bool) -> dict[str, Any]:
         result["publish_ms_median"] = round(median(publish_ms[1:]), 1)
         result["sweep_ms_median"] = round(median(sweep_ms[1:]), 1)
 
-        # a real beat process: RSS after dispatching the 500; `celery -A kern_tasks beat`,
-        # then the same beat without the celery command line (python -m kern_tasks.lean_beat),
-        # then the Procfile's process type (`celery -A beat beat`)
-        for key in ("beat", "lean_beat", "procfile_beat"):
+        # a real beat process: RSS after dispatching the 500 (BEATS: which, run how)
+        for key, (python, argv) in beats(runtime_python).items():
             _reset(schema, ids, due_at)
             r.delete(QUEUE)
             with processes() as procs:
                 env = bench_kern_env(schema, "http://127.0.0.1:9", procs)
-                if key == "lean_beat":
-                    beat = procs.start(key, [PYTHON, "-m", "kern_tasks.lean_beat", "--max-interval", "5"], env=env)
-                elif key == "procfile_beat":
-                    beat = procs.celery(key, ["beat", "-l", "INFO", "--max-interval", "5"], app="beat", env=env)
-                else:
-                    beat = procs.beat(key, max_interval=5, env=env)
+                if python != PYTHON:
+                    env["PYTHONPATH"] = ""  # the runtime install's own package, not this checkout
+                beat = procs.start(key, [python, *argv, "-l", "INFO", "--max-interval", "5"], env=env)
                 wait_for(lambda: schema.count_runs("queued") >= DUE and r.llen(QUEUE) >= MESSAGES, 120, 0.1,
                          "beat to dispatch the due rows")  # fmt: skip
                 time.sleep(2.5)  # another tick and sweep or two
@@ -173,8 +175,9 @@ def measure(n: int, reps: int, explain: bool) -> dict[str, Any]:
     log(f"N={n}: claim+materialise {result['claim_ms_median']} ms (median of {reps}), "
         f"dispatch (claim, materialise, publish) {result['dispatch_ms_median']} ms, publish alone "
         f"{result['publish_ms_median']} ms, sweep {result['sweep_ms_median']} ms, "
-        f"beat RSS {result['beat_rss_mib']} MiB (peak {result['beat_hwm_mib']}), "
-        f"lean beat {result['lean_beat_rss_mib']} MiB, celery -A beat beat {result['procfile_beat_rss_mib']} MiB")  # fmt: skip
+        f"beat RSS (python -m beat, runtime install) {result['beat_rss_mib']} MiB (peak {result['beat_hwm_mib']}), "
+        f"celery -A beat beat {result['celery_beat_rss_mib']} MiB, "
+        f"python -m beat in the test venv {result['test_venv_beat_rss_mib']} MiB")  # fmt: skip
     return result
 
 
@@ -189,11 +192,24 @@ def plain_celery_beat_rss() -> tuple[float, float]:
         return rss_mib(beat.pid)
 
 
+def beats(runtime_python: Path) -> dict[str, tuple[str, list[str]]]:
+    """The beats whose RSS is read: key -> (python, its arguments before the options)."""
+    return {
+        "beat": (str(runtime_python), ["-m", "beat"]),  # the Procfile's, as deployed
+        "celery_beat": (str(runtime_python), ["-m", "celery", "-A", "beat", "beat"]),
+        "test_venv_beat": (PYTHON, ["-m", "beat"]),
+    }
+
+
 def run(quick: bool) -> dict[str, Any]:
     sizes = [1_000, 100_000] if quick else [1_000, 1_000_000]
     reps = 5 if quick else 9
-    small = measure(sizes[0], reps, explain=False)
-    large = measure(sizes[1], reps, explain=True)
+    with tempfile.TemporaryDirectory(prefix="kern-runtime-") as folder:
+        t = time.time()
+        runtime_python = install_runtime(Path(folder))
+        log(f"runtime-only install (as the Dockerfile's) in {time.time() - t:.0f} s")
+        small = measure(sizes[0], reps, explain=False, runtime_python=runtime_python)
+        large = measure(sizes[1], reps, explain=True, runtime_python=runtime_python)
     plain_rss, _ = plain_celery_beat_rss()
     log(f"plain celery beat (no-op app, Celery's own scheduler): RSS {plain_rss} MiB")
     return {
