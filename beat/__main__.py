@@ -14,9 +14,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from kombu.log import LOG_LEVELS
+
 from beat import app
 
-LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# The level names Celery's own -l accepts (celery.utils.log.mlevel reads this table).
+LEVELS = [name for name in LOG_LEVELS if isinstance(name, str) and name != "NOTSET"]
 
 
 def main(argv: list[str] | None = None) -> int:
