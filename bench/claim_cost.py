@@ -44,7 +44,7 @@ from kern_tasks.runtime import runtime_for
 from kern_tasks.scheduler import claims
 from kern_tasks.settings import Settings
 from tests.processes import PYTHON, wait_for
-from tests.runtime_install import install_runtime
+from tests.runtime_install import NO_CHECKOUT, install_runtime
 
 DUE = 500
 # What beat publishes for them: kern.fire_batch messages of DEFAULT_FIRE_BATCH attempts.
@@ -160,7 +160,7 @@ def measure(n: int, reps: int, explain: bool, runtime_python: Path) -> dict[str,
             with processes() as procs:
                 env = bench_kern_env(schema, "http://127.0.0.1:9", procs)
                 if python != PYTHON:
-                    env["PYTHONPATH"] = ""  # the runtime install's own package, not this checkout
+                    env |= NO_CHECKOUT
                 beat = procs.start(key, [python, *argv, "-l", "INFO", "--max-interval", "5"], env=env)
                 wait_for(lambda: schema.count_runs("queued") >= DUE and r.llen(QUEUE) >= MESSAGES, 120, 0.1,
                          "beat to dispatch the due rows")  # fmt: skip

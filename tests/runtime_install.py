@@ -7,13 +7,16 @@ tests/test_runtime_install.py and by bench/claim_cost.py (beat's RSS as deployed
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.processes import ROOT
+from tests.processes import ROOT, clean_environ
+
+# Laid over clean_environ() (which puts this checkout on PYTHONPATH): an empty PYTHONPATH,
+# so a child of the runtime venv imports the installed package, not this checkout.
+NO_CHECKOUT = {"PYTHONPATH": ""}
 
 
 def dockerfile_copies() -> list[tuple[list[str], str]]:
@@ -43,6 +46,5 @@ def install_runtime(folder: Path) -> Path:
 
 
 def runtime_environ() -> dict[str, str]:
-    """This environment without KERN_* settings or a PYTHONPATH: a child of the runtime
-    venv imports the installed package, not this checkout."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("KERN_") and k != "PYTHONPATH"}
+    """clean_environ() (no KERN_* setting) for a child of the runtime venv: NO_CHECKOUT."""
+    return clean_environ() | NO_CHECKOUT
